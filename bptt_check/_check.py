@@ -1,0 +1,335 @@
+"""Checking a backward: call it on drawn cases, ask the oracles, compare, decide.
+
+Verdicts (per case):
+- ``passed``: every gradient matches the reference wherever the oracles agree;
+- ``failed``: some gradient differs from the reference at an element where the
+  oracles agree with each other;
+- ``inconclusive``: nothing failed, but the oracles disagree with each other on
+  some elements (a relu kink, a precision problem), so those prove nothing;
+- ``error``: the backward could not be compared at all (it raised, or did not
+  return a mapping).
+"""
+
+from __future__ import annotations
+
+import inspect
+import time
+import traceback
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterable, Mapping, Sequence
+
+import numpy as np
+
+from . import __version__
+from ._cases import Case, draw_case
+from ._compare import (
+    ORACLE_TOLERANCE,
+    ZERO_FLOOR,
+    GradResult,
+    compare,
+    tolerance_for,
+)
+from ._errors import BPTTCheckError
+from ._spec import Spec
+from .oracles import OracleResult, get_oracle
+
+Backward = Callable[..., Mapping[str, Any]]
+GRAD_ORDER = ("W", "U", "b", "V", "c", "h0", "x")
+DEFAULT_ORACLES = ("autograd", "fd")
+
+
+@dataclass
+class CaseResult:
+    """The verdict on one case."""
+
+    index: int
+    seed: int
+    spec: Spec
+    flavor: str
+    shapes: dict[str, int]
+    status: str
+    grads: dict[str, GradResult] = field(default_factory=dict)
+    oracles: dict[str, dict[str, Any]] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+    error: dict[str, str] | None = None
+    target: str = ""
+    seconds: float = 0.0
+
+    @property
+    def passed(self) -> bool:
+        return self.status == "passed"
+
+    @property
+    def failed_grads(self) -> list[str]:
+        return [k for k, g in self.grads.items() if not g.passed]
+
+    def summary(self) -> str:
+        shp = " ".join(f"{k}={v}" for k, v in self.shapes.items())
+        head = f"case {self.index:>3} {self.status.upper():<12} {self.target + ' ' if self.target else ''}[{self.spec}] {shp}"
+        if self.status == "failed":
+            worst = []
+            for name in self.failed_grads:
+                g = self.grads[name]
+                if g.problem:
+                    worst.append(f"{name}: {g.problem}")
+                else:
+                    worst.append(f"{name}: max rel err {g.max_rel_err:.2e} at {tuple(g.worst_index)}")
+            return head + " — wrong: " + "; ".join(worst)
+        if self.status in ("error", "timeout") and self.error:
+            return head + f" — {self.error['kind']}: {self.error['message'].splitlines()[-1]}"
+        if self.status == "inconclusive" and self.notes:
+            return head + " — " + self.notes[0]
+        return head
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "index": self.index,
+            "seed": self.seed,
+            "target": self.target,
+            "passed": self.passed,
+            "status": self.status,
+            "spec": self.spec.to_dict(),
+            "flavor": self.flavor,
+            "shapes": self.shapes,
+            "params": {k: g.to_dict() for k, g in self.grads.items()},
+            "oracles": self.oracles,
+            "notes": list(self.notes),
+            "error": self.error,
+            "seconds": round(self.seconds, 6),
+        }
+
+
+@dataclass
+class Report:
+    """One run: every case checked, and the totals."""
+
+    cases: list[CaseResult]
+    seed: int
+    oracles: tuple[str, ...]
+    seconds: float = 0.0
+    argv: list[str] | None = None
+
+    @property
+    def counts(self) -> dict[str, int]:
+        out = {"passed": 0, "failed": 0, "inconclusive": 0, "error": 0, "timeout": 0}
+        for c in self.cases:
+            out[c.status] = out.get(c.status, 0) + 1
+        return out
+
+    @property
+    def passed(self) -> bool:
+        return all(c.status in ("passed", "inconclusive") for c in self.cases)
+
+    def summary(self) -> str:
+        n = self.counts
+        parts = [f"{v} {k}" for k, v in n.items() if v or k in ("passed", "failed")]
+        verdict = "OK" if self.passed else "WRONG GRADIENTS"
+        return f"{verdict}: {len(self.cases)} cases, " + ", ".join(parts) + f" in {self.seconds:.2f}s"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "schema": 1,
+            "tool": "bptt-check",
+            "version": __version__,
+            "argv": self.argv,
+            "passed": self.passed,
+            "counts": self.counts,
+            "seed": self.seed,
+            "oracles": list(self.oracles),
+            "tolerances": _tolerance_table(self.cases),
+            "seconds": round(self.seconds, 6),
+            "cases": [c.to_dict() for c in self.cases],
+        }
+
+
+def _tolerance_table(cases: Sequence[CaseResult]) -> dict[str, Any]:
+    from ._compare import TOLERANCES
+
+    dtypes = sorted({c.spec.dtype for c in cases}) or ["float64"]
+    return {
+        "user_vs_reference": {d: vars(TOLERANCES[d]) for d in dtypes},
+        "oracle_vs_oracle": vars(ORACLE_TOLERANCE),
+        "why": "element-wise |g-r| <= atol*scale + rtol*|r| + oracle error; scale = max|r| of the "
+               "gradient; rtol/atol by the dtype of the backward under test",
+    }
+
+
+# ----------------------------------------------------------------- calling the backward
+
+def _wants_spec(fn: Callable) -> bool:
+    try:
+        sig = inspect.signature(fn)
+    except (TypeError, ValueError):
+        return False
+    return "spec" in sig.parameters or any(
+        p.kind is inspect.Parameter.VAR_KEYWORD for p in sig.parameters.values())
+
+
+def to_numpy(value: Any) -> np.ndarray:
+    """Accept numpy arrays, torch tensors (any device, requiring grad or not) and sequences."""
+    if hasattr(value, "detach") and hasattr(value, "cpu"):
+        value = value.detach().cpu().numpy()
+    return np.array(value)
+
+
+def call_backward(backward: Backward, case: Case) -> Mapping[str, Any]:
+    """Call the backward in the canonical protocol, on copies of the case's arrays."""
+    params = {k: v.copy() for k, v in case.params.items()}
+    x, y = case.x.copy(), np.array(case.y, copy=True)
+    if _wants_spec(backward):
+        return backward(params, x, y, spec=case.spec)
+    return backward(params, x, y)
+
+
+def _user_frames(exc: BaseException) -> str:
+    """The traceback of an exception raised by user code, without the harness's own frames."""
+    tb = traceback.extract_tb(exc.__traceback__)
+    here = __file__.rsplit("/", 1)[0]
+    kept = [f for f in tb if not f.filename.startswith(here)]
+    lines = traceback.format_list(kept or tb)
+    lines += traceback.format_exception_only(type(exc), exc)
+    return "".join(lines).rstrip()
+
+
+# ----------------------------------------------------------------- one case
+
+def check_case(backward: Backward, case: Case, *, oracles: Iterable[str] = DEFAULT_ORACLES,
+               target: str = "") -> CaseResult:
+    """Check ``backward`` on one drawn case against the oracles."""
+    start = time.perf_counter()
+    names = tuple(oracles)
+    result = CaseResult(case.index, case.seed, case.spec, case.flavor, case.shapes,
+                        status="passed", target=target)
+    try:
+        raw = call_backward(backward, case)
+    except Exception as exc:  # the user's code is at fault, not the harness
+        result.status = "error"
+        result.error = {"kind": "exception", "message": _user_frames(exc)}
+        result.seconds = time.perf_counter() - start
+        return result
+    if not isinstance(raw, Mapping):
+        result.status = "error"
+        result.error = {"kind": "type",
+                        "message": f"the backward returned {type(raw).__name__}, expected a mapping "
+                                   "from parameter names (W, U, b, V, c, h0, optionally x) to gradients"}
+        result.seconds = time.perf_counter() - start
+        return result
+    got = {str(k): to_numpy(v) for k, v in raw.items()}
+
+    refs: list[OracleResult] = [get_oracle(n).gradients(case) for n in names]
+    ref = refs[0]
+    case_scale = max((float(np.max(np.abs(g), initial=0.0)) for g in ref.grads.values()), default=0.0)
+    floor = ZERO_FLOOR * case_scale
+
+    # where do the oracles agree? elements on which they do not prove nothing
+    disputed = {k: np.zeros(v.shape, dtype=bool) for k, v in ref.grads.items()}
+    for other in refs[1:]:
+        agreement = {}
+        for k in ref.grads:
+            r = compare(k, other.grads[k], ref.grads[k], ORACLE_TOLERANCE,
+                        ref_error=np.asarray(other.error.get(k, 0.0)) + np.asarray(ref.error.get(k, 0.0)),
+                        scale_floor=floor)
+            agreement[k] = {"agree": r.passed, "max_abs_err": r.max_abs_err, "max_rel_err": r.max_rel_err}
+            if not r.passed:
+                scale = max(r.scale, floor)
+                diff = np.abs(other.grads[k] - ref.grads[k])
+                disputed[k] |= diff > (ORACLE_TOLERANCE.atol * scale + ORACLE_TOLERANCE.rtol * np.abs(ref.grads[k])
+                                       + np.asarray(other.error.get(k, 0.0)))
+        result.oracles[f"{other.name}_vs_{ref.name}"] = agreement
+    result.oracles["reference"] = {"name": ref.name}
+
+    tol = tolerance_for(case.spec.dtype)
+    for name in GRAD_ORDER:
+        if name not in ref.grads:
+            continue
+        if name == "x" and "x" not in got:
+            continue   # dL/dx is optional in the protocol
+        g = compare(name, got.get(name), ref.grads[name], tol,
+                    ref_error=ref.error.get(name, 0.0), scale_floor=floor)
+        if not g.passed and g.problem is None and disputed[name].any():
+            # re-judge on the elements where the oracles agree
+            ok_elsewhere = _passes_outside(got[name], ref.grads[name], tol, ref.error.get(name, 0.0),
+                                           floor, disputed[name])
+            if ok_elsewhere:
+                g.passed = True
+                result.notes.append(f"{name}: {int(disputed[name].sum())} element(s) where the oracles "
+                                    "disagree were not judged")
+        result.grads[name] = g
+    extra = sorted(set(got) - set(ref.grads))
+    if extra:
+        result.notes.append(f"the backward returned keys that are not gradients of this model: {extra}")
+
+    if any(not g.passed for g in result.grads.values()):
+        result.status = "failed"
+    elif any(d.any() for d in disputed.values()):
+        result.status = "inconclusive"
+        which = [f"{k} ({int(d.sum())}/{d.size})" for k, d in disputed.items() if d.any()]
+        result.notes.insert(0, "oracles disagree on " + ", ".join(which) + ": those elements prove nothing")
+    result.seconds = time.perf_counter() - start
+    return result
+
+
+def _passes_outside(got: np.ndarray, ref: np.ndarray, tol: Any, ref_error: Any, floor: float,
+                    disputed: np.ndarray) -> bool:
+    keep = ~disputed
+    if not keep.any():
+        return True
+    r = compare("masked", got[keep], ref[keep], tol,
+                ref_error=np.broadcast_to(np.asarray(ref_error, dtype=float), ref.shape)[keep],
+                scale_floor=max(floor, float(np.max(np.abs(ref), initial=0.0))))
+    return r.passed
+
+
+# ----------------------------------------------------------------- many cases
+
+def _as_spec(spec: Spec | None, spec_kwargs: dict[str, Any]) -> Spec:
+    if spec is None:
+        return Spec(**spec_kwargs)
+    if spec_kwargs:
+        return spec.replace(**spec_kwargs)
+    return spec
+
+
+def check(backward: Backward, spec: Spec | None = None, *, cases: int = 20, seed: int = 0,
+          oracles: Iterable[str] = DEFAULT_ORACLES, target: str = "",
+          on_case: Callable[[CaseResult], None] | None = None, **spec_kwargs: Any) -> Report:
+    """Check ``backward`` on ``cases`` random cases drawn inside ``spec``.
+
+    ``spec`` may be given as a :class:`Spec` or as keywords
+    (``mode="many-to-one", truncation="window:3"``, ...).
+    """
+    try:
+        spec = _as_spec(spec, spec_kwargs)
+        if cases < 1:
+            raise BPTTCheckError(f"cases must be >= 1, got {cases}")
+    except BPTTCheckError as err:
+        raise err.with_context(cases=cases, seed=seed) from None
+    except TypeError as err:
+        raise BPTTCheckError(f"bad spec: {err}", cases=cases, seed=seed) from None
+    names = tuple(oracles)
+    start = time.perf_counter()
+    results = []
+    for i in range(cases):
+        r = check_case(backward, draw_case(spec, seed, i), oracles=names, target=target)
+        results.append(r)
+        if on_case is not None:
+            on_case(r)
+    return Report(results, seed, names, time.perf_counter() - start)
+
+
+def assert_backward(backward: Backward, spec: Spec | None = None, *, cases: int = 20, seed: int = 0,
+                    oracles: Iterable[str] = DEFAULT_ORACLES, **spec_kwargs: Any) -> Report:
+    """Like :func:`check`, but raise :class:`BPTTCheckError` describing the first wrong case."""
+    report = check(backward, spec, cases=cases, seed=seed, oracles=oracles, **spec_kwargs)
+    bad = [c for c in report.cases if c.status not in ("passed", "inconclusive")]
+    if bad:
+        first = bad[0]
+        lines = [f"{len(bad)} of {len(report.cases)} cases wrong; first: {first.summary()}"]
+        for name in first.failed_grads:
+            g = first.grads[name]
+            lines.append(f"  d{name}: " + (g.problem or
+                         f"{g.mismatched}/{g.size} elements off, worst {tuple(g.worst_index)} "
+                         f"abs {g.max_abs_err:.3e} rel {g.max_rel_err:.3e}, ratio to reference {g.ratio:.4g}"))
+        lines.append(f"  reproduce: bptt_check.draw_case(spec, seed={first.seed}, index={first.index})")
+        raise BPTTCheckError("\n".join(lines), spec=str(first.spec), seed=seed, case=first.index)
+    return report

@@ -1,0 +1,118 @@
+"""Comparing a gradient with a reference (DESIGN §6); tolerances as data keyed by dtype.
+
+Element-wise  |g - r| <= atol·scale + rtol·|r| + oracle_error,
+where scale is the gradient's own magnitude (max |r|, floored by a fraction of
+the case's largest gradient so an all-zero reference still has a meaningful
+absolute tolerance). Tolerances are relative to scale because exploding and
+vanishing gradients are expected over long sequences.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class Tolerance:
+    rtol: float
+    atol: float  # relative to the gradient's own scale
+
+
+# the backward under test, by its dtype, against a float64 reference
+TOLERANCES: dict[str, Tolerance] = {
+    "float64": Tolerance(rtol=1e-7, atol=1e-9),
+    "float32": Tolerance(rtol=2e-3, atol=2e-4),
+}
+# two float64 oracles against each other (finite differences carry ~1e-8..1e-10 error)
+ORACLE_TOLERANCE = Tolerance(rtol=1e-5, atol=1e-6)
+# an all-zero reference is compared at this fraction of the case's largest gradient
+ZERO_FLOOR = 1e-3
+
+
+def tolerance_for(dtype: str) -> Tolerance:
+    return TOLERANCES.get(str(dtype), TOLERANCES["float32"])
+
+
+@dataclass
+class GradResult:
+    """The comparison of one gradient (W, U, b, V, c, h0 or x) with its reference."""
+
+    name: str
+    passed: bool
+    max_abs_err: float = 0.0
+    max_rel_err: float = 0.0
+    worst_index: list[int] = field(default_factory=list)
+    mismatched: int = 0
+    size: int = 0
+    scale: float = 0.0
+    norm_rel_err: float = 0.0
+    cosine: float = 1.0
+    ratio: float = 1.0
+    atol: float = 0.0
+    rtol: float = 0.0
+    problem: str | None = None   # missing, shape, non-finite: why no comparison was possible
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        for k, v in d.items():
+            if isinstance(v, float) and not np.isfinite(v):
+                d[k] = None if np.isnan(v) else (1e308 if v > 0 else -1e308)
+        return d
+
+
+def compare(name: str, got: np.ndarray | None, ref: np.ndarray, tol: Tolerance, *,
+            ref_error: np.ndarray | float = 0.0, scale_floor: float = 0.0) -> GradResult:
+    ref = np.asarray(ref, dtype=np.float64)
+    scale = float(np.max(np.abs(ref), initial=0.0))
+    if got is None:
+        return GradResult(name, False, size=int(ref.size), scale=scale,
+                          problem=f"missing: the backward returned no gradient for {name!r}")
+    got = np.asarray(got, dtype=np.float64)
+    if got.shape != ref.shape:
+        hint = ""
+        if got.ndim == 2 and got.shape[::-1] == ref.shape:
+            hint = " (transposed?)"
+        elif got.size == ref.size:
+            hint = " (same size, different layout?)"
+        return GradResult(name, False, size=int(ref.size), scale=scale,
+                          problem=f"shape: expected {ref.shape}, got {got.shape}{hint}")
+    finite = np.isfinite(got)
+    if not finite.all():
+        bad = np.argwhere(~finite)
+        return GradResult(name, False, size=int(ref.size), scale=scale,
+                          mismatched=int(bad.shape[0]), worst_index=[int(i) for i in bad[0]],
+                          problem=f"non-finite: {bad.shape[0]} of {ref.size} elements are nan/inf, "
+                                  f"first at {tuple(int(i) for i in bad[0])}")
+    atol = tol.atol * max(scale, scale_floor, np.finfo(np.float64).tiny)
+    allowed = atol + tol.rtol * np.abs(ref) + np.asarray(ref_error, dtype=np.float64)
+    diff = np.abs(got - ref)
+    bad = diff > allowed
+    rel = diff / np.maximum(np.abs(ref), atol)
+    if diff.size:
+        worst = np.unravel_index(int(np.argmax(diff / allowed)), diff.shape)
+    else:
+        worst = ()
+    rnorm = float(np.linalg.norm(ref))
+    gnorm = float(np.linalg.norm(got))
+    dnorm = float(np.linalg.norm(got - ref))
+    dot = float(np.vdot(got, ref))
+    cosine = dot / (rnorm * gnorm) if rnorm > 0 and gnorm > 0 else (1.0 if rnorm == gnorm else 0.0)
+    ratio = dot / (rnorm * rnorm) if rnorm > 0 else (1.0 if gnorm == 0 else float("inf"))
+    return GradResult(
+        name=name,
+        passed=not bool(bad.any()),
+        max_abs_err=float(diff.max(initial=0.0)),
+        max_rel_err=float(rel.max(initial=0.0)),
+        worst_index=[int(i) for i in worst],
+        mismatched=int(bad.sum()),
+        size=int(ref.size),
+        scale=scale,
+        norm_rel_err=dnorm / rnorm if rnorm > 0 else (0.0 if dnorm == 0 else float("inf")),
+        cosine=cosine,
+        ratio=ratio,
+        atol=float(atol),
+        rtol=tol.rtol,
+    )

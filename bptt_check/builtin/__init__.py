@@ -1,0 +1,41 @@
+"""Hand-written backward passes, each readable against its seed document.
+
+Every function has the canonical signature ``backward(params, x, y, spec)``
+(DESIGN §4) and returns dL/dθ for every parameter present, h0 and x.
+
+| name           | seed                              | modes                     |
+| -------------- | --------------------------------- | ------------------------- |
+| many_to_one    | 000, eqs 7.6-7.9 + dense layer    | many-to-one, full BPTT    |
+| many_to_many   | 002, eq 7.15                      | many-to-many, full BPTT   |
+| jacobian       | 001, eqs 3-4, z <- z ds_t/ds_t-1  | every mode and schedule   |
+| truncated      | DESIGN §3 windows                 | every mode and schedule   |
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+from .._spec import Spec
+from .jacobian import backward as jacobian
+from .many_to_many import backward as many_to_many
+from .many_to_one import backward as many_to_one
+from .truncated import backward as truncated
+
+BUILTINS: dict[str, Callable] = {
+    "many_to_one": many_to_one,
+    "many_to_many": many_to_many,
+    "jacobian": jacobian,
+    "truncated": truncated,
+}
+
+
+def supports(name: str, spec: Spec) -> bool:
+    """Whether the built-in ``name`` implements ``spec``."""
+    if name == "many_to_one":
+        return spec.mode == "many-to-one" and spec.truncation.kind == "none"
+    if name == "many_to_many":
+        return spec.mode == "many-to-many" and spec.truncation.kind == "none"
+    return name in BUILTINS
+
+
+__all__ = ["BUILTINS", "supports", "many_to_one", "many_to_many", "jacobian", "truncated"]
