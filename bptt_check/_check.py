@@ -12,28 +12,21 @@ Verdicts (per case):
 
 from __future__ import annotations
 
-import inspect
 import time
-import traceback
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
 from . import __version__
+from ._call import Backward, invoke
 from ._cases import Case, draw_case
-from ._compare import (
-    ORACLE_TOLERANCE,
-    ZERO_FLOOR,
-    GradResult,
-    compare,
-    tolerance_for,
-)
+from ._compare import ORACLE_TOLERANCE, GradResult, compare, tolerance_for
 from ._errors import BPTTCheckError
 from ._spec import Spec
-from .oracles import OracleResult, get_oracle
+from .oracles.consensus import reference
 
-Backward = Callable[..., Mapping[str, Any]]
 GRAD_ORDER = ("W", "U", "b", "V", "c", "h0", "x")
 DEFAULT_ORACLES = ("autograd", "fd")
 
@@ -65,7 +58,8 @@ class CaseResult:
 
     def summary(self) -> str:
         shp = " ".join(f"{k}={v}" for k, v in self.shapes.items())
-        head = f"case {self.index:>3} {self.status.upper():<12} {self.target + ' ' if self.target else ''}[{self.spec}] {shp}"
+        who = f"{self.target} " if self.target else ""
+        head = f"case {self.index:>3} {self.status.upper():<12} {who}[{self.spec}] {shp}"
         if self.status == "failed":
             worst = []
             for name in self.failed_grads:
@@ -154,43 +148,6 @@ def _tolerance_table(cases: Sequence[CaseResult]) -> dict[str, Any]:
     }
 
 
-# ----------------------------------------------------------------- calling the backward
-
-def _wants_spec(fn: Callable) -> bool:
-    try:
-        sig = inspect.signature(fn)
-    except (TypeError, ValueError):
-        return False
-    return "spec" in sig.parameters or any(
-        p.kind is inspect.Parameter.VAR_KEYWORD for p in sig.parameters.values())
-
-
-def to_numpy(value: Any) -> np.ndarray:
-    """Accept numpy arrays, torch tensors (any device, requiring grad or not) and sequences."""
-    if hasattr(value, "detach") and hasattr(value, "cpu"):
-        value = value.detach().cpu().numpy()
-    return np.array(value)
-
-
-def call_backward(backward: Backward, case: Case) -> Mapping[str, Any]:
-    """Call the backward in the canonical protocol, on copies of the case's arrays."""
-    params = {k: v.copy() for k, v in case.params.items()}
-    x, y = case.x.copy(), np.array(case.y, copy=True)
-    if _wants_spec(backward):
-        return backward(params, x, y, spec=case.spec)
-    return backward(params, x, y)
-
-
-def _user_frames(exc: BaseException) -> str:
-    """The traceback of an exception raised by user code, without the harness's own frames."""
-    tb = traceback.extract_tb(exc.__traceback__)
-    here = __file__.rsplit("/", 1)[0]
-    kept = [f for f in tb if not f.filename.startswith(here)]
-    lines = traceback.format_list(kept or tb)
-    lines += traceback.format_exception_only(type(exc), exc)
-    return "".join(lines).rstrip()
-
-
 # ----------------------------------------------------------------- one case
 
 def check_case(backward: Backward, case: Case, *, oracles: Iterable[str] = DEFAULT_ORACLES,
@@ -200,42 +157,18 @@ def check_case(backward: Backward, case: Case, *, oracles: Iterable[str] = DEFAU
     names = tuple(oracles)
     result = CaseResult(case.index, case.seed, case.spec, case.flavor, case.shapes,
                         status="passed", target=target)
-    try:
-        raw = call_backward(backward, case)
-    except Exception as exc:  # the user's code is at fault, not the harness
+    outcome = invoke(backward, case)
+    if outcome.error is not None or outcome.grads is None:
         result.status = "error"
-        result.error = {"kind": "exception", "message": _user_frames(exc)}
+        result.error = outcome.error
         result.seconds = time.perf_counter() - start
         return result
-    if not isinstance(raw, Mapping):
-        result.status = "error"
-        result.error = {"kind": "type",
-                        "message": f"the backward returned {type(raw).__name__}, expected a mapping "
-                                   "from parameter names (W, U, b, V, c, h0, optionally x) to gradients"}
-        result.seconds = time.perf_counter() - start
-        return result
-    got = {str(k): to_numpy(v) for k, v in raw.items()}
+    got = outcome.grads
 
-    refs: list[OracleResult] = [get_oracle(n).gradients(case) for n in names]
-    ref = refs[0]
-    case_scale = max((float(np.max(np.abs(g), initial=0.0)) for g in ref.grads.values()), default=0.0)
-    floor = ZERO_FLOOR * case_scale
-
-    # where do the oracles agree? elements on which they do not prove nothing
-    disputed = {k: np.zeros(v.shape, dtype=bool) for k, v in ref.grads.items()}
-    for other in refs[1:]:
-        agreement = {}
-        for k in ref.grads:
-            r = compare(k, other.grads[k], ref.grads[k], ORACLE_TOLERANCE,
-                        ref_error=np.asarray(other.error.get(k, 0.0)) + np.asarray(ref.error.get(k, 0.0)),
-                        scale_floor=floor)
-            agreement[k] = {"agree": r.passed, "max_abs_err": r.max_abs_err, "max_rel_err": r.max_rel_err}
-            if not r.passed:
-                scale = max(r.scale, floor)
-                diff = np.abs(other.grads[k] - ref.grads[k])
-                disputed[k] |= diff > (ORACLE_TOLERANCE.atol * scale + ORACLE_TOLERANCE.rtol * np.abs(ref.grads[k])
-                                       + np.asarray(other.error.get(k, 0.0)))
-        result.oracles[f"{other.name}_vs_{ref.name}"] = agreement
+    ref = reference(case, names)
+    floor = ref.scale_floor
+    disputed = ref.disputed
+    result.oracles = dict(ref.agreement)
     result.oracles["reference"] = {"name": ref.name}
 
     tol = tolerance_for(case.spec.dtype)

@@ -11,8 +11,9 @@ length T+1 with the initial state explicit: ``h[0] = h0``, ``h[t+1] = h_t``.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any
 
 import numpy as np
 

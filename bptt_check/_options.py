@@ -7,10 +7,11 @@ as ``--bptt-name`` (see ``plugin.py``).
 from __future__ import annotations
 
 import argparse
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
-from ._spec import ACTIVATIONS, LOSSES, MODES, OUTPUTS, REDUCTIONS, DTYPES
+from ._spec import ACTIVATIONS, DTYPES, LOSSES, MODES, OUTPUTS, REDUCTIONS
 
 
 def _positive_int(text: str) -> int:

@@ -19,8 +19,9 @@ import os
 import sys
 import time
 import traceback
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 from . import __version__
 from ._check import Report, check
@@ -84,7 +85,8 @@ def load_target(text: str) -> Callable[..., Any]:
         fn = getattr(module, attr)
     except AttributeError:
         public = sorted(n for n in vars(module) if callable(getattr(module, n)) and not n.startswith("_"))
-        raise UsageError(f"{where!r} has no attribute {attr!r}; callables there: {', '.join(public) or 'none'}") from None
+        raise UsageError(f"{where!r} has no attribute {attr!r}; "
+                         f"callables there: {', '.join(public) or 'none'}") from None
     if not callable(fn):
         raise UsageError(f"{text!r} is a {type(fn).__name__}, not a function")
     return fn

@@ -7,7 +7,7 @@ Arguments are validated eagerly, when the strategy is built.
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 from hypothesis import strategies as st
 

@@ -1,9 +1,9 @@
 """Planted bugs the check must catch, on exactly the gradients they break."""
 
 import pytest
+from bugs import mutant
 
 import bptt_check as bc
-from bugs import mutant
 
 UPSTREAM = {"W", "U", "b", "h0", "x"}   # everything behind the recurrent flow; V and c are untouched
 

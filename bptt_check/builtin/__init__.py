@@ -13,7 +13,7 @@ Every function has the canonical signature ``backward(params, x, y, spec)``
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 from .._spec import Spec
 from .jacobian import backward as jacobian

@@ -15,7 +15,8 @@ window schedule: the sum over k simply starts at the window's start.
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import numpy as np
 

@@ -8,7 +8,8 @@ dW, dU, db as in eqs 7.7-7.9 with this dh, summed over every step from t = 0.
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import numpy as np
 

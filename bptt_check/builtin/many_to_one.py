@@ -8,7 +8,8 @@ from t = 0 and h0 gets its own gradient.
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import numpy as np
 

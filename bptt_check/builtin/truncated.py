@@ -9,7 +9,8 @@ chunk and window-loss are all just window lists (``Spec.windows``).
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import numpy as np
 
