@@ -47,6 +47,8 @@ class CaseResult:
     error: dict[str, str] | None = None
     target: str = ""
     seconds: float = 0.0
+    # issue 3: where in time it goes wrong and how to replay it (failed cases only; see _evidence)
+    evidence: dict[str, Any] | None = None
 
     @property
     def passed(self) -> bool:
@@ -90,6 +92,7 @@ class CaseResult:
             "notes": list(self.notes),
             "error": self.error,
             "seconds": round(self.seconds, 6),
+            "evidence": self.evidence,
         }
 
 
@@ -122,10 +125,11 @@ class Report:
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "schema": 1,
+            "schema": 2,
             "tool": "bptt-check",
             "version": __version__,
             "argv": self.argv,
+            **_run_header(self),      # issue 3: command, specs, targets, when, where
             "passed": self.passed,
             "counts": self.counts,
             "seed": self.seed,
@@ -134,6 +138,28 @@ class Report:
             "seconds": round(self.seconds, 6),
             "cases": [c.to_dict() for c in self.cases],
         }
+
+
+def _run_header(report: Report) -> dict[str, Any]:
+    import datetime
+    import platform
+    import shlex
+
+    specs: list[dict[str, Any]] = []
+    targets: list[str] = []
+    for c in report.cases:
+        d = c.spec.to_dict()
+        if d not in specs:
+            specs.append(d)
+        if c.target not in targets:
+            targets.append(c.target)
+    return {
+        "command": shlex.join(report.argv) if report.argv else None,
+        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "platform": {"python": platform.python_version(), "numpy": np.__version__},
+        "specs": specs,
+        "targets": targets,
+    }
 
 
 def _tolerance_table(cases: Sequence[CaseResult]) -> dict[str, Any]:
@@ -151,8 +177,13 @@ def _tolerance_table(cases: Sequence[CaseResult]) -> dict[str, Any]:
 # ----------------------------------------------------------------- one case
 
 def check_case(backward: Backward, case: Case, *, oracles: Iterable[str] = DEFAULT_ORACLES,
-               target: str = "") -> CaseResult:
-    """Check ``backward`` on one drawn case against the oracles."""
+               target: str = "", evidence: str | None = "full") -> CaseResult:
+    """Check ``backward`` on one drawn case against the oracles.
+
+    A failed case carries ``evidence`` (see ``_evidence``): ``"full"`` re-runs it on prefixes
+    of its sequence and maps its error over time, ``"cheap"`` only what the arrays at hand
+    show, ``None`` nothing.
+    """
     start = time.perf_counter()
     names = tuple(oracles)
     result = CaseResult(case.index, case.seed, case.spec, case.flavor, case.shapes,
@@ -194,6 +225,11 @@ def check_case(backward: Backward, case: Case, *, oracles: Iterable[str] = DEFAU
 
     if any(not g.passed for g in result.grads.values()):
         result.status = "failed"
+        if evidence:   # issue 3: one call into _evidence, failed cases only
+            from ._evidence import collect, strip_private
+
+            result.evidence = strip_private(collect(backward, case, result, got, ref.grads, ref.error, tol,
+                                                    oracles=names, full=evidence == "full"))
     elif any(d.any() for d in disputed.values()):
         result.status = "inconclusive"
         which = [f"{k} ({int(d.sum())}/{d.size})" for k, d in disputed.items() if d.any()]
@@ -242,8 +278,13 @@ def check(backward: Backward, spec: Spec | None = None, *, cases: int = 20, seed
     names = tuple(oracles)
     start = time.perf_counter()
     results = []
+    from ._evidence import EVIDENCE_LIMIT
+
+    full_left = EVIDENCE_LIMIT      # the first failed cases get the full evidence, the rest the cheap one
     for i in range(cases):
-        r = check_case(backward, draw_case(spec, seed, i), oracles=names, target=target)
+        r = check_case(backward, draw_case(spec, seed, i), oracles=names, target=target,
+                       evidence="full" if full_left > 0 else "cheap")
+        full_left -= r.status == "failed"
         results.append(r)
         if on_case is not None:
             on_case(r)

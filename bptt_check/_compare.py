@@ -54,13 +54,46 @@ class GradResult:
     atol: float = 0.0
     rtol: float = 0.0
     problem: str | None = None   # missing, shape, non-finite: why no comparison was possible
+    # the worst <= 10 elements of a wrong gradient: {index, yours, reference, abs, rel, bad}
+    worst: list[dict[str, Any]] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         for k, v in d.items():
-            if isinstance(v, float) and not np.isfinite(v):
-                d[k] = None if np.isnan(v) else (1e308 if v > 0 else -1e308)
+            if isinstance(v, float):
+                d[k] = _finite(v)
+        d["worst"] = [{k: (_finite(v) if isinstance(v, float) else v) for k, v in row.items()}
+                      for row in self.worst]
         return d
+
+
+def _finite(v: float) -> float | None:
+    """JSON has no nan/inf: nan becomes null, an infinity the largest double."""
+    if np.isfinite(v):
+        return v
+    return None if np.isnan(v) else (1e308 if v > 0 else -1e308)
+
+
+WORST_ROWS = 10
+
+
+def worst_elements(got: np.ndarray, ref: np.ndarray, allowed: np.ndarray, atol: float,
+                   rows: int = WORST_ROWS) -> list[dict[str, Any]]:
+    """The ``rows`` elements furthest beyond their tolerance, worst first."""
+    diff = np.abs(got - ref)
+    score = (diff / allowed).reshape(-1)
+    n = min(rows, score.size)
+    if n == 0:
+        return []
+    top = np.argpartition(-score, n - 1)[:n] if score.size > n else np.arange(score.size)
+    top = top[np.argsort(-score[top], kind="stable")]
+    out = []
+    for flat in top:
+        idx = np.unravel_index(int(flat), ref.shape)
+        r, g, d = float(ref[idx]), float(got[idx]), float(diff[idx])
+        out.append({"index": [int(i) for i in idx], "yours": g, "reference": r, "abs": d,
+                    "rel": d / max(abs(r), atol), "bad": bool(score[flat] > 1.0)})
+    return out
 
 
 def compare(name: str, got: np.ndarray | None, ref: np.ndarray, tol: Tolerance, *,
@@ -101,9 +134,10 @@ def compare(name: str, got: np.ndarray | None, ref: np.ndarray, tol: Tolerance, 
     dot = float(np.vdot(got, ref))
     cosine = dot / (rnorm * gnorm) if rnorm > 0 and gnorm > 0 else (1.0 if rnorm == gnorm else 0.0)
     ratio = dot / (rnorm * rnorm) if rnorm > 0 else (1.0 if gnorm == 0 else float("inf"))
+    passed = not bool(bad.any())
     return GradResult(
         name=name,
-        passed=not bool(bad.any()),
+        passed=passed,
         max_abs_err=float(diff.max(initial=0.0)),
         max_rel_err=float(rel.max(initial=0.0)),
         worst_index=[int(i) for i in worst],
@@ -115,4 +149,5 @@ def compare(name: str, got: np.ndarray | None, ref: np.ndarray, tol: Tolerance, 
         ratio=ratio,
         atol=float(atol),
         rtol=tol.rtol,
+        worst=[] if passed else worst_elements(got, ref, allowed, float(atol)),
     )
