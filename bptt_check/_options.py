@@ -24,6 +24,23 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _nonnegative_int(text: str) -> int:
+    value = _int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
+    return value
+
+
+def _formats(text: str) -> str:
+    from ._errors import BPTTCheckError
+    from .report import parse_formats
+
+    try:
+        return ",".join(parse_formats(text))
+    except BPTTCheckError as err:
+        raise argparse.ArgumentTypeError(err.message) from None
+
+
 def _int(text: str) -> int:
     try:
         return int(text)
@@ -61,6 +78,13 @@ OPTIONS: tuple[Option, ...] = (
     Option("seed", "seed of the random cases (a case is replayed from seed and index)", 0, type=_int, run=True),
     Option("report_dir", "folder the report is written to", "reports", run=True),
     Option("oracle", "comma-separated oracles; the first is the reference", "autograd,fd", run=True),
+    # issue 3: the report and the terminal
+    Option("format", "comma-separated report formats written to the report folder: json, md, junit, html "
+                     "(or all)", "json,md,junit,html", type=_formats, run=True),
+    Option("case", "check only case N of the seed (what a report's reproducer line uses)", None,
+           type=_nonnegative_int),
+    Option("progress", "per-case feedback: a progress bar (on a terminal), one line per case, or none",
+           "auto", choices=("auto", "bar", "lines", "none")),
 )
 
 

@@ -1,10 +1,15 @@
 """The ``bptt-check`` command.
 
     bptt-check [TARGET] [--mode ...] [--truncation ...] [--cases N] [--seed S] [--report-dir DIR]
+               [--format json,md,junit,html] [--case N] [--progress auto|bar|lines|none]
+    bptt-check show [REPORT.json] [--format ...] [--report-dir DIR]
 
 TARGET is ``path/to/file.py:function`` or ``package.module:function``: a
 backward in the canonical protocol ``grads = backward(params, x, y)``. Without
 TARGET the built-in implementations are checked in every mode.
+
+``show`` re-renders an earlier report in the terminal (and, with ``--format``,
+as files again).
 
 Exit status: 0 every case matches, 1 some gradient is wrong, 2 bad usage or a
 TARGET that cannot be loaded, 3 an internal error of bptt-check.
@@ -24,9 +29,9 @@ from pathlib import Path
 from typing import Any
 
 from . import __version__
-from ._check import Report, check
+from ._cases import draw_case
+from ._check import Report, check, check_case
 from ._errors import BPTTCheckError
-from ._io import write_json
 from ._options import add_to_argparse, spec_kwargs
 from ._spec import Spec, Truncation
 
@@ -135,7 +140,41 @@ def _given(argv: Sequence[str]) -> set[str]:
     return out
 
 
+def build_show_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="bptt-check show",
+                                     description="Re-render an earlier bptt-check report in the terminal.")
+    parser.add_argument("report", nargs="?", default="reports/report.json", metavar="REPORT",
+                        help="a report.json, or the folder holding it (default: reports/report.json)")
+    parser.add_argument("--format", default=None,
+                        help="also write these formats again (json,md,junit,html or all) from the JSON")
+    parser.add_argument("--report-dir", default=None, help="where --format writes (default: REPORT's folder)")
+    return parser
+
+
+def show(argv: Sequence[str]) -> int:
+    """``bptt-check show``: exit 0 when the shown report passed, 1 when not, 2 when it cannot be read."""
+    from .report import load_report, parse_formats, write_reports
+    from .report.terminal import print_report
+
+    args = build_show_parser().parse_args(argv)
+    try:
+        data = load_report(args.report)
+        formats = parse_formats(args.format) if args.format else ()
+    except BPTTCheckError as err:
+        print(f"bptt-check show: error: {err.message.splitlines()[0]}", file=sys.stderr)
+        return EXIT_USAGE
+    print_report(data)
+    if formats:
+        src = Path(args.report)
+        folder = args.report_dir or (src if src.is_dir() else src.parent)
+        paths = write_reports(data, folder, formats)
+        print("report: " + ", ".join(str(p) for p in paths.values()))
+    return EXIT_OK if data.get("passed") else EXIT_FINDINGS
+
+
 def run(argv: Sequence[str]) -> int:
+    if argv and argv[0] == "show":
+        return show(argv[1:])
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
@@ -151,16 +190,28 @@ def run(argv: Sequence[str]) -> int:
         print(f"bptt-check: error: {msg.splitlines()[0]}", file=sys.stderr)
         return EXIT_USAGE
 
+    from .report import write_reports
+    from .report.terminal import CaseProgress, print_failures
+
     start = time.perf_counter()
     cases = []
-    for name, fn, spec in jobs:
-        report = check(fn, spec, cases=args.cases, seed=args.seed, oracles=oracles, target=name,
-                       on_case=lambda r: print(r.summary(), flush=True))
-        cases.extend(report.cases)
+    per_job = 1 if args.case is not None else args.cases
+    with CaseProgress(len(jobs) * per_job, mode=args.progress) as progress:
+        for name, fn, spec in jobs:
+            if args.case is not None:   # one case, as a report's reproducer line asks
+                r = check_case(fn, draw_case(spec, args.seed, args.case), oracles=oracles, target=name)
+                progress.update(r)
+                cases.append(r)
+                continue
+            report = check(fn, spec, cases=args.cases, seed=args.seed, oracles=oracles, target=name,
+                           on_case=progress.update)
+            cases.extend(report.cases)
     total = Report(cases, args.seed, oracles, time.perf_counter() - start, argv=["bptt-check", *argv])
-    path = write_json(Path(args.report_dir) / "report.json", total.to_dict())
+    data = total.to_dict()
+    paths = write_reports(data, args.report_dir, args.format.split(","))
+    print_failures(data)
     print(total.summary())
-    print(f"report: {path}")
+    print("report: " + ", ".join(str(p) for p in paths.values()))
     return EXIT_OK if total.passed else EXIT_FINDINGS
 
 

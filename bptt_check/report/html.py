@@ -1,0 +1,250 @@
+"""``report.html``: one self-contained page (inline CSS, images as data: URIs, no requests)."""
+
+from __future__ import annotations
+
+import base64
+from html import escape
+from typing import Any
+
+from . import _text as tx
+from . import plots
+
+DETAIL_LIMIT = 20      # failed cases drawn in full
+TABLE_LIMIT = 500      # rows of the bad-case and group tables
+
+CSS = """
+body{font:14px/1.45 system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:1.5em auto;max-width:1200px;
+ padding:0 1em;color:#1d1d1f}
+h1{margin:.2em 0}.ok{color:#0a7a2f}.bad{color:#b00000}.warn{color:#8a5a00}
+table{border-collapse:collapse;margin:.6em 0;font-size:13px}th,td{border:1px solid #ccd;padding:2px 7px;
+ text-align:left;vertical-align:top}th{background:#eef0f6}td.num{text-align:right;font-variant-numeric:tabular-nums}
+tr.fail td:first-child{border-left:4px solid #b00000}
+pre,code{font:12px ui-monospace,Menlo,Consolas,monospace;background:#f5f5f7}pre{padding:.6em;overflow-x:auto}
+.lines{background:#fff4f4;border-left:4px solid #b00000;padding:.4em .8em;white-space:pre-wrap}
+.figs{display:flex;flex-wrap:wrap;gap:10px;align-items:flex-start}figure{margin:0}
+figcaption{font-size:11px;color:#555;max-width:520px}.note{background:#fff8e0;padding:.4em .8em}
+section.case{border-top:2px solid #ddd;margin-top:1.6em}
+"""
+
+
+def _img(png: bytes, alt: str, kind: str, param: str = "") -> str:
+    data = base64.b64encode(png).decode("ascii")
+    extra = f' data-param="{escape(param)}"' if param else ""
+    return (f'<img data-kind="{kind}"{extra} alt="{escape(alt)}" '
+            f'src="data:image/png;base64,{data}">')
+
+
+def _table(head: list[str], rows: list[list[str]], classes: list[str] | None = None) -> str:
+    h = "".join(f"<th>{escape(c)}</th>" for c in head)
+    body = []
+    for i, r in enumerate(rows):
+        cls = f' class="{classes[i]}"' if classes and classes[i] else ""
+        body.append(f"<tr{cls}>" + "".join(f"<td>{c}</td>" for c in r) + "</tr>")
+    return f"<table><tr>{h}</tr>{''.join(body)}</table>"
+
+
+def _header(report: dict[str, Any]) -> str:
+    ok = report.get("passed") and not report.get("interrupted")
+    cls = "ok" if ok else "bad"
+    out = [f'<h1 class="{cls}">bptt-check: {escape(tx.verdict(report))}</h1>',
+           f"<p><b>{escape(tx.counts_text(report))}</b></p>"]
+    if report.get("interrupted"):
+        out.append('<p class="note">This run was interrupted: the report holds the cases checked before '
+                   "the interruption only.</p>")
+    specs = report.get("specs") or []
+    rows = [
+        ["command", f"<code>{escape(str(report.get('command') or report.get('argv') or '(Python API)'))}</code>"],
+        ["tool", escape(f"{report.get('tool', 'bptt-check')} {report.get('version', '')}, "
+                        f"report schema {report.get('schema')}")],
+        ["created", escape(str(report.get("created", "")))],
+        ["platform", escape(", ".join(f"{k} {v}" for k, v in (report.get("platform") or {}).items()))],
+        ["seed", escape(str(report.get("seed")))],
+        ["oracles", escape(", ".join(report.get("oracles", []))) + " (the first is the reference)"],
+        ["tolerances", "<br>".join(escape(s) for s in tx.tolerance_lines(report))],
+        ["specs", "<br>".join(escape(tx.spec_text(s)) for s in specs[:50])
+         + (f"<br>… and {len(specs) - 50} more" if len(specs) > 50 else "")],
+        ["wall time", escape(f"{tx.num(report.get('seconds', 0.0))} s")],
+    ]
+    out.append(_table(["", ""], rows))
+    return "\n".join(out)
+
+
+def _groups(report: dict[str, Any]) -> str:
+    gs = tx.groups(report)
+    rows, classes = [], []
+    for target, spec, n in gs[:TABLE_LIMIT]:
+        bad = sum(n.get(k, 0) for k in tx.BAD_STATUSES)
+        rows.append([escape(target or "(Python API)"), escape(spec), str(sum(n.values())),
+                     str(n.get("passed", 0)), str(n.get("failed", 0)), str(n.get("inconclusive", 0)),
+                     str(n.get("error", 0) + n.get("timeout", 0))])
+        classes.append("fail" if bad else "")
+    more = f"<p>… and {len(gs) - TABLE_LIMIT} more groups in report.json</p>" if len(gs) > TABLE_LIMIT else ""
+    return ("<h2>By target and spec</h2>"
+            + _table(["target", "spec", "cases", "passed", "failed", "inconclusive", "error/timeout"], rows, classes)
+            + more)
+
+
+def _bad_table(bad: list[dict[str, Any]]) -> str:
+    rows = []
+    for i, c in enumerate(bad[:TABLE_LIMIT]):
+        ev = c.get("evidence") or {}
+        name = escape(tx.case_title(c))
+        if i < DETAIL_LIMIT:
+            name = f'<a href="#{tx.case_id(c)}">{name}</a>'
+        if c.get("status") in ("error", "timeout"):
+            what = escape(tx.error_line(c))
+        else:
+            what = escape(tx.grad_line(c).removeprefix("wrong: "))
+        first = ev.get("first_bad_step")
+        rows.append([name, escape(c.get("status", "")), escape(tx.shapes_text(c.get("shapes", {}))), what,
+                     "" if first is None else str(first),
+                     "" if ev.get("shortest_failing_length") is None else str(ev["shortest_failing_length"]),
+                     f"<code>{escape(tx.reproduce_line(c))}</code>"])
+    more = (f"<p>… and {len(bad) - TABLE_LIMIT} more wrong cases in report.json</p>"
+            if len(bad) > TABLE_LIMIT else "")
+    return ("<h2>Wrong cases</h2>"
+            + _table(["case", "status", "shapes", "wrong gradients", "first bad step", "shortest failing length",
+                      "reproduce"], rows, ["fail"] * len(rows)) + more)
+
+
+def _grad_table(case: dict[str, Any]) -> str:
+    rows, classes = [], []
+    for k in tx.ordered_params(case):
+        g = case["params"][k]
+        ok = g.get("passed", True)
+        if g.get("problem"):
+            rows.append([f"d{k}", "no", escape(g["problem"])] + [""] * 7)
+        else:
+            rows.append([f"d{k}", "yes" if ok else "<b>no</b>", f"{g.get('mismatched')}/{g.get('size')}",
+                         tx.num(g.get("max_abs_err")), tx.num(g.get("max_rel_err")),
+                         escape(tx.idx(g.get("worst_index"))), tx.num(g.get("norm_rel_err")),
+                         tx.num(g.get("cosine"), 5), tx.num(g.get("ratio"), 5), tx.num(g.get("scale"))])
+        classes.append("" if ok else "fail")
+    return _table(["gradient", "ok", "mismatched", "max abs err", "max rel err", "worst at", "norm rel err",
+                   "cosine", "ratio yours/ref", "scale (max |ref|)"], rows, classes)
+
+
+def _worst_tables(case: dict[str, Any]) -> str:
+    out = []
+    for k in tx.wrong_grads(case):
+        g = case["params"][k]
+        rows = g.get("worst") or []
+        if not rows:
+            continue
+        body = [[escape(tx.idx(r["index"])), tx.num(r["yours"], 7), tx.num(r["reference"], 7), tx.num(r["abs"]),
+                 tx.num(r["rel"])] for r in rows]
+        out.append(f"<h4>d{k}: worst {len(rows)} elements</h4>"
+                   + _table(["index", "yours", "reference", "abs", "rel"], body,
+                            ["fail" if r.get("bad") else "" for r in rows]))
+    return "".join(out)
+
+
+def _prefix_table(ev: dict[str, Any]) -> str:
+    p = ev.get("prefix")
+    if not p:
+        return ""
+    rows = []
+    for r in p["runs"]:
+        worst = max(r.get("tol_ratio", {}).items(), key=lambda kv: kv[1] or 0.0, default=(None, None))
+        rows.append([str(r["length"]), "<b>fails</b>" if r["failed"] else ("error" if r.get("error") else "ok"),
+                     escape(", ".join(f"d{k}" for k in r.get("wrong", [])) or (r.get("error") or "")),
+                     "" if worst[0] is None else f"d{worst[0]}: {tx.num(worst[1])}"])
+    return ("<details><summary>the case re-run on prefixes of its sequence (reference: "
+            f"{escape(p.get('oracle', ''))})</summary>"
+            + _table(["length", "verdict", "wrong", "worst error / tolerance"], rows,
+                     ["fail" if r["failed"] else "" for r in p["runs"]]) + "</details>")
+
+
+def _figures(case: dict[str, Any]) -> str:
+    ev = case.get("evidence") or {}
+    heat = ev.get("heatmaps") or {}
+    figs = []
+    for k in tx.ordered_params(case):
+        g = case["params"][k]
+        if k in heat:
+            png = plots.heatmap_png(k, heat[k], g)
+            figs.append(f"<figure>{_img(png, f'log10 relative error of d{k}', 'heatmap', k)}</figure>")
+        elif g.get("problem"):
+            figs.append(f'<figure class="note">d{k}: no picture, {escape(g["problem"])}</figure>')
+    tm = ev.get("temporal")
+    if tm:
+        png = plots.temporal_png(tm, ev)
+        cap = ("rows: the loss step t; columns: the step s its gradient reaches; outlined: the cells the "
+               "truncation windows cover. Right: dU's error (in tolerances) on each prefix of the sequence.")
+        figs.append(f"<figure>{_img(png, 'temporal error map', 'temporal')}<figcaption>{escape(cap)}"
+                    "</figcaption></figure>")
+    png_steps = plots.steps_png(case)
+    if png_steps:
+        figs.append(f"<figure>{_img(png_steps, 'error against time step', 'steps')}</figure>")
+    return f'<div class="figs">{"".join(figs)}</div>'
+
+
+def _case_section(case: dict[str, Any], draw: bool) -> str:
+    ev = case.get("evidence") or {}
+    out = [f'<section class="case" id="{tx.case_id(case)}"><h3 class="bad">{escape(tx.case_title(case))} '
+           f"— {escape(case.get('status', '').upper())}</h3>",
+           f"<p>shapes {escape(tx.shapes_text(case.get('shapes', {})))}, seed {case.get('seed')}, "
+           f"flavor {escape(str(case.get('flavor', '')))}</p>",
+           f'<div class="lines">{escape(chr(10).join(tx.three_lines(case)))}</div>']
+    diag = case.get("diagnosis")
+    if diag:
+        out.append("<h4>Diagnosis (best first)</h4>"
+                   + _table(["code", "fit", "message"],
+                            [[escape(str(d.get("code", ""))), tx.num(d.get("fit")), escape(str(d.get("message", "")))]
+                             for d in diag]))
+    if case.get("status") in ("error", "timeout"):
+        err = case.get("error") or {}
+        out.append(f"<pre>{escape(str(err.get('message', '')))}</pre>")
+    else:
+        out.append(_grad_table(case))
+        if draw:
+            out.append(_figures(case))
+        out.append(_worst_tables(case))
+        out.append(_prefix_table(ev))
+    for note in case.get("notes") or []:
+        out.append(f'<p class="note">{escape(note)}</p>')
+    rep = ev.get("reproducer")
+    if rep:
+        out.append("<h4>Reproduce this case alone</h4>")
+        if rep.get("cli"):
+            out.append(f"<pre>{escape(rep['cli'])}</pre>")
+        out.append(f"<pre>{escape(rep['python'])}</pre>")
+        if rep.get("note"):
+            out.append(f'<p class="note">{escape(rep["note"])}</p>')
+    if ev.get("skipped"):
+        out.append(f'<p class="note">{escape(ev["skipped"])}</p>')
+    out.append("</section>")
+    return "\n".join(out)
+
+
+def _inconclusive(report: dict[str, Any]) -> str:
+    inc = [c for c in report.get("cases", []) if c.get("status") == "inconclusive"]
+    if not inc:
+        return ""
+    rows = [[escape(tx.case_title(c)), escape("; ".join(c.get("notes") or []))] for c in inc[:TABLE_LIMIT]]
+    return "<h2>Inconclusive cases (the oracles disagree)</h2>" + _table(["case", "why"], rows)
+
+
+def render_html(report: dict[str, Any]) -> str:
+    """The whole page as one string; pictures need matplotlib (see :mod:`.plots`)."""
+    bad = tx.bad_cases(report)
+    draw = plots.available()
+    parts = [_header(report)]
+    if not draw and bad:
+        parts.append(f'<p class="note" id="no-plots">{escape(plots.MISSING)}</p>')
+    parts.append(_groups(report))
+    if bad:
+        parts.append(_bad_table(bad))
+        parts.append("<h2>Wrong cases in detail</h2>")
+        if len(bad) > DETAIL_LIMIT:
+            parts.append(f"<p>The first {DETAIL_LIMIT} of {len(bad)} wrong cases; every case is in report.json.</p>")
+        parts.extend(_case_section(c, draw) for c in bad[:DETAIL_LIMIT])
+    else:
+        parts.append('<p class="ok">Every gradient matches the reference: nothing to draw.</p>')
+    parts.append(_inconclusive(report))
+    parts.append(f"<p><small>Generated by bptt-check {escape(str(report.get('version', '')))} from its JSON "
+                 f"report (schema {report.get('schema')}), the source of truth.</small></p>")
+    title = f"bptt-check: {tx.verdict(report)}"
+    return ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
+            f"<title>{escape(title)}</title><style>{CSS}</style></head><body>\n"
+            + "\n".join(p for p in parts if p) + "\n</body></html>\n")

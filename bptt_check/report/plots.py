@@ -1,0 +1,227 @@
+"""Pictures for the HTML report, drawn with matplotlib (Agg) from the report dict alone.
+
+matplotlib is the optional extra ``plots`` (``pip install "bptt-check[plots]"``). Without it
+:func:`available` is False and the HTML says what is missing instead of breaking.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+from typing import Any
+
+MISSING = ('the pictures need matplotlib, which is not installed: pip install "bptt-check[plots]" '
+           "(or pip install matplotlib), then re-render with: bptt-check show REPORT.json --format html")
+
+
+def available() -> bool:
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def _plt() -> Any:
+    import matplotlib
+
+    matplotlib.use("Agg", force=True)
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _png(fig: Any) -> bytes:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=80, bbox_inches="tight")
+    _plt().close(fig)
+    return buf.getvalue()
+
+
+def _log(v: float | None, floor: float = 1e-17) -> float:
+    if v is None:
+        return 6.0
+    return math.log10(max(float(v), floor))
+
+
+def heatmap_png(name: str, hm: dict[str, Any], grad: dict[str, Any]) -> bytes:
+    """log10 relative error of one gradient, element by element; red above the tolerance."""
+    import numpy as np
+    from matplotlib.colors import TwoSlopeNorm
+
+    plt = _plt()
+    data = np.asarray(hm["log10_rel"], dtype=float)
+    rtol = float(grad.get("rtol") or 1e-7)
+    center = math.log10(rtol)
+    vmin = min(float(data.min()), center - 1)
+    vmax = max(float(data.max()), center + 1)
+    rows, cols = data.shape
+    w = min(1.6 + 0.32 * cols, 6.5)
+    h = min(1.3 + 0.32 * rows, 5.0)
+    fig, ax = plt.subplots(figsize=(max(w, 2.6), max(h, 1.6)))
+    im = ax.imshow(data, cmap="RdYlBu_r", norm=TwoSlopeNorm(vcenter=center, vmin=vmin, vmax=vmax),
+                   aspect="auto", interpolation="nearest")
+    cb = fig.colorbar(im, ax=ax, fraction=0.06, pad=0.03)
+    cb.ax.axhline(center, color="k", lw=1.2)
+    cb.set_label("log10 rel. error (line: rtol)", fontsize=7)
+    cb.ax.tick_params(labelsize=6)
+    if rows * cols <= 100:
+        for i in range(rows):
+            for j in range(cols):
+                v = int(round(data[i, j])) or 0
+                ax.text(j, i, f"{v}", ha="center", va="center", fontsize=6,
+                        color="k" if abs(data[i, j] - center) < 0.5 * (vmax - vmin) / 2 else "w")
+    from matplotlib.ticker import MaxNLocator
+
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True, nbins=8))
+    ax.yaxis.set_major_locator(MaxNLocator(integer=True, nbins=8))
+    shape = hm.get("shape", [])
+    ok = grad.get("passed", True)
+    status = "ok" if ok else f"{grad.get('mismatched')}/{grad.get('size')} wrong"
+    pool = hm.get("pooled", [1, 1])
+    pooled = f", max over {pool[0]}×{pool[1]} blocks" if pool != [1, 1] else ""
+    ax.set_title(f"d{name} {tuple(shape)}: {status}{pooled}", fontsize=8, color="k" if ok else "#b00000")
+    if name == "x":
+        ax.set_ylabel("time step t", fontsize=7)
+        ax.set_xlabel("batch·input (b·I + i)", fontsize=7)
+    elif rows == 1:
+        ax.set_yticks([])
+        ax.set_xlabel("element", fontsize=7)
+    else:
+        ax.set_ylabel("row" if name != "h0" else "batch b", fontsize=7)
+        ax.set_xlabel("column", fontsize=7)
+    ax.tick_params(labelsize=6)
+    return _png(fig)
+
+
+def _outline(ax: Any, mask: Any) -> None:
+    """Draw the border of the cells covered by the truncation windows."""
+    T = len(mask)
+    for t in range(T):
+        for s in range(T):
+            if not mask[t][s]:
+                continue
+            for dt, ds, seg in ((-1, 0, ([s - .5, s + .5], [t - .5, t - .5])),
+                                (1, 0, ([s - .5, s + .5], [t + .5, t + .5])),
+                                (0, -1, ([s - .5, s - .5], [t - .5, t + .5])),
+                                (0, 1, ([s + .5, s + .5], [t - .5, t + .5]))):
+                tt, ss = t + dt, s + ds
+                if not (0 <= tt < T and 0 <= ss < T and mask[tt][ss]):
+                    ax.plot(*seg, color="k", lw=1.4)
+
+
+def temporal_png(tm: dict[str, Any], evidence: dict[str, Any]) -> bytes:
+    """The (loss step t, step s) map of the recurrent matrix's error, windows outlined,
+    next to dU's error by sequence length (prefix runs)."""
+    import numpy as np
+
+    plt = _plt()
+    T = int(tm["T"])
+    mask = tm["mask"]
+    if tm.get("inferred") is not None:
+        grid, label = tm["inferred"], "dU error per cell (inferred)\n" + _short(tm["attribution"]["message"])
+        cmap = "Reds"
+    elif tm.get("observed_x") is not None and np.max(tm["observed_x"]) > 0:
+        grid, label = tm["observed_x"], "dx error per cell\n(observed by growing the sequence)"
+        cmap = "Reds"
+    else:
+        grid = tm.get("contribution") or np.zeros((T, T))
+        label = "reference dU contributions\n(the error could not be placed in time)"
+        cmap = "Greys"
+    g = np.asarray(grid, dtype=float)
+    with np.errstate(divide="ignore"):
+        lg = np.where(g > 0, np.log10(np.maximum(g, 1e-17)), np.nan)
+    lg[np.triu(np.ones((T, T), dtype=bool), 1)] = np.nan        # s > t: no gradient flows forward
+    rows = tm.get("rows")
+    side = min(2.6 + 0.3 * T, 8.0)
+    fig, axes = plt.subplots(1, 2 if rows else 1, figsize=(side + (3.4 if rows else 0), 3.4),
+                             gridspec_kw={"width_ratios": [side, 2.6], "wspace": 0.45} if rows else None)
+    ax = axes[0] if rows else axes
+    finite = lg[np.isfinite(lg)]
+    vmax = float(finite.max()) if finite.size else 0.0
+    vmin = max(float(finite.min()) if finite.size else -3.0, vmax - 6)
+    im = ax.imshow(lg, cmap=cmap, vmin=vmin, vmax=vmax if vmax > vmin else vmin + 1, interpolation="nearest")
+    ax.set_facecolor("#f4f4f4")
+    _outline(ax, mask)
+    cb = fig.colorbar(im, ax=ax, fraction=0.05, pad=0.03)
+    cb.set_label("log10 rel. to ‖reference‖", fontsize=7)
+    cb.ax.tick_params(labelsize=6)
+    ax.set_xlabel("step s the gradient reaches", fontsize=7)
+    ax.set_ylabel("loss step t", fontsize=7)
+    ax.set_title(label, fontsize=7)
+    step = max(1, T // 12)
+    ax.set_xticks(range(0, T, step))
+    ax.set_yticks(range(0, T, step))
+    ax.tick_params(labelsize=6)
+    ax.text(0.99, 0.02, "outlined: truncation windows", transform=ax.transAxes, ha="right", fontsize=6)
+    if rows:
+        ax2 = axes[1]
+        lengths = rows["lengths"]
+        vals = [r if r is not None else 1e-17 for r in rows["tol_ratio_U"]]
+        colors = ["#b00000" if v > 1 else "#4a7ab0" for v in vals]
+        ax2.bar(lengths, [max(v, 1e-17) for v in vals], color=colors)
+        ax2.set_yscale("log")
+        ax2.axhline(1.0, color="k", lw=1)
+        sfl = evidence.get("shortest_failing_length")
+        title = "dU error / tolerance by length"
+        if sfl is not None:
+            title += f"\nshortest failing length {sfl}"
+        ax2.set_title(title, fontsize=7)
+        ax2.set_xlabel("sequence length (prefix)", fontsize=7)
+        ax2.tick_params(labelsize=6)
+    return _png(fig)
+
+
+def _short(text: str, n: int = 48) -> str:
+    text = text.split(" (explains")[0].split(": ", 1)[-1]     # "the step-0 term is missing"
+    return text if len(text) <= n else text[: n - 1] + "…"
+
+
+def steps_png(case: dict[str, Any]) -> bytes | None:
+    """Error against time step: dL/dx per step when it was returned, and each gradient's error on
+    every prefix of the sequence (x axis: its length) when the prefixes were run."""
+    ev = case.get("evidence") or {}
+    steps = ev.get("steps")
+    prefix = ev.get("prefix")
+    panels = [p for p in (("steps", steps), ("prefix", prefix)) if p[1]]
+    if not panels:
+        return None
+    plt = _plt()
+    fig, axes = plt.subplots(1, len(panels), figsize=(3.6 * len(panels), 2.7), squeeze=False)
+    for ax, (kind, data) in zip(axes[0], panels):
+        if kind == "steps":
+            vals = [max(v, 1e-17) for v in data["tol_ratio"]]
+            ax.semilogy(range(len(vals)), vals, "-o", color="#4a7ab0", ms=3)
+            bad = data["bad_steps"]
+            if bad:
+                ax.semilogy(bad, [vals[t] for t in bad], "o", color="#b00000", ms=5, label="beyond tolerance")
+                ax.legend(fontsize=6)
+            ax.set_xlabel("time step t", fontsize=7)
+            ax.set_ylabel("dx error / tolerance", fontsize=7)
+            first = data.get("first_bad_step")
+            ax.set_title("dL/dx per step" + (f": wrong at {_ranges(bad)}" if first is not None else ": right"),
+                         fontsize=8)
+        else:
+            runs = data["runs"]
+            names = [k for k in ("W", "U", "b", "V", "c", "h0", "x") if any(k in r.get("tol_ratio", {}) for r in runs)]
+            for k in names:
+                ax.semilogy(data["lengths"], [max(r.get("tol_ratio", {}).get(k) or 1e-17, 1e-17) for r in runs],
+                            "-o", ms=3, label=f"d{k}")
+            ax.legend(fontsize=6, ncol=2)
+            ax.set_xlabel("sequence length (prefix of the case)", fontsize=7)
+            ax.set_ylabel("error / tolerance", fontsize=7)
+            sfl = data.get("shortest_failing_length")
+            ax.set_title("by sequence length" + (f": fails from {sfl} on" if sfl else ""), fontsize=8)
+        ax.axhline(1.0, color="k", lw=1)
+        ax.tick_params(labelsize=6)
+        from matplotlib.ticker import MaxNLocator
+
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    fig.tight_layout()
+    return _png(fig)
+
+
+def _ranges(steps: list[int]) -> str:
+    from ._text import ranges
+
+    return ranges(steps)
