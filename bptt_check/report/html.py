@@ -8,8 +8,10 @@ from typing import Any
 
 from . import _text as tx
 from . import plots
+from .svg import heatmap_svg
 
-DETAIL_LIMIT = 20      # failed cases drawn in full
+DETAIL_LIMIT = 20      # failed cases shown in full (heatmaps, tables, reproducer)
+PLOT_LIMIT = 8         # of those, the first ones that also get the matplotlib pictures
 TABLE_LIMIT = 500      # rows of the bad-case and group tables
 
 CSS = """
@@ -155,17 +157,18 @@ def _prefix_table(ev: dict[str, Any]) -> str:
                      ["fail" if r["failed"] else "" for r in p["runs"]]) + "</details>")
 
 
-def _figures(case: dict[str, Any]) -> str:
+def _figures(case: dict[str, Any], draw: bool) -> str:
     ev = case.get("evidence") or {}
     heat = ev.get("heatmaps") or {}
     figs = []
     for k in tx.ordered_params(case):
         g = case["params"][k]
         if k in heat:
-            png = plots.heatmap_png(k, heat[k], g)
-            figs.append(f"<figure>{_img(png, f'log10 relative error of d{k}', 'heatmap', k)}</figure>")
+            figs.append(f"<figure>{heatmap_svg(k, heat[k], g)}</figure>")
         elif g.get("problem"):
             figs.append(f'<figure class="note">d{k}: no picture, {escape(g["problem"])}</figure>')
+    if not draw:
+        return f'<div class="figs">{"".join(figs)}</div>'
     tm = ev.get("temporal")
     if tm:
         png = plots.temporal_png(tm, ev)
@@ -197,8 +200,7 @@ def _case_section(case: dict[str, Any], draw: bool) -> str:
         out.append(f"<pre>{escape(str(err.get('message', '')))}</pre>")
     else:
         out.append(_grad_table(case))
-        if draw:
-            out.append(_figures(case))
+        out.append(_figures(case, draw))
         out.append(_worst_tables(case))
         out.append(_prefix_table(ev))
     for note in case.get("notes") or []:
@@ -238,7 +240,7 @@ def render_html(report: dict[str, Any]) -> str:
         parts.append("<h2>Wrong cases in detail</h2>")
         if len(bad) > DETAIL_LIMIT:
             parts.append(f"<p>The first {DETAIL_LIMIT} of {len(bad)} wrong cases; every case is in report.json.</p>")
-        parts.extend(_case_section(c, draw) for c in bad[:DETAIL_LIMIT])
+        parts.extend(_case_section(c, draw and i < PLOT_LIMIT) for i, c in enumerate(bad[:DETAIL_LIMIT]))
     else:
         parts.append('<p class="ok">Every gradient matches the reference: nothing to draw.</p>')
     parts.append(_inconclusive(report))

@@ -1,4 +1,5 @@
-"""Pictures for the HTML report, drawn with matplotlib (Agg) from the report dict alone.
+"""The temporal error map and the error-against-step plot of report.html, drawn with matplotlib
+(Agg) from the report dict alone. (The per-parameter heatmaps are inline SVG, see :mod:`.svg`.)
 
 matplotlib is the optional extra ``plots`` (``pip install "bptt-check[plots]"``). Without it
 :func:`available` is False and the HTML says what is missing instead of breaking.
@@ -7,11 +8,11 @@ matplotlib is the optional extra ``plots`` (``pip install "bptt-check[plots]"``)
 from __future__ import annotations
 
 import io
-import math
 from typing import Any
 
-MISSING = ('the pictures need matplotlib, which is not installed: pip install "bptt-check[plots]" '
-           "(or pip install matplotlib), then re-render with: bptt-check show REPORT.json --format html")
+MISSING = ("the temporal error maps and error-against-step plots need matplotlib, which is not installed: "
+           'pip install "bptt-check[plots]" (or pip install matplotlib), then re-render with: '
+           "bptt-check show REPORT.json --format html")
 
 
 def available() -> bool:
@@ -33,70 +34,17 @@ def _plt() -> Any:
 
 def _png(fig: Any) -> bytes:
     buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=80, bbox_inches="tight")
+    fig.savefig(buf, format="png", dpi=80)
     _plt().close(fig)
     return buf.getvalue()
 
 
-def _log(v: float | None, floor: float = 1e-17) -> float:
-    if v is None:
-        return 6.0
-    return math.log10(max(float(v), floor))
-
-
-def heatmap_png(name: str, hm: dict[str, Any], grad: dict[str, Any]) -> bytes:
-    """log10 relative error of one gradient, element by element; red above the tolerance."""
-    import numpy as np
-    from matplotlib.colors import TwoSlopeNorm
-
-    plt = _plt()
-    data = np.asarray(hm["log10_rel"], dtype=float)
-    rtol = float(grad.get("rtol") or 1e-7)
-    center = math.log10(rtol)
-    vmin = min(float(data.min()), center - 1)
-    vmax = max(float(data.max()), center + 1)
-    rows, cols = data.shape
-    w = min(1.6 + 0.32 * cols, 6.5)
-    h = min(1.3 + 0.32 * rows, 5.0)
-    fig, ax = plt.subplots(figsize=(max(w, 2.6), max(h, 1.6)))
-    im = ax.imshow(data, cmap="RdYlBu_r", norm=TwoSlopeNorm(vcenter=center, vmin=vmin, vmax=vmax),
-                   aspect="auto", interpolation="nearest")
-    cb = fig.colorbar(im, ax=ax, fraction=0.06, pad=0.03)
-    cb.ax.axhline(center, color="k", lw=1.2)
-    cb.set_label("log10 rel. error (line: rtol)", fontsize=7)
-    cb.ax.tick_params(labelsize=6)
-    if rows * cols <= 100:
-        for i in range(rows):
-            for j in range(cols):
-                v = int(round(data[i, j])) or 0
-                ax.text(j, i, f"{v}", ha="center", va="center", fontsize=6,
-                        color="k" if abs(data[i, j] - center) < 0.5 * (vmax - vmin) / 2 else "w")
-    from matplotlib.ticker import MaxNLocator
-
-    ax.xaxis.set_major_locator(MaxNLocator(integer=True, nbins=8))
-    ax.yaxis.set_major_locator(MaxNLocator(integer=True, nbins=8))
-    shape = hm.get("shape", [])
-    ok = grad.get("passed", True)
-    status = "ok" if ok else f"{grad.get('mismatched')}/{grad.get('size')} wrong"
-    pool = hm.get("pooled", [1, 1])
-    pooled = f", max over {pool[0]}×{pool[1]} blocks" if pool != [1, 1] else ""
-    ax.set_title(f"d{name} {tuple(shape)}: {status}{pooled}", fontsize=8, color="k" if ok else "#b00000")
-    if name == "x":
-        ax.set_ylabel("time step t", fontsize=7)
-        ax.set_xlabel("batch·input (b·I + i)", fontsize=7)
-    elif rows == 1:
-        ax.set_yticks([])
-        ax.set_xlabel("element", fontsize=7)
-    else:
-        ax.set_ylabel("row" if name != "h0" else "batch b", fontsize=7)
-        ax.set_xlabel("column", fontsize=7)
-    ax.tick_params(labelsize=6)
-    return _png(fig)
-
-
 def _outline(ax: Any, mask: Any) -> None:
-    """Draw the border of the cells covered by the truncation windows."""
+    """Draw the border of the cells covered by the truncation windows (one LineCollection)."""
+    from matplotlib.collections import LineCollection
+
     T = len(mask)
+    segs = []
     for t in range(T):
         for s in range(T):
             if not mask[t][s]:
@@ -107,7 +55,8 @@ def _outline(ax: Any, mask: Any) -> None:
                                 (0, 1, ([s + .5, s + .5], [t - .5, t + .5]))):
                 tt, ss = t + dt, s + ds
                 if not (0 <= tt < T and 0 <= ss < T and mask[tt][ss]):
-                    ax.plot(*seg, color="k", lw=1.4)
+                    segs.append(list(zip(*seg)))
+    ax.add_collection(LineCollection(segs, colors="k", linewidths=1.4))
 
 
 def temporal_png(tm: dict[str, Any], evidence: dict[str, Any]) -> bytes:
@@ -154,6 +103,7 @@ def temporal_png(tm: dict[str, Any], evidence: dict[str, Any]) -> bytes:
     ax.set_yticks(range(0, T, step))
     ax.tick_params(labelsize=6)
     ax.text(0.99, 0.02, "outlined: truncation windows", transform=ax.transAxes, ha="right", fontsize=6)
+    fig.subplots_adjust(left=0.08, right=0.97, bottom=0.15, top=0.82)
     if rows:
         ax2 = axes[1]
         lengths = rows["lengths"]
@@ -217,7 +167,7 @@ def steps_png(case: dict[str, Any]) -> bytes | None:
         from matplotlib.ticker import MaxNLocator
 
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-    fig.tight_layout()
+    fig.subplots_adjust(left=0.09, right=0.98, bottom=0.17, top=0.88, wspace=0.32)
     return _png(fig)
 
 
