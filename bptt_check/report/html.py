@@ -230,7 +230,7 @@ def _inconclusive(report: dict[str, Any]) -> str:
 def render_html(report: dict[str, Any]) -> str:
     """The whole page as one string; pictures need matplotlib (see :mod:`.plots`)."""
     bad = tx.bad_cases(report)
-    draw = plots.available()
+    draw = bool(bad) and plots.available()      # (importing matplotlib costs; a green run draws nothing)
     parts = [_header(report)]
     if not draw and bad:
         parts.append(f'<p class="note" id="no-plots">{escape(plots.MISSING)}</p>')

@@ -82,9 +82,10 @@ def temporal_png(tm: dict[str, Any], evidence: dict[str, Any]) -> bytes:
         lg = np.where(g > 0, np.log10(np.maximum(g, 1e-17)), np.nan)
     lg[np.triu(np.ones((T, T), dtype=bool), 1)] = np.nan        # s > t: no gradient flows forward
     rows = tm.get("rows")
-    side = min(2.6 + 0.3 * T, 8.0)
-    fig, axes = plt.subplots(1, 2 if rows else 1, figsize=(side + (3.4 if rows else 0), 3.4),
-                             gridspec_kw={"width_ratios": [side, 2.6], "wspace": 0.45} if rows else None)
+    height = min(3.0 + 0.1 * T, 7.0)
+    side = 1.25 * height                        # the square grid and its colour bar
+    fig, axes = plt.subplots(1, 2 if rows else 1, figsize=(side + (3.0 if rows else 0), height),
+                             gridspec_kw={"width_ratios": [side, 2.6], "wspace": 0.5} if rows else None)
     ax = axes[0] if rows else axes
     finite = lg[np.isfinite(lg)]
     vmax = float(finite.max()) if finite.size else 0.0
@@ -103,7 +104,7 @@ def temporal_png(tm: dict[str, Any], evidence: dict[str, Any]) -> bytes:
     ax.set_yticks(range(0, T, step))
     ax.tick_params(labelsize=6)
     ax.text(0.99, 0.02, "outlined: truncation windows", transform=ax.transAxes, ha="right", fontsize=6)
-    fig.subplots_adjust(left=0.08, right=0.97, bottom=0.15, top=0.82)
+    fig.subplots_adjust(left=0.07, right=0.97, bottom=0.13, top=0.84)
     if rows:
         ax2 = axes[1]
         lengths = rows["lengths"]
