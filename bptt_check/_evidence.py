@@ -151,7 +151,7 @@ def prefix_runs(backward: Any, case: Case, result: Any, got: Mapping[str, np.nda
                 ref_grads: Mapping[str, np.ndarray], *, oracles: Sequence[str], tol: Tolerance
                 ) -> dict[str, Any]:
     """Re-run the case on prefixes of its sequence; the shortest length that fails."""
-    names = [n for n, g in result.grads.items() if g.problem is None]
+    names = list(result.grads)          # a missing / misshapen / non-finite gradient fails every prefix too
     rows: dict[int, dict[str, Any]] = {}
     arrays: dict[int, tuple[dict[str, np.ndarray], dict[str, np.ndarray]] | None] = {}
 
@@ -201,11 +201,11 @@ def _judge(got: Mapping[str, np.ndarray], ref: Mapping[str, np.ndarray], names: 
     over: dict[str, float] = {}
     wrong = []
     for name in names:
-        if name not in ref or name not in got:
+        if name not in ref:
             continue
         r = np.asarray(ref[name], dtype=np.float64)
-        g = np.asarray(got[name], dtype=np.float64)
-        if g.shape != r.shape or not np.isfinite(g).all():
+        g = np.asarray(got[name], dtype=np.float64) if name in got else None
+        if g is None or g.shape != r.shape or not np.isfinite(g).all():
             over[name] = float("inf")
             wrong.append(name)
             continue
@@ -254,18 +254,20 @@ def temporal_map(case: Case, got: Mapping[str, np.ndarray], ref_grads: Mapping[s
     cells = _u_cells(case, mask)
     if cells is not None:
         norms, atoms, total = cells
-        scale = float(np.linalg.norm(ref_grads["U"]))
-        out["contribution"] = _round(norms / max(scale, np.finfo(np.float64).tiny))
+        # relative to ‖dU_ref‖ (or to the largest cell, when the windows cancel out or hold no loss)
+        scale = float(np.linalg.norm(ref_grads["U"])) or float(norms.max(initial=0.0)) or 1.0
+        out["contribution"] = _round(norms / scale)
         consistent = np.allclose(total, ref_grads["U"], rtol=1e-6,
                                  atol=1e-9 * max(1.0, float(np.max(np.abs(ref_grads["U"])))))
         out["attribution"] = None
-        if consistent and "U" in got and np.shape(got["U"]) == np.shape(ref_grads["U"]):
+        if (consistent and "U" in got and np.shape(got["U"]) == np.shape(ref_grads["U"])
+                and np.isfinite(np.asarray(got["U"], dtype=np.float64)).all()):
             R = np.asarray(got["U"], dtype=np.float64) - ref_grads["U"]
             att = attribute(R, atoms)
             if att is not None:
                 out["attribution"] = att
                 cellmask = atoms[att["key"]][1]
-                inferred = abs(att["coef"]) * norms * cellmask / max(scale, np.finfo(np.float64).tiny)
+                inferred = abs(att["coef"]) * norms * cellmask / scale
                 out["inferred"] = _round(inferred)
     out["observed_x"] = None
     out["rows"] = None

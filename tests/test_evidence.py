@@ -4,9 +4,10 @@ temporal map of dU built from the reference's per-step contributions, and the re
 import numpy as np
 import pytest
 from bugs import mutant
+from hypothesis import given, settings
 
 import bptt_check as bc
-from bptt_check import _evidence
+from bptt_check import _evidence, strategies
 from bptt_check._compare import tolerance_for
 from bptt_check.builtin import truncated
 from bptt_check.oracles import get_oracle
@@ -78,6 +79,23 @@ def test_reference_cells_sum_to_the_reference_dU(spec):
         np.testing.assert_allclose(total, dU, rtol=1e-10, atol=1e-12)
         if "all" in atoms:
             np.testing.assert_allclose(atoms["all"][0], dU, rtol=1e-10, atol=1e-12)
+
+
+@settings(max_examples=25)
+@given(case=strategies.cases())
+def test_property_reference_cells_sum_to_dU_and_a_dropped_step_is_found(case):
+    # any spec, any case: sum of mask * C[t, s] is the oracle's dU ...
+    mask = np.array(_evidence.temporal_map(case, {}, {"U": np.zeros_like(case.params["U"])}, None)["mask"])
+    _, atoms, total = _evidence._u_cells(case, mask)
+    dU = get_oracle("autograd").gradients(case).grads["U"]
+    np.testing.assert_allclose(total, dU, rtol=1e-9, atol=1e-12 * max(1.0, np.abs(dU).max()))
+    # ... and removing one step's contribution is attributed to that step (when U can tell)
+    steps = [k for k in atoms if k.startswith("step:")]
+    if case.shapes["H"] >= 2 and steps:
+        key = steps[len(steps) // 2]
+        att = _evidence.attribute(-atoms[key][0], atoms)
+        assert att is not None and att["explained"] > 0.999
+        assert att["key"] == key or att["runner_up"]["explained"] > 0.999   # another atom equal to it
 
 
 def test_observed_cells_vanish_where_dx_is_right_under_a_mean_reduction():
@@ -161,3 +179,20 @@ def test_the_python_reproducer_replays_the_same_failure(tmp_path):
     code = rep["python"].replace("print(", "out['summary'] = (")
     exec(compile(code, "<reproducer>", "exec"), {"out": out})
     assert out["summary"] == failed[-1].summary().replace(f"{bugs}:missing_transpose ", "")
+
+
+def test_evidence_of_a_broken_gradient_is_still_valid_json():
+    import json
+
+    def nan_u(params, x, y, spec):
+        g = truncated(params, x, y, spec)
+        g["U"] = g["U"] * np.nan
+        g["W"] = g["W"].T          # and a shape problem
+        return g
+
+    r = bc.check_case(nan_u, _core_case(bc.Spec(), min_T=3))
+    assert r.status == "failed" and {"U", "W"} <= set(r.failed_grads)
+    text = json.dumps(r.to_dict(), allow_nan=False)
+    ev = json.loads(text)["evidence"]
+    assert ev["temporal"]["attribution"] is None and "U" not in ev["heatmaps"] and "W" not in ev["heatmaps"]
+    assert ev["shortest_failing_length"] == 1
