@@ -116,7 +116,7 @@ def temporal_png(tm: dict[str, Any], evidence: dict[str, Any]) -> bytes:
         sfl = evidence.get("shortest_failing_length")
         title = "dU error / tolerance by length"
         if sfl is not None:
-            title += f"\nshortest failing length {sfl}"
+            title += f"\n(some gradient fails from length {sfl} on)"
         ax2.set_title(title, fontsize=7)
         ax2.set_xlabel("sequence length (prefix)", fontsize=7)
         ax2.tick_params(labelsize=6)
