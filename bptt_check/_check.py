@@ -155,9 +155,17 @@ def check_case(backward: Backward, case: Case, *, oracles: Iterable[str] = DEFAU
     """Check ``backward`` on one drawn case against the oracles."""
     start = time.perf_counter()
     names = tuple(oracles)
+    # --- adapter hooks (bptt_check.adapters): a backward in another layout shapes its case,
+    # reports the loss its code computed, and says which reference its layout implies
+    hooks = getattr(backward, "bptt_hooks", None)
+    if hooks is not None:
+        case = hooks.prepare_case(case)
+    # --- end adapter hooks
     result = CaseResult(case.index, case.seed, case.spec, case.flavor, case.shapes,
                         status="passed", target=target)
     outcome = invoke(backward, case)
+    if outcome.error is None and hooks is not None:
+        outcome.error = hooks.after_call(case)     # a forward that disagrees with the reference
     if outcome.error is not None or outcome.grads is None:
         result.status = "error"
         result.error = outcome.error
@@ -166,13 +174,16 @@ def check_case(backward: Backward, case: Case, *, oracles: Iterable[str] = DEFAU
     got = outcome.grads
 
     ref = reference(case, names)
+    if hooks is not None:
+        ref, notes = hooks.lower_reference(case, ref)
+        result.notes.extend(notes)
     floor = ref.scale_floor
     disputed = ref.disputed
     result.oracles = dict(ref.agreement)
     result.oracles["reference"] = {"name": ref.name}
 
     tol = tolerance_for(case.spec.dtype)
-    for name in GRAD_ORDER:
+    for name in (*GRAD_ORDER, *(k for k in ref.grads if k not in GRAD_ORDER)):
         if name not in ref.grads:
             continue
         if name == "x" and "x" not in got:
@@ -194,6 +205,8 @@ def check_case(backward: Backward, case: Case, *, oracles: Iterable[str] = DEFAU
 
     if any(not g.passed for g in result.grads.values()):
         result.status = "failed"
+        if hooks is not None:
+            hooks.annotate(result)                 # where the wrong elements sit in the user's arrays
     elif any(d.any() for d in disputed.values()):
         result.status = "inconclusive"
         which = [f"{k} ({int(d.sum())}/{d.size})" for k, d in disputed.items() if d.any()]
@@ -215,7 +228,9 @@ def _passes_outside(got: np.ndarray, ref: np.ndarray, tol: Any, ref_error: Any, 
 
 # ----------------------------------------------------------------- many cases
 
-def _as_spec(spec: Spec | None, spec_kwargs: dict[str, Any]) -> Spec:
+def _as_spec(spec: Spec | None, spec_kwargs: dict[str, Any], declared: Spec | None = None) -> Spec:
+    if spec is None:
+        spec = declared       # the spec an adapted backward declares (bptt_check.adapters)
     if spec is None:
         return Spec(**spec_kwargs)
     if spec_kwargs:
@@ -232,7 +247,7 @@ def check(backward: Backward, spec: Spec | None = None, *, cases: int = 20, seed
     (``mode="many-to-one", truncation="window:3"``, ...).
     """
     try:
-        spec = _as_spec(spec, spec_kwargs)
+        spec = _as_spec(spec, spec_kwargs, getattr(backward, "bptt_spec", None))
         if cases < 1:
             raise BPTTCheckError(f"cases must be >= 1, got {cases}")
     except BPTTCheckError as err:
