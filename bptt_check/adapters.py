@@ -357,6 +357,21 @@ def _arguments(layout: Layout, call: _Call, default: tuple[str, ...]) -> list[An
     return out
 
 
+def _call_user(fn: Callable[..., Any], layout: Layout, call: _Call, default: tuple[str, ...]) -> Any:
+    """Call your function as the layout says; like the canonical protocol, a ``spec`` parameter gets the spec."""
+    args = _arguments(layout, call, default)
+    if layout.args is None and _wants_spec(fn):
+        return fn(*args, spec=call.spec)
+    return fn(*args)
+
+
+def _wants_spec(fn: Callable[..., Any]) -> bool:
+    try:
+        return "spec" in inspect.signature(fn).parameters
+    except (TypeError, ValueError):
+        return False
+
+
 def _to_float(value: Any) -> float:
     from ._call import to_numpy
 
@@ -474,7 +489,7 @@ class Adapted:
         call = _lower(self.layout, params, x, y, spec)
         self._loss, self._loss_from = None, ""
         if self.forward is not None:
-            raw = self.forward(*_arguments(self.layout, call, ("params", "x", "y")))
+            raw = _call_user(self.forward, self.layout, call, ("params", "x", "y"))
             self._loss = _first_loss(raw)
             self._loss_from = "your forward"
         grads, loss = self._run(call)
@@ -483,7 +498,7 @@ class Adapted:
         return _raise(self.layout, call, grads, self.name)
 
     def _run(self, call: _Call) -> tuple[dict[str, Any], float | None]:
-        raw = self.fn(*_arguments(self.layout, call, ("params", "x", "y")))
+        raw = _call_user(self.fn, self.layout, call, ("params", "x", "y"))
         return _split_returned(self.layout, raw, self.name)
 
     # ------------------------------------------------------------ hooks
@@ -612,7 +627,7 @@ class _TorchAdapted(Adapted):
         y = np.asarray(call.y)
         ty = torch.tensor(y, dtype=torch.long if y.dtype.kind in "iu" else dtype, device=self.device)
         view = _Call(tensors, call.key_of, call.learned, tx, ty, call.spec, call.shapes)
-        raw = self.fn(*_arguments(self.layout, view, ("params", "x", "y")))
+        raw = _call_user(self.fn, self.layout, view, ("params", "x", "y"))
         if isinstance(raw, Mapping):
             loss = raw.get("loss")
         elif isinstance(raw, (tuple, list)):
@@ -667,14 +682,13 @@ class _ModuleAdapted(Adapted):
         for name, a in call.params.items():
             old = getattr(obj, name, None)
             value: Any = np.array(a, copy=True)
-            if old is not None and hasattr(old, "detach"):     # a torch tensor or Parameter
+            if old is not None and hasattr(old, "detach"):     # a torch tensor or Parameter, in the spec's dtype
                 import torch
 
-                t = torch.tensor(a, dtype=old.dtype, device=old.device)
+                dtype = torch.float64 if call.spec.dtype == "float64" else torch.float32
+                t = torch.tensor(a, dtype=dtype, device=old.device)
                 value = torch.nn.Parameter(t, requires_grad=old.requires_grad) if isinstance(
                     old, torch.nn.Parameter) else t
-            elif old is not None and isinstance(old, np.ndarray):
-                value = value.astype(old.dtype) if old.dtype.kind == "f" else value
             setattr(obj, name, value)
             before[name] = np.array(a, dtype=np.float64, copy=True)
         rate = 1.0
@@ -685,7 +699,7 @@ class _ModuleAdapted(Adapted):
         method = getattr(obj, self.step, None)
         if not callable(method):
             raise BPTTCheckError(f"{type(obj).__name__} has no method {self.step!r}")
-        raw = method(*_arguments(self.layout, call, ("x", "y")))
+        raw = _call_user(method, self.layout, call, ("x", "y"))
         if not self.capture:
             return _split_returned(self.layout, raw, self.name)
         loss = None
@@ -837,22 +851,32 @@ def _forward_finding(case: Case, loss: float, source: str) -> dict[str, str] | N
 
 
 def _ratio_hint(loss: float, ref: float, case: Case) -> str:
+    """Readings of a constant ratio between your loss and the reference (several may fit)."""
     if ref == 0:
         return ""
     r = loss / ref
-    T, B = case.T, case.B
-    candidates = [
-        (1 / B, "your loss looks averaged over the batch: declare reduction='mean_batch' (or 'mean')"),
-        (float(B), "your loss looks summed over the batch while the spec averages it: declare reduction='sum'"),
-        (1 / T, "your loss looks averaged over time: declare reduction='mean_time' (or 'mean')"),
-        (float(T), "your loss looks summed over time while the spec averages it"),
-        (2.0, "your loss is twice the reference: sse (‖y−Y‖²) rather than half_mse?"),
-        (0.5, "your loss is half the reference: half_mse rather than sse?"),
-    ]
-    for value, text in candidates:
-        if value != 1 and abs(r - value) <= 1e-6 * abs(value):
-            return f"Ratio {r:.6g}: {text}."
-    return ""
+    spec, T, B = case.spec, case.T, case.B
+    batch_mean = spec.reduction in ("mean", "mean_batch")
+    time_mean = spec.reduction in ("mean", "mean_time")
+    readings = []
+    if B > 1:
+        if not batch_mean:
+            readings.append((1 / B, "averaged over the batch (reduction='mean_batch', or 'mean')"))
+        else:
+            readings.append((float(B), "summed over the batch (reduction='sum', or 'mean_time')"))
+    if T > 1 and spec.mode == "many-to-many":
+        if not time_mean:
+            readings.append((1 / T, "averaged over time (reduction='mean_time', or 'mean')"))
+        else:
+            readings.append((float(T), "summed over time (reduction='sum', or 'mean_batch')"))
+    if spec.loss == "half_mse":
+        readings.append((2.0, "the squared error without the ½ (loss='sse')"))
+    if spec.loss == "sse":
+        readings.append((0.5, "half the squared error (loss='half_mse')"))
+    fits = [text for value, text in readings if abs(r - value) <= 1e-6 * abs(value)]
+    if not fits:
+        return ""
+    return f"Ratio {r:.6g}: your loss looks like " + "; or ".join(fits) + "."
 
 
 __all__ = ["Layout", "Adapted", "adapt", "adapt_torch", "adapt_module", "cli_target"]
