@@ -24,6 +24,7 @@ h0, a second hidden bias).
 from __future__ import annotations
 
 import copy
+import dataclasses
 import inspect
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -565,9 +566,7 @@ class Adapted:
                 grads[k] = np.clip(grads[k], -c, c)
             notes.append(f"clipped at ±{c:g} (declared): {reached} of {total} reference elements reached the clip"
                          + ("" if reached else "; the clip itself was not exercised by this case"))
-        lowered = type(ref)(grads=grads, error=error, disputed=disputed, agreement=ref.agreement,
-                            results=ref.results)
-        return lowered, notes
+        return dataclasses.replace(ref, grads=grads, error=error, disputed=disputed), notes
 
     def annotate(self, result: Any) -> None:
         """Say where each wrong gradient sits in your own arrays."""
@@ -805,8 +804,6 @@ def _no_required_args(fn: Any) -> bool:
 
 
 def _replace(layout: Layout, **changes: Any) -> Layout:
-    import dataclasses
-
     return dataclasses.replace(layout, **changes)
 
 

@@ -130,3 +130,18 @@ def test_cli_target_may_be_a_factory_returning_an_adapted_backward(tmp_path):
     assert proc.returncode == 0, proc.stdout + proc.stderr
     spec = json.loads((tmp_path / "r" / "report.json").read_text())["cases"][0]["spec"]
     assert spec["mode"] == "many-to-one" and spec["reduction"] == "mean_batch"
+
+
+def test_ci_recipe_runs_its_check_command_and_has_the_publishing_steps(tmp_path):
+    workflow = (EXAMPLES / "ci" / "bptt-check.yml").read_text()
+    for needed in ('>> "$GITHUB_STEP_SUMMARY"', "reports/report.md", "reports/junit.xml", "actions/upload-artifact",
+                   "reports/report.html", "if: always()"):
+        assert needed in workflow, needed
+    target = re.search(r"^\s+TARGET: (\S+)$", workflow, re.M).group(1)
+    command = re.search(r"^\s+run: bptt-check (.*)$", workflow, re.M).group(1).split()
+    args = [target if a == '"$TARGET"' else "7" if a == '"$GITHUB_RUN_NUMBER"' else a for a in command]
+    # the workflow runs in the repository root; the last --cases / --report-dir win
+    proc = run_cli(*args, "--cases", "2", "--report-dir", str(tmp_path), cwd=EXAMPLES.parent)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    data = json.loads((tmp_path / "report.json").read_text())
+    assert data["seed"] == 7 and len(data["cases"]) == 2
