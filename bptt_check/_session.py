@@ -9,7 +9,7 @@ Records are plain JSON data (they cross from pytest-xdist workers to the main pr
 
 from __future__ import annotations
 
-import json
+import math
 import os
 import time
 from collections.abc import Iterable, Mapping
@@ -49,7 +49,7 @@ class TestContext:
         self.checks += 1
         for r in results:
             self.counts[r.status] = self.counts.get(r.status, 0) + 1
-            record = json.loads(json.dumps(r.to_dict()))        # plain built-in types only
+            record = _plain(r.to_dict())                         # plain built-in types, strict JSON
             record.update(test=self.nodeid, worker=self.worker)
             self.records.append(record)
         if len(self.records) > MAX_KEPT_PER_TEST:
@@ -62,6 +62,22 @@ class TestContext:
     def payload(self) -> dict[str, Any]:
         """What travels with the test report (to the main process under xdist)."""
         return {"test": self.nodeid, "checks": self.checks, "counts": dict(self.counts), "cases": self.records}
+
+
+def _plain(value: Any) -> Any:
+    """JSON-able built-in types only (what crosses from an xdist worker); NaN/inf become None."""
+    if isinstance(value, Mapping):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if isinstance(value, (bool, str)) or value is None:
+        return value
+    if isinstance(value, (int, float)) or hasattr(value, "item"):
+        v = value.item() if hasattr(value, "item") else value
+        if isinstance(v, float) and not math.isfinite(v):
+            return None
+        return v
+    return str(value)
 
 
 CURRENT: ContextVar[TestContext | None] = ContextVar("bptt_check_test", default=None)

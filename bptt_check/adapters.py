@@ -258,7 +258,7 @@ class Layout:
         if renamed:
             parts.append(", ".join(f"{k}={'+'.join(v) if isinstance(v, tuple) else v}" for k, v in renamed.items()))
         defaults = Layout()
-        for f in ("weights", "vectors", "batch", "inputs", "h0", "absent", "args", "returns", "clip"):
+        for f in ("weights", "vectors", "batch", "inputs", "targets", "h0", "absent", "args", "returns", "clip"):
             v = getattr(self, f)
             if v != getattr(defaults, f):
                 parts.append(f"{f}={v!r}")

@@ -215,3 +215,18 @@ def test_xdist_two_workers_nothing_lost_report_written_once_by_the_main_process(
     main_pid = (pytester.path / "main.pid").read_text()
     assert writes == [main_pid]                                # once, by the main process
     result.stdout.fnmatch_lines(["WRONG GRADIENTS: 10 check(s) in 10 test(s), 20 cases: 18 passed, 2 failed"])
+
+
+def test_records_are_strict_json_plain_data():
+    import bptt_check as bc
+    from bptt_check._session import TestContext
+    from bptt_check.builtin import truncated
+
+    result = bc.check_case(truncated, bc.draw_case(bc.Spec(), 0, 0), oracles=["autograd"])
+    result.oracles["reference"]["odd"] = float("nan")          # a non-finite number anywhere
+    ctx = TestContext("t.py::test", worker="gw1")
+    ctx.add([result])
+    text = json.dumps(ctx.payload(), allow_nan=False)           # raises on NaN or non-JSON types
+    record = json.loads(text)["cases"][0]
+    assert record["oracles"]["reference"]["odd"] is None and record["worker"] == "gw1"
+    assert record["test"] == "t.py::test" and record["params"]["U"]["passed"] is True
