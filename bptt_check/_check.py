@@ -124,50 +124,52 @@ class Report:
         return f"{verdict}: {len(self.cases)} cases, " + ", ".join(parts) + f" in {self.seconds:.2f}s"
 
     def to_dict(self) -> dict[str, Any]:
-        return {
-            "schema": 2,
-            "tool": "bptt-check",
-            "version": __version__,
-            "argv": self.argv,
-            **_run_header(self),      # issue 3: command, specs, targets, when, where
-            "passed": self.passed,
-            "counts": self.counts,
-            "seed": self.seed,
-            "oracles": list(self.oracles),
-            "tolerances": _tolerance_table(self.cases),
-            "seconds": round(self.seconds, 6),
-            "cases": [c.to_dict() for c in self.cases],
-        }
+        return report_dict([c.to_dict() for c in self.cases], seed=self.seed, oracles=self.oracles,
+                           seconds=self.seconds, argv=self.argv)
 
 
-def _run_header(report: Report) -> dict[str, Any]:
+def report_dict(cases: list[dict[str, Any]], *, seed: int, oracles: Sequence[str], seconds: float,
+                argv: Sequence[str] | None, **extra: Any) -> dict[str, Any]:
+    """The report of a run (schema 2) from its case records; shared by the CLI and the pytest plugin."""
     import datetime
     import platform
     import shlex
 
     specs: list[dict[str, Any]] = []
     targets: list[str] = []
-    for c in report.cases:
-        d = c.spec.to_dict()
-        if d not in specs:
-            specs.append(d)
-        if c.target not in targets:
-            targets.append(c.target)
+    counts = {"passed": 0, "failed": 0, "inconclusive": 0, "error": 0, "timeout": 0}
+    for c in cases:
+        if c["spec"] not in specs:
+            specs.append(c["spec"])
+        if c.get("target", "") not in targets:
+            targets.append(c.get("target", ""))
+        counts[c["status"]] = counts.get(c["status"], 0) + 1
     return {
-        "command": shlex.join(report.argv) if report.argv else None,
+        "schema": 2,
+        "tool": "bptt-check",
+        "version": __version__,
+        "argv": list(argv) if argv else None,
+        "command": shlex.join(argv) if argv else None,
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "platform": {"python": platform.python_version(), "numpy": np.__version__},
         "specs": specs,
         "targets": targets,
+        "passed": all(c["status"] in ("passed", "inconclusive") for c in cases),
+        "counts": counts,
+        "seed": seed,
+        "oracles": list(oracles),
+        "tolerances": _tolerance_table(sorted({c["spec"]["dtype"] for c in cases})),
+        "seconds": round(seconds, 6),
+        **extra,
+        "cases": cases,
     }
 
 
-def _tolerance_table(cases: Sequence[CaseResult]) -> dict[str, Any]:
+def _tolerance_table(dtypes: Sequence[str]) -> dict[str, Any]:
     from ._compare import TOLERANCES
 
-    dtypes = sorted({c.spec.dtype for c in cases}) or ["float64"]
     return {
-        "user_vs_reference": {d: vars(TOLERANCES[d]) for d in dtypes},
+        "user_vs_reference": {d: vars(TOLERANCES[d]) for d in (dtypes or ["float64"]) if d in TOLERANCES},
         "oracle_vs_oracle": vars(ORACLE_TOLERANCE),
         "why": "element-wise |g-r| <= atol*scale + rtol*|r| + oracle error; scale = max|r| of the "
                "gradient; rtol/atol by the dtype of the backward under test",
@@ -186,9 +188,17 @@ def check_case(backward: Backward, case: Case, *, oracles: Iterable[str] = DEFAU
     """
     start = time.perf_counter()
     names = tuple(oracles)
+    # --- adapter hooks (bptt_check.adapters): a backward in another layout shapes its case,
+    # reports the loss its code computed, and says which reference its layout implies
+    hooks = getattr(backward, "bptt_hooks", None)
+    if hooks is not None:
+        case = hooks.prepare_case(case)
+    # --- end adapter hooks
     result = CaseResult(case.index, case.seed, case.spec, case.flavor, case.shapes,
                         status="passed", target=target)
     outcome = invoke(backward, case)
+    if outcome.error is None and hooks is not None:
+        outcome.error = hooks.after_call(case)     # a forward that disagrees with the reference
     if outcome.error is not None or outcome.grads is None:
         result.status = "error"
         result.error = outcome.error
@@ -197,13 +207,16 @@ def check_case(backward: Backward, case: Case, *, oracles: Iterable[str] = DEFAU
     got = outcome.grads
 
     ref = reference(case, names)
+    if hooks is not None:
+        ref, notes = hooks.lower_reference(case, ref)
+        result.notes.extend(notes)
     floor = ref.scale_floor
     disputed = ref.disputed
     result.oracles = dict(ref.agreement)
     result.oracles["reference"] = {"name": ref.name}
 
     tol = tolerance_for(case.spec.dtype)
-    for name in GRAD_ORDER:
+    for name in (*GRAD_ORDER, *(k for k in ref.grads if k not in GRAD_ORDER)):
         if name not in ref.grads:
             continue
         if name == "x" and "x" not in got:
@@ -225,6 +238,8 @@ def check_case(backward: Backward, case: Case, *, oracles: Iterable[str] = DEFAU
 
     if any(not g.passed for g in result.grads.values()):
         result.status = "failed"
+        if hooks is not None:
+            hooks.annotate(result)                 # where the wrong elements sit in the user's arrays
         if evidence:   # issue 3: one call into _evidence, failed cases only
             from ._evidence import collect, strip_private
 
@@ -251,7 +266,9 @@ def _passes_outside(got: np.ndarray, ref: np.ndarray, tol: Any, ref_error: Any, 
 
 # ----------------------------------------------------------------- many cases
 
-def _as_spec(spec: Spec | None, spec_kwargs: dict[str, Any]) -> Spec:
+def _as_spec(spec: Spec | None, spec_kwargs: dict[str, Any], declared: Spec | None = None) -> Spec:
+    if spec is None:
+        spec = declared       # the spec an adapted backward declares (bptt_check.adapters)
     if spec is None:
         return Spec(**spec_kwargs)
     if spec_kwargs:
@@ -268,7 +285,7 @@ def check(backward: Backward, spec: Spec | None = None, *, cases: int = 20, seed
     (``mode="many-to-one", truncation="window:3"``, ...).
     """
     try:
-        spec = _as_spec(spec, spec_kwargs)
+        spec = _as_spec(spec, spec_kwargs, getattr(backward, "bptt_spec", None))
         if cases < 1:
             raise BPTTCheckError(f"cases must be >= 1, got {cases}")
     except BPTTCheckError as err:

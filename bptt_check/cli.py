@@ -114,8 +114,12 @@ def build_parser() -> argparse.ArgumentParser:
 def _jobs(args: argparse.Namespace, given: set[str]) -> list[tuple[str, Callable[..., Any], Spec]]:
     base = spec_kwargs(vars(args))
     if args.target:
-        fn = load_target(args.target)
-        return [(args.target, fn, Spec(**base))]
+        # an adapted backward (bptt_check.adapt) or a factory returning one: its declared spec is the
+        # default, the spec flags typed on the command line override it
+        from .adapters import cli_target
+
+        fn, spec = cli_target(load_target(args.target), vars(args), given)
+        return [(args.target, fn, spec)]
     from .builtin import BUILTINS, supports
 
     pairs = [(m, t) for m, t in MAIN_JOB

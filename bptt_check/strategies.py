@@ -1,19 +1,22 @@
-"""Hypothesis strategies for specs and cases, for users' own property tests.
+"""Hypothesis strategies for specs, shapes, parameters and whole cases, for users' own property tests.
 
 Every strategy is a function with keyword-only parameters that returns a
-strategy; they compose (``cases(spec=specs(modes=["many-to-one"]))``).
-Arguments are validated eagerly, when the strategy is built.
+strategy; they compose (``cases(spec=specs(modes=["many-to-one"]), shapes=shapes(T=(2, 9)))``).
+Arguments are validated eagerly, when the strategy is built. Drawn cases shrink to
+their smallest shapes and shortest sequence, and print as the call that rebuilds them.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
+import numpy as np
 from hypothesis import strategies as st
 
 from ._cases import Case, draw_case
 from ._errors import BPTTCheckError
-from ._spec import ACTIVATIONS, LOSSES, MODES, OUTPUTS, REDUCTIONS, Spec, Truncation
+from ._spec import ACTIVATIONS, LOSSES, MODES, OUTPUTS, REDUCTIONS, Sizes, Spec, Truncation
 
 DEFAULT_TRUNCATIONS = ("none", "window:1", "window:2", "tbptt:2,3", "tbptt:1,2", "chunk:2",
                        "chunk:3", "window-loss:2,3", "window-loss:3,2")
@@ -85,11 +88,109 @@ def specs(*, modes: Sequence[str] | None = None,
     return draw()
 
 
+# ----------------------------------------------------------------- shapes, parameters, whole cases
+
+SHAPE_NAMES = ("T", "B", "I", "H", "O")
+DEFAULT_SHAPES = {"T": (1, 6), "B": (1, 3), "I": (1, 4), "H": (1, 5), "O": (1, 3)}
+
+
+def _range(name: str, value: int | tuple[int, int]) -> tuple[int, int]:
+    lo, hi = (value, value) if isinstance(value, int) else tuple(value)
+    if not (isinstance(lo, int) and isinstance(hi, int)) or lo < 1 or hi < lo:
+        raise BPTTCheckError(f"shapes({name}={value!r}): give a size >= 1 or a range (lo, hi) with 1 <= lo <= hi")
+    return int(lo), int(hi)
+
+
+def shapes(*, T: int | tuple[int, int] = DEFAULT_SHAPES["T"], B: int | tuple[int, int] = DEFAULT_SHAPES["B"],
+           I: int | tuple[int, int] = DEFAULT_SHAPES["I"], H: int | tuple[int, int] = DEFAULT_SHAPES["H"],  # noqa: E741
+           O: int | tuple[int, int] = DEFAULT_SHAPES["O"]) -> st.SearchStrategy[dict[str, int]]:  # noqa: E741
+    """Sizes ``{"T", "B", "I", "H", "O"}``, each a fixed int or an inclusive range; they shrink to the smallest."""
+    ranges = {n: _range(n, v) for n, v in zip(SHAPE_NAMES, (T, B, I, H, O))}
+    return st.fixed_dictionaries({n: st.integers(lo, hi) for n, (lo, hi) in ranges.items()})
+
+
+def spec_source(spec: Spec) -> str:
+    """``Spec(...)`` with only the fields that differ from the defaults: short, and valid Python."""
+    default = Spec()
+    parts = []
+    for name in Spec.__dataclass_fields__:
+        value = getattr(spec, name)
+        if value == getattr(default, name):
+            continue
+        if isinstance(value, Truncation):
+            value = str(value)
+        elif isinstance(value, Sizes):
+            value = {k: getattr(value, k) for k in SHAPE_NAMES}      # Spec takes sizes as a dict
+        parts.append(f"{name}={value!r}")
+    return f"Spec({', '.join(parts)})"
+
+
+class DrawnCase(Case):
+    """A case with explicit shapes; its repr is the call that rebuilds it (Hypothesis prints it)."""
+
+    def reproducer(self) -> str:
+        made = self.extra["made_with"]
+        sizes = ", ".join(f"{n}={made['shapes'][n]}" for n in SHAPE_NAMES)
+        return f"bptt_check.strategies.make_case(bptt_check.{spec_source(made['spec'])}, seed={made['seed']}, {sizes})"
+
+    def __repr__(self) -> str:
+        return self.reproducer()
+
+    def _repr_pretty_(self, printer: Any, cycle: bool) -> None:   # Hypothesis's (and IPython's) printer
+        printer.text(self.reproducer())
+
+
+def make_case(spec: Spec, *, seed: int, T: int, B: int, I: int, H: int, O: int) -> DrawnCase:  # noqa: E741
+    """The case with exactly these shapes drawn for ``spec`` from ``seed`` (same arguments, same case).
+
+    Parameters are drawn as in :func:`bptt_check.draw_case`: non-zero h0, non-symmetric U.
+    """
+    sizes = {n: _range(n, v)[0] for n, v in zip(SHAPE_NAMES, (T, B, I, H, O))}
+    if spec.loss == "cross_entropy" and sizes["O"] < 2:
+        raise BPTTCheckError(f"make_case: cross-entropy needs O >= 2 classes, got O={O}")
+    pinned = spec.replace(sizes=Sizes(**{n: (v, v) for n, v in sizes.items()}))
+    drawn = draw_case(pinned, seed, 0).prefix(sizes["T"])   # index 0: the core flavor, T >= the asked T
+    made = {"spec": spec, "seed": int(seed), "shapes": sizes}
+    return DrawnCase(spec, int(seed), 0, "drawn", drawn.params, drawn.x, drawn.y, {"made_with": made})
+
+
+def parameters(*, spec: Spec, shapes: dict[str, int] | st.SearchStrategy[dict[str, int]] | None = None,
+               seeds: st.SearchStrategy[int] | None = None) -> st.SearchStrategy[dict[str, np.ndarray]]:
+    """Parameter dicts (W, U, b, V, c, h0) for ``spec`` at the given (or drawn) shapes."""
+    if not isinstance(spec, Spec):
+        raise BPTTCheckError(f"parameters(spec=...) needs a Spec, got {type(spec).__name__}")
+    return cases(spec=spec, shapes=shapes, seeds=seeds).map(lambda c: c.params)
+
+
 def cases(*, spec: Spec | st.SearchStrategy[Spec] | None = None,
-          seeds: st.SearchStrategy[int] | None = None,
-          indices: st.SearchStrategy[int] | None = None) -> st.SearchStrategy[Case]:
-    """Whole cases: a spec, then a case drawn inside it (shrinks toward index 0 and seed 0)."""
+          shapes: dict[str, int] | st.SearchStrategy[dict[str, int]] | None = None,
+          seeds: st.SearchStrategy[int] | None = None) -> st.SearchStrategy[DrawnCase]:
+    """Whole cases: a spec, shapes, then parameters and data from a seed.
+
+    A failing case shrinks to its smallest shapes and shortest sequence (and seed 0); its repr is
+    ``bptt_check.strategies.make_case(...)``, so Hypothesis's "Falsifying example" is the reproducer.
+    """
     spec_st = specs() if spec is None else (st.just(spec) if isinstance(spec, Spec) else spec)
+    if shapes is not None and not isinstance(shapes, (dict, st.SearchStrategy)):
+        raise BPTTCheckError(f"cases(shapes=...) takes a dict or a strategy of dicts, got {type(shapes).__name__}")
     seed_st = seeds if seeds is not None else st.integers(0, 2**32 - 1)
-    index_st = indices if indices is not None else st.integers(0, 63)
-    return st.builds(draw_case, spec_st, seed_st, index_st)
+
+    @st.composite
+    def draw(data: st.DrawFn) -> DrawnCase:
+        sp = data(spec_st)
+        if isinstance(shapes, dict):
+            sh = {**{n: lo for n, (lo, _) in DEFAULT_SHAPES.items()}, **shapes}
+        elif shapes is None:
+            o_lo = 2 if sp.loss == "cross_entropy" else DEFAULT_SHAPES["O"][0]
+            sh = data(st.fixed_dictionaries({n: st.integers(max(lo, o_lo) if n == "O" else lo, max(hi, o_lo))
+                                             for n, (lo, hi) in DEFAULT_SHAPES.items()}))
+        else:
+            sh = data(shapes)
+        if sp.loss == "cross_entropy" and sh["O"] < 2:
+            sh = {**sh, "O": 2}
+        return make_case(sp, seed=data(seed_st), **sh)
+
+    return draw()
+
+
+__all__ = ["truncations", "specs", "shapes", "parameters", "cases", "make_case", "DrawnCase", "spec_source"]
