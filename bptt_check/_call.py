@@ -29,6 +29,7 @@ from __future__ import annotations
 import ctypes
 import inspect
 import math
+import os
 import sys
 import threading
 import time
@@ -40,7 +41,7 @@ from typing import Any
 import numpy as np
 
 from ._cases import Case
-from ._compare import tolerance_for
+from ._compare import ZERO_FLOOR, tolerance_for
 from ._errors import BPTTCheckError
 
 Backward = Callable[..., Mapping[str, Any]]
@@ -222,7 +223,16 @@ def _where(thread: threading.Thread) -> str:
         return ""
     f = stack[-1]
     line = f" `{f.line.strip()}`" if f.line else ""
-    return f"{f.filename}:{f.lineno} in {f.name}{line}"
+    return f"{_short(f.filename)}:{f.lineno} in {f.name}{line}"
+
+
+def _short(filename: str) -> str:
+    """A path relative to the working folder when it is inside it."""
+    try:
+        rel = os.path.relpath(filename)
+    except ValueError:
+        return filename
+    return filename if rel.startswith("..") else rel
 
 
 def _call_once(backward: Backward, case: Case, timeout: float | None) -> _Raw:
@@ -373,17 +383,18 @@ def _layout_hint(key: str, got: tuple[int, ...], want: tuple[int, ...], case: Ca
     size = int(np.prod(got)) if got else 1
     if len(got) == 2 and len(want) == 2 and got == want[::-1]:
         return "transposed? (weights are (out, in): W is (H, I), V is (O, H))"
+    if key == "h0" and len(got) == 1 and got == want[1:]:
+        return "summed over the batch? h0 has one row per sequence, (B, H)"
+    squeezed = tuple(s for s in got if s != 1) == tuple(s for s in want if s != 1)
+    if squeezed and len(got) == len(want) + 1 and got[0] == 1:
+        return "an extra axis of length 1 (keepdims?)"
     if key == "x" and len(got) == 3 and got == (want[1], want[0], want[2]):
         return "batch-major? x is time-major (T, B, I)"
     if len(got) == len(want) + 1 and got[1:] == want and got[0] == T:
         return f"one gradient per time step? sum the {T} steps"
     if len(got) == len(want) + 1 and got[1:] == want and got[0] == B:
         return f"one gradient per sequence? sum over the batch of {B}"
-    if key == "h0" and len(got) == 1 and got == want[1:]:
-        return "summed over the batch? h0 has one row per sequence, (B, H)"
-    if len(want) == 1 and len(got) == 2 and got[1:] == want and got[0] == B:
-        return "not summed over the batch?"
-    if tuple(s for s in got if s != 1) == tuple(s for s in want if s != 1) and got != want:
+    if squeezed:
         return "an extra or missing axis of length 1 (keepdims?)"
     if got == ():
         return "a scalar where an array is expected"
@@ -401,8 +412,9 @@ def _check_value(key: str, v: _Value, want: tuple[int, ...], case: Case) -> tupl
     assert arr is not None
     kind = arr.dtype.kind
     if kind in "OUSVMm":
-        what = v.origin if kind == "O" else f"array of {arr.dtype}"
-        return None, [("type", f"{key!r} is a {what}, not an array of numbers")]
+        what = {"O": f"a {v.origin} holding Python objects", "U": "an array of strings",
+                "S": "an array of bytes"}.get(kind, f"an array of {arr.dtype}")
+        return None, [("type", f"{key!r} is {what}, not an array of numbers")]
     if kind == "b" or v.dtype == "bool":
         out.append(("dtype", f"{key!r} has dtype bool: gradients are floating point"))
     elif kind in "iu":
@@ -535,7 +547,7 @@ def _mutations(case: Case, passed: tuple[dict[str, np.ndarray], dict[str, np.nda
             keys.append(key)
             said.append(f"replaced params[{key!r}] by another object (the caller's dict is changed)")
         else:
-            d = _changed(given[key], orig)
+            d = _changed(given[key], orig, parameter=True)
             if d:
                 keys.append(key)
                 said.append(f"{key}: {d}")
@@ -551,7 +563,7 @@ def _mutations(case: Case, passed: tuple[dict[str, np.ndarray], dict[str, np.nda
     return keys, said
 
 
-def _changed(now: np.ndarray, orig: np.ndarray) -> str:
+def _changed(now: np.ndarray, orig: np.ndarray, parameter: bool = False) -> str:
     if now.shape != orig.shape:
         return f"resized from {_fmt(orig.shape)} to {_fmt(now.shape)}"
     if now.dtype != orig.dtype:
@@ -568,7 +580,7 @@ def _changed(now: np.ndarray, orig: np.ndarray) -> str:
     msg = f"{n} of {a.size} elements changed, largest change {float(delta[at]):.3g} at {where}"
     if not a.any():
         msg += " (now all zeros: used as a gradient buffer?)"
-    elif n == a.size:
+    elif n == a.size and parameter:
         msg += " (every element: a parameter update inside the backward?)"
     return msg
 
@@ -580,10 +592,12 @@ def _compare_repeat(first: dict[str, np.ndarray], second: dict[str, np.ndarray],
         return finding("nondeterministic", "a second call on the same inputs returned other keys: "
                        f"{sorted(first)} then {sorted(second)}", sorted(set(first) ^ set(second))), []
     tol = tolerance_for(case.spec.dtype)
+    # an all-zero gradient is judged at a fraction of the case's largest one (as in _compare)
+    floor = ZERO_FLOOR * max((float(np.max(np.abs(a), initial=0.0)) for a in first.values()), default=0.0)
     bad: list[str] = []
     keys: list[str] = []
     ratios: list[float] = []
-    tiny: list[str] = []
+    tiny: list[tuple[float, str]] = []
     for key, a in first.items():
         b = second[key]
         a64, b64 = a.astype(np.float64), b.astype(np.float64)
@@ -593,11 +607,11 @@ def _compare_repeat(first: dict[str, np.ndarray], second: dict[str, np.ndarray],
             keys.append(key)
             bad.append(f"{key}: shape {_fmt(a.shape)} then {_fmt(b.shape)}")
             continue
-        scale = float(np.max(np.abs(a64), initial=0.0))
+        scale = max(float(np.max(np.abs(a64), initial=0.0)), floor, np.finfo(np.float64).tiny)
         diff = np.abs(b64 - a64)
         off = diff > tol.atol * scale + tol.rtol * np.abs(a64)
         if not off.any():
-            tiny.append(f"{key} ({float(diff.max()):.2g})")
+            tiny.append((float(diff.max()), key))
             continue
         at = tuple(int(i) for i in np.unravel_index(int(np.argmax(diff)), diff.shape))
         keys.append(key)
@@ -606,8 +620,10 @@ def _compare_repeat(first: dict[str, np.ndarray], second: dict[str, np.ndarray],
         if den > 0:
             ratios.append(float(np.vdot(a64, b64)) / den)
     if not bad:
-        notes = [f"not bit-for-bit reproducible: a second call differs by at most {', '.join(tiny)} "
-                 "(within tolerance)"] if tiny else []
+        worst = max(tiny, default=(0.0, ""))
+        notes = [f"not bit-for-bit reproducible: a second call on the same inputs differs in "
+                 f"{', '.join(k for _, k in tiny)}, by at most {worst[0]:.2g} (in {worst[1]}; within tolerance)"
+                 ] if tiny else []
         return None, notes
     if ratios and len(ratios) == len(keys) and max(ratios) - min(ratios) < 1e-6 * max(1.0, abs(ratios[0])):
         why = (f"{ratios[0]:.4g}× the first (gradients accumulated in buffers kept between calls, "
