@@ -597,7 +597,7 @@ def _compare_repeat(first: dict[str, np.ndarray], second: dict[str, np.ndarray],
     bad: list[str] = []
     keys: list[str] = []
     ratios: list[float] = []
-    tiny: list[tuple[float, str]] = []
+    small: list[tuple[float, str]] = []
     for key, a in first.items():
         b = second[key]
         a64, b64 = a.astype(np.float64), b.astype(np.float64)
@@ -609,9 +609,11 @@ def _compare_repeat(first: dict[str, np.ndarray], second: dict[str, np.ndarray],
             continue
         scale = max(float(np.max(np.abs(a64), initial=0.0)), floor, np.finfo(np.float64).tiny)
         diff = np.abs(b64 - a64)
-        off = diff > tol.atol * scale + tol.rtol * np.abs(a64)
+        # differences below the smallest normal number of the dtype (denormals) are zero for this purpose
+        tiny = float(np.finfo(a.dtype).tiny) if a.dtype.kind == "f" else 0.0
+        off = diff > tol.atol * scale + tol.rtol * np.abs(a64) + tiny
         if not off.any():
-            tiny.append((float(diff.max()), key))
+            small.append((float(diff.max()), key))
             continue
         at = tuple(int(i) for i in np.unravel_index(int(np.argmax(diff)), diff.shape))
         keys.append(key)
@@ -620,10 +622,10 @@ def _compare_repeat(first: dict[str, np.ndarray], second: dict[str, np.ndarray],
         if den > 0:
             ratios.append(float(np.vdot(a64, b64)) / den)
     if not bad:
-        worst = max(tiny, default=(0.0, ""))
+        worst = max(small, default=(0.0, ""))
         notes = [f"not bit-for-bit reproducible: a second call on the same inputs differs in "
-                 f"{', '.join(k for _, k in tiny)}, by at most {worst[0]:.2g} (in {worst[1]}; within tolerance)"
-                 ] if tiny else []
+                 f"{', '.join(k for _, k in small)}, by at most {worst[0]:.2g} (in {worst[1]}; within tolerance)"
+                 ] if small else []
         return None, notes
     if ratios and len(ratios) == len(keys) and max(ratios) - min(ratios) < 1e-6 * max(1.0, abs(ratios[0])):
         why = (f"{ratios[0]:.4g}× the first (gradients accumulated in buffers kept between calls, "

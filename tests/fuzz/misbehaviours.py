@@ -14,6 +14,7 @@ from __future__ import annotations
 import sys
 import time
 import types
+import warnings
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -235,7 +236,7 @@ def sgd_step(key: str = "W", lr: float = 0.1) -> Planted:
         g = correct(params, x, y, spec)
         params[key] -= lr * g[key] + lr      # a parameter update inside the backward
         return g
-    return Planted(backward, "error", "mutated_input", (f"your backward changed {key} in place",))
+    return Planted(backward, "error", "mutated_input", ("your backward changed", "in place", f"{key}: "))
 
 
 def zeroes(which: str = "x") -> Planted:
@@ -243,7 +244,7 @@ def zeroes(which: str = "x") -> Planted:
         g = correct(params, x, y, spec)
         (x if which == "x" else params[which])[...] = 0
         return g
-    return Planted(backward, "error", "mutated_input", (f"changed {which} in place", "all zeros"))
+    return Planted(backward, "error", "mutated_input", ("in place", f"{which}: ", "all zeros"))
 
 
 def changes_targets() -> Planted:
@@ -251,7 +252,7 @@ def changes_targets() -> Planted:
         g = correct(params, x, y, spec)
         y += 1
         return g
-    return Planted(backward, "error", "mutated_input", ("changed y in place",))
+    return Planted(backward, "error", "mutated_input", ("in place", "y: "))
 
 
 def replaces_in_dict(key: str = "U") -> Planted:
@@ -324,8 +325,11 @@ def as_torch(requires_grad: bool = True, keep_dtype: bool = True) -> Planted:
 
 
 def as_matrix() -> Planted:
-    return returning(lambda g, p, x, y: {k: np.matrix(v) if v.ndim <= 2 else v for k, v in g.items()},
-                     status="passed")
+    def tr(g, p, x, y):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", PendingDeprecationWarning)   # np.matrix is discouraged, still used
+            return {k: np.matrix(v) if v.ndim <= 2 else v for k, v in g.items()}
+    return returning(tr, status="passed")
 
 
 def read_only() -> Planted:
