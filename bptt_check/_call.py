@@ -170,7 +170,7 @@ _router_users = 0
 def _router_acquire() -> None:
     global _router_users
     with _router_lock:
-        if _router_users == 0 and not isinstance(sys.stdout, _StdoutRouter):
+        if not isinstance(sys.stdout, _StdoutRouter):   # also when someone (pytest's capture) replaced it
             sys.stdout = _StdoutRouter(sys.stdout)
         _router_users += 1
 
