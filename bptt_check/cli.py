@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from . import __version__
+from ._call import signature_problem
 from ._check import CaseResult, Report, check
 from ._errors import BPTTCheckError
 from ._io import report_lock, writable_folder_problem, write_json
@@ -160,6 +161,9 @@ def _jobs(args: argparse.Namespace, given: set[str]) -> list[tuple[str, Callable
     base = spec_kwargs(vars(args))
     if args.target:
         fn = load_target(args.target)
+        problem = signature_problem(fn)
+        if problem:
+            raise UsageError(f"TARGET {args.target!r}: {problem}")
         return [(args.target, fn, Spec(**base))]
     from .builtin import BUILTINS, supports
 
