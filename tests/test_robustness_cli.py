@@ -21,6 +21,8 @@ FUZZ = HERE / "fuzz"
 sys.path.insert(0, str(FUZZ))
 
 
+from bad_usage import BAD_USAGE  # noqa: E402
+
 ENV = {**os.environ, "PYTHONPATH": os.pathsep.join([str(FUZZ), os.environ.get("PYTHONPATH", "")])}
 
 # a TARGET whose misbehaviour is picked by its input: each case gets one, and keeps it for both calls
@@ -110,39 +112,7 @@ def test_a_hanging_backward_times_out_per_case_and_the_run_goes_on(tmp_path):
 
 # ----------------------------------------------------------------- bad specs and command lines
 
-def _write(tmp_path, name, text):
-    p = tmp_path / name
-    p.write_text(text)
-    return str(p)
-
-
-BAD = [
-    (lambda t: ["--truncation", "window:0"], "window size must be >= 1"),
-    (lambda t: ["--truncation", "tbptt:4,2"], "k2 must be >= k1"),
-    (lambda t: ["--truncation", "window:-2"], "window size must be >= 1"),
-    (lambda t: ["--truncation", "sometimes"], "unknown truncation"),
-    (lambda t: ["--activation", "gelu"], "invalid choice: 'gelu'"),
-    (lambda t: ["--loss", "l1"], "invalid choice: 'l1'"),
-    (lambda t: ["--cases", "0"], "must be >= 1"),
-    (lambda t: ["--seed", "-1"], "must be >= 0"),
-    (lambda t: ["--timeout", "-1"], "must be >= 0 seconds"),
-    (lambda t: ["--timeout", "soon"], "expected a number of seconds"),
-    (lambda t: ["--no-such-flag"], "unrecognized arguments"),
-    (lambda t: ["--loss", "cross_entropy", "--output", "tanh"], "output must be softmax or identity"),
-    (lambda t: [str(t / "nowhere.py") + ":fn"], "does not exist"),
-    (lambda t: ["bptt_check:no_such_function"], "has no attribute 'no_such_function'"),
-    (lambda t: ["bptt_check:__version__"], "not a function"),
-    (lambda t: [_write(t, "boom.py", "raise RuntimeError('boom at import')\n") + ":backward"],
-     "RuntimeError: boom at import"),
-    (lambda t: [_write(t, "exits.py", "import sys\nsys.exit(0)\n") + ":backward"], "SystemExit"),
-    (lambda t: [_write(t, "syntax.py", "def backward(:\n") + ":backward"], "SyntaxError"),
-    (lambda t: [_write(t, "arity.py", "def backward(params):\n    return {}\n") + ":backward"],
-     "cannot be called as backward(params, x, y)"),
-    (lambda t: ["--report-dir", _write(t, "afile", "x")], "is a file, not a folder"),
-]
-
-
-@pytest.mark.parametrize("make, words", BAD, ids=[w for _, w in BAD])
+@pytest.mark.parametrize("make, words", BAD_USAGE, ids=[w for _, w in BAD_USAGE])
 def test_bad_specs_and_command_lines_exit_2_with_one_line_and_write_nothing(tmp_path, capsys, make, words):
     argv = make(tmp_path)
     if "--report-dir" not in argv:
