@@ -271,11 +271,13 @@ class _Worker:
 
     def retire(self) -> None:
         """Stop the running call (see the module's docstring) and end when it ends."""
+        self.thread.name = "bptt-check-backward (abandoned)"
         with self._lock:
             self.closed = True
+            # raised while the thread cannot have ended (its ways out need this lock or the None below),
+            # so it cannot land in another thread that reuses the id
+            _async_raise(self.thread)
             self._jobs.put(None)
-        self.thread.name = "bptt-check-backward (abandoned)"
-        _async_raise(self.thread)
 
     def _next(self) -> _Job | None:
         while True:
@@ -845,4 +847,4 @@ def limit(timeout: Any) -> float | None:
         raise BPTTCheckError(f"timeout must be a number of seconds, got {timeout!r}") from None
     if math.isnan(value) or value < 0:
         raise BPTTCheckError(f"timeout must be >= 0 seconds (0: no limit), got {timeout!r}")
-    return None if value == 0 or math.isinf(value) else value
+    return None if value == 0 or value >= threading.TIMEOUT_MAX else value
