@@ -123,6 +123,8 @@ class Report:
         n = self.counts
         parts = [f"{v} {k}" for k, v in n.items() if v or k in ("passed", "failed")]
         verdict = "OK" if self.passed else "WRONG GRADIENTS"
+        if not self.passed and not n["failed"] and (n["error"] or n["timeout"]):
+            verdict = "BACKWARD ERRORS"           # the backward misbehaved; no gradient was compared wrong
         if self.interrupted:
             verdict = "INTERRUPTED"
         return f"{verdict}: {len(self.cases)} cases, " + ", ".join(parts) + f" in {self.seconds:.2f}s"

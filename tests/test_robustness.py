@@ -342,6 +342,7 @@ def test_a_run_with_misbehaving_cases_goes_on_and_is_not_passed():
     assert statuses <= {"passed", "error"} and "error" in statuses
     kinds = {c.error["kind"] for c in report.cases if c.error}
     assert kinds <= {"exception", "nondeterministic"}
+    assert report.summary().startswith("BACKWARD ERRORS: 6 cases")
     json.dumps(report.to_dict(), allow_nan=False)
     with pytest.raises(bc.BPTTCheckError, match="(exception|nondeterministic)"):
         bc.assert_backward(backward, SPEC, cases=3, oracles=AUTOGRAD)
