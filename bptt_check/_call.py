@@ -404,7 +404,7 @@ class _Value:
 
     array: np.ndarray | None
     origin: str                           # what the user returned: "ndarray", "torch.Tensor", "list", ...
-    dtype: str = ""                       # its dtype as the user's library names it
+    dtype: str = ""                       # a torch tensor's dtype as torch names it (numpy: see .array)
     problem: tuple[str, str] | None = None   # (kind, message)
     matrix: bool = False
 
@@ -459,14 +459,14 @@ def _convert(value: Any) -> _Value:
                 t = t.resolve_conj().resolve_neg()
             return _Value(np.array(t.numpy(), copy=True), "torch.Tensor", dtype)
         if isinstance(value, np.matrix):
-            return _Value(np.array(np.asarray(value), copy=True), "numpy.matrix", str(value.dtype), matrix=True)
+            return _Value(np.array(np.asarray(value), copy=True), "numpy.matrix", matrix=True)
         if isinstance(value, np.ndarray):
-            return _Value(np.array(value, copy=True), "ndarray", str(value.dtype))
+            return _Value(np.array(value, copy=True), "ndarray")
         arr = np.array(value)
     except Exception as exc:
         return _Value(None, origin, problem=("type", f"is a {origin} that cannot be read as an array "
                                                      f"({type(exc).__name__}: {exc})"))
-    return _Value(arr, origin, str(arr.dtype))
+    return _Value(arr, origin)
 
 
 def _fmt(shape: tuple[int, ...]) -> str:
@@ -511,15 +511,19 @@ def _check_value(key: str, v: _Value, want: tuple[int, ...], case: Case) -> tupl
         what = {"O": f"a {v.origin} holding Python objects", "U": "an array of strings",
                 "S": "an array of bytes"}.get(kind, f"an array of {arr.dtype}")
         return None, [("type", f"{key!r} is {what}, not an array of numbers")]
-    if kind == "b" or v.dtype == "bool":
+    if kind == "f" and arr.dtype.itemsize >= 4 and not v.dtype:
+        dtype = ""                                  # numpy float32/64: fine (and naming a dtype is slow)
+    else:
+        dtype = v.dtype or arr.dtype.name
+    if kind == "b" or dtype == "bool":
         out.append(("dtype", f"{key!r} has dtype bool: gradients are floating point"))
     elif kind in "iu":
-        out.append(("dtype", f"{key!r} has integer dtype {v.dtype}: gradients are floating point "
+        out.append(("dtype", f"{key!r} has integer dtype {dtype}: gradients are floating point "
                              "(an integer zeros_like buffer, or integer division?)"))
     elif kind == "c":
-        out.append(("dtype", f"{key!r} has complex dtype {v.dtype}: gradients of this model are real"))
-    elif v.dtype in ("float16", "bfloat16"):
-        out.append(("dtype", f"{key!r} has dtype {v.dtype}: too coarse to check (about 3 significant "
+        out.append(("dtype", f"{key!r} has complex dtype {dtype}: gradients of this model are real"))
+    elif dtype in ("float16", "bfloat16"):
+        out.append(("dtype", f"{key!r} has dtype {dtype}: too coarse to check (about 3 significant "
                              "digits); compute in float32 or float64"))
     got = tuple(int(s) for s in arr.shape)
     if v.matrix and got != want and arr.size == int(np.prod(want)) and len(want) == 1 and 1 in got:
