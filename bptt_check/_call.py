@@ -5,18 +5,20 @@ a different answer on a second call. :func:`invoke` calls it and turns each of t
 *error finding* ``{"kind", "message", "keys"}`` (kinds in :data:`ERROR_KINDS`); it never lets the
 user's fault become a traceback of the harness.
 
-Timeout mechanism (per call). With a limit, the backward runs in a fresh daemon thread and the
-caller waits with ``Thread.join(limit)``. This works in any thread (the main thread, a
-pytest-xdist worker, a thread pool) and on any platform, unlike ``signal.alarm``, which only
-works in the main thread of the main interpreter. When the limit passes, the case is reported as
-timed out and the thread is asked to stop by raising an exception inside it
-(``PyThreadState_SetAsyncExc``): Python-level loops stop at once, a blocking call (``sleep``, a
-lock, I/O, one long C routine) stops when it returns to Python. Until then it is abandoned as a
-daemon thread, the run goes on, and the message says so. No in-process mechanism can stop a C
-routine that never releases the GIL; run the command under an outer ``timeout`` for that.
-``timeout=None`` (or ``0``) calls the backward directly in the caller's thread, with no limit,
-which is what a debugger wants. A thread costs ~0.2 ms per call; a process per case would cost
-tens of ms and is not used.
+Timeout mechanism (per call). With a limit, the backward runs in a daemon worker thread (one per
+calling thread, reused from call to call) and the caller waits on a lock with the limit. This
+works in any thread (the main thread, a pytest-xdist worker, a thread pool), unlike
+``signal.alarm``, which only works in the main thread of the main interpreter. When the limit
+passes, the case is reported as timed out and the worker is retired: it is asked to stop by an
+exception raised inside it (``PyThreadState_SetAsyncExc``) — Python-level loops stop at once, a
+blocking call (``sleep``, a lock, I/O, one long C routine) stops when it returns to Python —
+and the next call gets a new worker. Until it stops it is abandoned as a daemon thread, the run
+goes on, and the message says so. No in-process mechanism can stop a C routine that never
+releases the GIL; run the command under an outer ``timeout`` for that. ``timeout=None`` (or
+``0``) calls the backward directly in the caller's thread, with no limit, which is what a
+debugger wants. Handing a call to the worker costs well under 0.1 ms
+(``tests/fuzz/bench_call_overhead.py``); a new thread per call would cost ~2 ms (the caller and
+the new thread contend for the GIL) and a process per case tens of ms.
 
 Output: what the backward prints through ``sys.stdout`` is captured per call (a router installed
 as ``sys.stdout`` while calls run sends writes from the call's thread to a buffer and everything
