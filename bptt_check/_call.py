@@ -16,7 +16,7 @@ and the next call gets a new worker. Until it stops it is abandoned as a daemon 
 goes on, and the message says so. No in-process mechanism can stop a C routine that never
 releases the GIL; run the command under an outer ``timeout`` for that. ``timeout=None`` (or
 ``0``) calls the backward directly in the caller's thread, with no limit, which is what a
-debugger wants. Handing a call to the worker costs well under 0.1 ms
+debugger wants. Handing a call to the worker costs about 0.1 ms
 (``tests/fuzz/bench_call_overhead.py``); a new thread per call would cost ~2 ms (the caller and
 the new thread contend for the GIL) and a process per case tens of ms.
 
