@@ -6,8 +6,10 @@ Verdicts (per case):
   oracles agree with each other;
 - ``inconclusive``: nothing failed, but the oracles disagree with each other on
   some elements (a relu kink, a precision problem), so those prove nothing;
-- ``error``: the backward could not be compared at all (it raised, or did not
-  return a mapping).
+- ``error``: the backward misbehaved (it raised, returned something that is not
+  gradients in the protocol, changed its inputs in place, or gave a different
+  result on a second call); ``error`` holds ``{"kind", "message", "keys"}``;
+- ``timeout``: the backward did not return within the per-call limit.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from . import __version__
-from ._call import Backward, invoke
+from ._call import DEFAULT_TIMEOUT, Backward, headline, invoke, limit, signature_problem
 from ._cases import Case, draw_case
 from ._compare import ORACLE_TOLERANCE, GradResult, compare, tolerance_for
 from ._errors import BPTTCheckError
@@ -44,11 +46,12 @@ class CaseResult:
     grads: dict[str, GradResult] = field(default_factory=dict)
     oracles: dict[str, dict[str, Any]] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
-    error: dict[str, str] | None = None
+    error: dict[str, Any] | None = None
     target: str = ""
     seconds: float = 0.0
     # issue 3: where in time it goes wrong and how to replay it (failed cases only; see _evidence)
     evidence: dict[str, Any] | None = None
+    stdout: str = ""
 
     @property
     def passed(self) -> bool:
@@ -72,7 +75,7 @@ class CaseResult:
                     worst.append(f"{name}: max rel err {g.max_rel_err:.2e} at {tuple(g.worst_index)}")
             return head + " — wrong: " + "; ".join(worst)
         if self.status in ("error", "timeout") and self.error:
-            return head + f" — {self.error['kind']}: {self.error['message'].splitlines()[-1]}"
+            return head + f" — {self.error['kind']}: {headline(self.error)}"
         if self.status == "inconclusive" and self.notes:
             return head + " — " + self.notes[0]
         return head
@@ -91,6 +94,7 @@ class CaseResult:
             "oracles": self.oracles,
             "notes": list(self.notes),
             "error": self.error,
+            "stdout": self.stdout,
             "seconds": round(self.seconds, 6),
             "evidence": self.evidence,
         }
@@ -105,6 +109,7 @@ class Report:
     oracles: tuple[str, ...]
     seconds: float = 0.0
     argv: list[str] | None = None
+    interrupted: bool = False      # the run was stopped (Ctrl-C, SIGTERM): ``cases`` is what was done
 
     @property
     def counts(self) -> dict[str, int]:
@@ -115,17 +120,23 @@ class Report:
 
     @property
     def passed(self) -> bool:
-        return all(c.status in ("passed", "inconclusive") for c in self.cases)
+        return not self.interrupted and all(c.status in ("passed", "inconclusive") for c in self.cases)
 
     def summary(self) -> str:
         n = self.counts
         parts = [f"{v} {k}" for k, v in n.items() if v or k in ("passed", "failed")]
         verdict = "OK" if self.passed else "WRONG GRADIENTS"
+        if not self.passed and not n["failed"] and (n["error"] or n["timeout"]):
+            verdict = "BACKWARD ERRORS"           # the backward misbehaved; no gradient was compared wrong
+        if self.interrupted:
+            verdict = "INTERRUPTED"
         return f"{verdict}: {len(self.cases)} cases, " + ", ".join(parts) + f" in {self.seconds:.2f}s"
 
     def to_dict(self) -> dict[str, Any]:
-        return report_dict([c.to_dict() for c in self.cases], seed=self.seed, oracles=self.oracles,
-                           seconds=self.seconds, argv=self.argv)
+        data = report_dict([c.to_dict() for c in self.cases], seed=self.seed, oracles=self.oracles,
+                           seconds=self.seconds, argv=self.argv, interrupted=self.interrupted)
+        data["passed"] = self.passed
+        return data
 
 
 def report_dict(cases: list[dict[str, Any]], *, seed: int, oracles: Sequence[str], seconds: float,
@@ -179,8 +190,14 @@ def _tolerance_table(dtypes: Sequence[str]) -> dict[str, Any]:
 # ----------------------------------------------------------------- one case
 
 def check_case(backward: Backward, case: Case, *, oracles: Iterable[str] = DEFAULT_ORACLES,
-               target: str = "", evidence: str | None = "full") -> CaseResult:
+               target: str = "", evidence: str | None = "full",
+               timeout: float | None = DEFAULT_TIMEOUT) -> CaseResult:
     """Check ``backward`` on one drawn case against the oracles.
+
+    The backward is called twice on copies (see ``_call.invoke``), each call limited to
+    ``timeout`` seconds (None or 0: no limit). A misbehaving backward gives status ``error`` (or
+    ``timeout``) with ``error = {"kind", "message", "keys"}``; where its gradients could still be
+    read (``mutated_input``, ``nondeterministic``) they are compared too.
 
     A failed case carries ``evidence`` (see ``_evidence``): ``"full"`` re-runs it on prefixes
     of its sequence and maps its error over time, ``"cheap"`` only what the arrays at hand
@@ -196,12 +213,16 @@ def check_case(backward: Backward, case: Case, *, oracles: Iterable[str] = DEFAU
     # --- end adapter hooks
     result = CaseResult(case.index, case.seed, case.spec, case.flavor, case.shapes,
                         status="passed", target=target)
-    outcome = invoke(backward, case)
+    outcome = invoke(backward, case, timeout=timeout, repeat=True)
+    result.stdout = outcome.stdout
+    result.notes.extend(outcome.notes)
     if outcome.error is None and hooks is not None:
         outcome.error = hooks.after_call(case)     # a forward that disagrees with the reference
-    if outcome.error is not None or outcome.grads is None:
-        result.status = "error"
+    if outcome.error is not None:
+        result.status = outcome.status
         result.error = outcome.error
+    comparable = outcome.error is None or outcome.error["kind"] in ("mutated_input", "nondeterministic")
+    if outcome.grads is None or not comparable:
         result.seconds = time.perf_counter() - start
         return result
     got = outcome.grads
@@ -232,11 +253,11 @@ def check_case(backward: Backward, case: Case, *, oracles: Iterable[str] = DEFAU
                 result.notes.append(f"{name}: {int(disputed[name].sum())} element(s) where the oracles "
                                     "disagree were not judged")
         result.grads[name] = g
-    extra = sorted(set(got) - set(ref.grads))
-    if extra:
-        result.notes.append(f"the backward returned keys that are not gradients of this model: {extra}")
-
-    if any(not g.passed for g in result.grads.values()):
+    if result.error is not None:   # the gradients were compared, but the backward misbehaved
+        right = all(g.passed for g in result.grads.values())
+        result.notes.append("the (first call's) gradients " + ("match" if right else "do not match")
+                            + " the reference")
+    elif any(not g.passed for g in result.grads.values()):
         result.status = "failed"
         if hooks is not None:
             hooks.annotate(result)                 # where the wrong elements sit in the user's arrays
@@ -278,16 +299,24 @@ def _as_spec(spec: Spec | None, spec_kwargs: dict[str, Any], declared: Spec | No
 
 def check(backward: Backward, spec: Spec | None = None, *, cases: int = 20, seed: int = 0,
           oracles: Iterable[str] = DEFAULT_ORACLES, target: str = "",
-          on_case: Callable[[CaseResult], None] | None = None, **spec_kwargs: Any) -> Report:
+          on_case: Callable[[CaseResult], None] | None = None, timeout: float | None = DEFAULT_TIMEOUT,
+          **spec_kwargs: Any) -> Report:
     """Check ``backward`` on ``cases`` random cases drawn inside ``spec``.
 
     ``spec`` may be given as a :class:`Spec` or as keywords
-    (``mode="many-to-one", truncation="window:3"``, ...).
+    (``mode="many-to-one", truncation="window:3"``, ...). ``timeout``: seconds per call of the
+    backward (None or 0: no limit).
     """
     try:
         spec = _as_spec(spec, spec_kwargs, getattr(backward, "bptt_spec", None))
-        if cases < 1:
-            raise BPTTCheckError(f"cases must be >= 1, got {cases}")
+        if isinstance(cases, bool) or not isinstance(cases, (int, np.integer)) or cases < 1:
+            raise BPTTCheckError(f"cases must be a whole number >= 1, got {cases!r}")
+        if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+            raise BPTTCheckError(f"seed must be a whole number >= 0, got {seed!r}")
+        timeout = limit(timeout)
+        problem = signature_problem(backward)
+        if problem:
+            raise BPTTCheckError(problem)
     except BPTTCheckError as err:
         raise err.with_context(cases=cases, seed=seed) from None
     except TypeError as err:
@@ -300,7 +329,7 @@ def check(backward: Backward, spec: Spec | None = None, *, cases: int = 20, seed
     full_left = EVIDENCE_LIMIT      # the first failed cases get the full evidence, the rest the cheap one
     for i in range(cases):
         r = check_case(backward, draw_case(spec, seed, i), oracles=names, target=target,
-                       evidence="full" if full_left > 0 else "cheap")
+                       evidence="full" if full_left > 0 else "cheap", timeout=timeout)
         full_left -= r.status == "failed"
         results.append(r)
         if on_case is not None:
@@ -309,13 +338,16 @@ def check(backward: Backward, spec: Spec | None = None, *, cases: int = 20, seed
 
 
 def assert_backward(backward: Backward, spec: Spec | None = None, *, cases: int = 20, seed: int = 0,
-                    oracles: Iterable[str] = DEFAULT_ORACLES, **spec_kwargs: Any) -> Report:
+                    oracles: Iterable[str] = DEFAULT_ORACLES, timeout: float | None = DEFAULT_TIMEOUT,
+                    **spec_kwargs: Any) -> Report:
     """Like :func:`check`, but raise :class:`BPTTCheckError` describing the first wrong case."""
-    report = check(backward, spec, cases=cases, seed=seed, oracles=oracles, **spec_kwargs)
+    report = check(backward, spec, cases=cases, seed=seed, oracles=oracles, timeout=timeout, **spec_kwargs)
     bad = [c for c in report.cases if c.status not in ("passed", "inconclusive")]
     if bad:
         first = bad[0]
         lines = [f"{len(bad)} of {len(report.cases)} cases wrong; first: {first.summary()}"]
+        if first.error:
+            lines.append(f"  {first.error['kind']}: " + first.error["message"].replace("\n", "\n    "))
         for name in first.failed_grads:
             g = first.grads[name]
             lines.append(f"  d{name}: " + (g.problem or

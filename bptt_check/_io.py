@@ -1,12 +1,25 @@
-"""Writing report files atomically: a reader sees the old file or the new one, never half of one."""
+"""Writing report files atomically: a reader sees the old file or the new one, never half of one.
+
+Every file goes through a uniquely named temporary file in the same folder (``mkstemp``: two
+runs, or two workers, never share one) and ``os.replace``. Two runs writing into the same folder
+each hold :func:`report_lock` while writing their set of files, so the folder ends up with one
+run's complete set, never a mix.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+
+try:
+    import fcntl
+except ImportError:  # pragma: no cover - not POSIX: renames are still atomic, sets are not locked
+    fcntl = None  # type: ignore[assignment]
 
 
 def atomic_write_text(path: str | os.PathLike[str], text: str) -> Path:
@@ -20,6 +33,7 @@ def atomic_write_text(path: str | os.PathLike[str], text: str) -> Path:
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
+        _fsync_dir(path.parent)
     except BaseException:
         try:
             os.unlink(tmp)
@@ -31,3 +45,47 @@ def atomic_write_text(path: str | os.PathLike[str], text: str) -> Path:
 
 def write_json(path: str | os.PathLike[str], data: Any) -> Path:
     return atomic_write_text(path, json.dumps(data, indent=2, allow_nan=False) + "\n")
+
+
+def _fsync_dir(folder: Path) -> None:
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+@contextlib.contextmanager
+def report_lock(folder: str | os.PathLike[str]) -> Iterator[Path]:
+    """Hold an exclusive lock on the report folder (created if needed) while writing a set of files."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    if fcntl is None:  # pragma: no cover
+        yield folder
+        return
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield folder
+    finally:
+        os.close(fd)   # closing releases the lock
+
+
+def writable_folder_problem(folder: str | os.PathLike[str]) -> str | None:
+    """Why reports could not be written to ``folder`` (checked before a run, creating nothing), or None."""
+    path = Path(folder)
+    probe = path
+    while not probe.exists():
+        if probe.parent == probe:
+            break
+        probe = probe.parent
+    if probe.exists() and not probe.is_dir():
+        return f"report folder {str(folder)!r}: {str(probe)!r} is a file, not a folder"
+    if probe.exists() and not os.access(probe, os.W_OK | os.X_OK):
+        return f"report folder {str(folder)!r}: no permission to write in {str(probe)!r}"
+    return None

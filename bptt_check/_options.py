@@ -11,6 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from ._call import DEFAULT_TIMEOUT
 from ._spec import ACTIVATIONS, DTYPES, LOSSES, MODES, OUTPUTS, REDUCTIONS
 
 
@@ -48,6 +49,23 @@ def _int(text: str) -> int:
         raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
 
 
+def _seed(text: str) -> int:
+    value = _int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
+    return value
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of seconds, got {text!r}") from None
+    if not value >= 0:   # also rejects nan
+        raise argparse.ArgumentTypeError(f"must be >= 0 seconds (0: no limit), got {text!r}")
+    return value
+
+
 @dataclass(frozen=True)
 class Option:
     name: str                      # the dest, and the CLI flag without dashes
@@ -75,7 +93,7 @@ OPTIONS: tuple[Option, ...] = (
     Option("no_bias", "the model has no biases b and c", False, flag=True, spec=True),
     Option("dtype", "the dtype your backward computes in", "float64", choices=DTYPES, spec=True),
     Option("cases", "random cases per checked spec", 20, type=_positive_int, run=True),
-    Option("seed", "seed of the random cases (a case is replayed from seed and index)", 0, type=_int, run=True),
+    Option("seed", "seed of the random cases (a case is replayed from seed and index)", 0, type=_seed, run=True),
     Option("report_dir", "folder the report is written to", "reports", run=True),
     Option("oracle", "comma-separated oracles; the first is the reference", "autograd,fd", run=True),
     # issue 3: the report and the terminal
@@ -85,6 +103,9 @@ OPTIONS: tuple[Option, ...] = (
            type=_nonnegative_int),
     Option("progress", "per-case feedback: a progress bar (on a terminal), one line per case, or none",
            "auto", choices=("auto", "bar", "lines", "none")),
+    # robustness (issue 7): a backward that hangs is reported as timed out and the run goes on
+    Option("timeout", "seconds one call of your backward may take before its case is reported as timed "
+                      "out (0: no limit, called in the main thread)", DEFAULT_TIMEOUT, type=_seconds, run=True),
 )
 
 

@@ -13,6 +13,8 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
+
 from ._errors import BPTTCheckError
 
 ACTIVATIONS = ("tanh", "sigmoid", "relu", "identity")
@@ -174,7 +176,17 @@ class Sizes:
 
     def __post_init__(self) -> None:
         for name in ("T", "B", "I", "H", "O"):
-            lo, hi = getattr(self, name)
+            value = getattr(self, name)
+            if isinstance(value, (int, np.integer)) and not isinstance(value, bool):
+                value = (value, value)                      # a single size n means n..n
+            if (not isinstance(value, (tuple, list)) or len(value) != 2
+                    or not all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in value)):
+                raise BPTTCheckError(
+                    f"size range {name}={value!r} is invalid: give a whole number or a pair (lo, hi) "
+                    "of whole numbers, e.g. T=(3, 8)"
+                )
+            lo, hi = int(value[0]), int(value[1])
+            object.__setattr__(self, name, (lo, hi))
             if lo < 1 or hi < lo:
                 raise BPTTCheckError(
                     f"size range {name}={lo}..{hi} is invalid: sizes must be >= 1 "
@@ -199,8 +211,18 @@ class Spec:
     def __post_init__(self) -> None:
         if isinstance(self.truncation, str) or self.truncation is None:
             object.__setattr__(self, "truncation", Truncation.parse(self.truncation))
+        if not isinstance(self.truncation, Truncation):
+            raise BPTTCheckError(f"truncation must be a string like 'window:3' or a Truncation, "
+                                 f"got {self.truncation!r}")
         if isinstance(self.sizes, dict):
-            object.__setattr__(self, "sizes", Sizes(**{k: tuple(v) for k, v in self.sizes.items()}))
+            unknown = sorted(set(self.sizes) - {"T", "B", "I", "H", "O"})
+            if unknown:
+                raise BPTTCheckError(f"unknown size(s) {unknown}; sizes are T, B, I, H, O")
+            object.__setattr__(self, "sizes", Sizes(**self.sizes))
+        if not isinstance(self.sizes, Sizes):
+            raise BPTTCheckError(f"sizes must be a Sizes or a dict like {{'T': (3, 8)}}, got {self.sizes!r}")
+        if not isinstance(self.bias, (bool, np.bool_)):
+            raise BPTTCheckError(f"bias must be True or False, got {self.bias!r}")
         for name, allowed in (("mode", MODES), ("activation", ACTIVATIONS), ("output", OUTPUTS),
                               ("loss", LOSSES), ("reduction", REDUCTIONS), ("dtype", DTYPES)):
             value = getattr(self, name)

@@ -522,7 +522,17 @@ class Adapted:
             params["h0"] = np.zeros_like(params["h0"])
         elif lay.h0 == "shared":
             params["h0"] = np.broadcast_to(params["h0"][:1], params["h0"].shape).copy()
-        return Case(case.spec, case.seed, case.index, case.flavor, params, x, y, dict(case.extra))
+        # the gradients the adapted backward returns (the protocol check in _call reads this)
+        dropped = set(lay.absent) | ({"h0"} if lay.h0 in ("given", "zero") else set())
+        returns = {k: tuple(v.shape) for k, v in params.items() if k not in dropped}
+        if lay.h0 == "shared":
+            returns["h0"] = tuple(params["h0"].shape[1:])      # one learned h0 for the whole batch
+        if lay.second_bias and "b" in returns:
+            returns[lay.second_bias] = returns["b"]
+        if lay.inputs == "dense":
+            returns["x"] = tuple(x.shape)
+        return Case(case.spec, case.seed, case.index, case.flavor, params, x, y,
+                    dict(case.extra, returns=returns))
 
     def after_call(self, case: Case) -> dict[str, str] | None:
         """Check the loss your code reported against the reference forward (None: it agrees, or none given)."""

@@ -11,27 +11,35 @@ TARGET the built-in implementations are checked in every mode.
 ``show`` re-renders an earlier report in the terminal (and, with ``--format``,
 as files again).
 
-Exit status: 0 every case matches, 1 some gradient is wrong, 2 bad usage or a
-TARGET that cannot be loaded, 3 an internal error of bptt-check.
+Exit status: 0 every case matches, 1 some gradient is wrong (or the backward
+misbehaved: raised, hung, returned garbage, changed its inputs), 2 bad usage or
+a TARGET that cannot be loaded, 3 an internal error of bptt-check, 130/143 the
+run was interrupted by SIGINT/SIGTERM (a complete partial report marked
+``"interrupted": true`` is written).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import importlib.util
 import os
+import signal
 import sys
+import threading
 import time
 import traceback
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 from . import __version__
+from ._call import limit, signature_problem
 from ._cases import draw_case
-from ._check import Report, check, check_case
+from ._check import CaseResult, Report, check, check_case
 from ._errors import BPTTCheckError
+from ._io import report_lock, writable_folder_problem
 from ._options import add_to_argparse, spec_kwargs
 from ._spec import Spec, Truncation
 
@@ -54,6 +62,49 @@ class UsageError(Exception):
     """Bad usage: exit 2 with one line."""
 
 
+class _ArgumentParser(argparse.ArgumentParser):
+    def error(self, message: str) -> Any:   # one line instead of the usage block
+        raise UsageError(f"{message} (see bptt-check --help)")
+
+
+class _Terminated(BaseException):
+    """SIGTERM, raised in the main thread like KeyboardInterrupt for SIGINT."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
+
+
+@contextlib.contextmanager
+def _sigterm_raises() -> Iterator[None]:
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def on_term(signum: int, frame: Any) -> None:
+        raise _Terminated(signum)
+
+    old = signal.signal(signal.SIGTERM, on_term)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, old)
+
+
+@contextlib.contextmanager
+def _signals_ignored() -> Iterator[None]:
+    """While the report (complete or partial) is written, SIGINT/SIGTERM are ignored: it takes ms."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    old = {s: signal.signal(s, signal.SIG_IGN) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for s, h in old.items():
+            signal.signal(s, h)
+
+
 def load_target(text: str) -> Callable[..., Any]:
     """Load ``path/to/file.py:function`` or ``package.module:function``."""
     where, sep, attr = text.rpartition(":")
@@ -72,7 +123,7 @@ def load_target(text: str) -> Callable[..., Any]:
         try:
             sys.modules[name] = module
             spec.loader.exec_module(module)
-        except Exception as exc:
+        except (Exception, SystemExit) as exc:
             sys.modules.pop(name, None)
             raise UsageError(f"importing {where!r} failed: {type(exc).__name__}: {exc}") from exc
     else:
@@ -84,7 +135,7 @@ def load_target(text: str) -> Callable[..., Any]:
             if exc.name and where.startswith(exc.name):
                 raise UsageError(f"no module named {where!r} (is it installed, or on PYTHONPATH?)") from exc
             raise UsageError(f"importing {where!r} failed: ModuleNotFoundError: {exc}") from exc
-        except Exception as exc:
+        except (Exception, SystemExit) as exc:
             raise UsageError(f"importing {where!r} failed: {type(exc).__name__}: {exc}") from exc
     try:
         fn = getattr(module, attr)
@@ -98,10 +149,11 @@ def load_target(text: str) -> Callable[..., Any]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _ArgumentParser(
         prog="bptt-check",
         description="Verify a hand-written backward pass through time against autograd and finite differences.",
-        epilog="Exit status: 0 all gradients match, 1 a gradient is wrong, 2 bad usage, 3 internal error.",
+        epilog="Exit status: 0 all gradients match, 1 a gradient is wrong or the backward misbehaved, "
+               "2 bad usage, 3 internal error, 130/143 interrupted (a partial report is written).",
     )
     parser.add_argument("target", nargs="?", metavar="TARGET",
                         help="path/to/file.py:function or package.module:function; "
@@ -119,6 +171,9 @@ def _jobs(args: argparse.Namespace, given: set[str]) -> list[tuple[str, Callable
         from .adapters import cli_target
 
         fn, spec = cli_target(load_target(args.target), vars(args), given)
+        problem = signature_problem(fn)
+        if problem:
+            raise UsageError(f"TARGET {args.target!r}: {problem}")
         return [(args.target, fn, spec)]
     from .builtin import BUILTINS, supports
 
@@ -180,8 +235,11 @@ def run(argv: Sequence[str]) -> int:
     if argv and argv[0] == "show":
         return show(argv[1:])
     parser = build_parser()
-    args = parser.parse_args(argv)
     try:
+        args = parser.parse_args(argv)
+        problem = writable_folder_problem(args.report_dir)
+        if problem:
+            raise UsageError(problem)
         oracles = tuple(o.strip() for o in args.oracle.split(",") if o.strip())
         from .oracles import ORACLES
 
@@ -198,24 +256,40 @@ def run(argv: Sequence[str]) -> int:
     from .report.terminal import CaseProgress, print_failures
 
     start = time.perf_counter()
-    cases = []
+    cases: list[CaseResult] = []
     per_job = 1 if args.case is not None else args.cases
+    stopped_by = 0
     with CaseProgress(len(jobs) * per_job, mode=args.progress) as progress:
-        for name, fn, spec in jobs:
-            if args.case is not None:   # one case, as a report's reproducer line asks
-                r = check_case(fn, draw_case(spec, args.seed, args.case), oracles=oracles, target=name)
-                progress.update(r)
-                cases.append(r)
-                continue
-            report = check(fn, spec, cases=args.cases, seed=args.seed, oracles=oracles, target=name,
-                           on_case=progress.update)
-            cases.extend(report.cases)
-    total = Report(cases, args.seed, oracles, time.perf_counter() - start, argv=["bptt-check", *argv])
+
+        def on_case(result: CaseResult) -> None:
+            cases.append(result)
+            progress.update(result)
+
+        with _sigterm_raises():
+            try:
+                for name, fn, spec in jobs:
+                    if args.case is not None:   # one case, as a report's reproducer line asks
+                        on_case(check_case(fn, draw_case(spec, args.seed, args.case), oracles=oracles,
+                                           target=name, timeout=limit(args.timeout)))
+                        continue
+                    check(fn, spec, cases=args.cases, seed=args.seed, oracles=oracles, target=name,
+                          on_case=on_case, timeout=args.timeout)
+            except KeyboardInterrupt:
+                stopped_by = signal.SIGINT
+            except _Terminated as term:
+                stopped_by = term.signum
+    total = Report(cases, args.seed, oracles, time.perf_counter() - start, argv=["bptt-check", *argv],
+                   interrupted=bool(stopped_by))
     data = total.to_dict()
-    paths = write_reports(data, args.report_dir, args.format.split(","))
+    with _signals_ignored(), report_lock(args.report_dir):
+        paths = write_reports(data, args.report_dir, args.format.split(","))
     print_failures(data)
     print(total.summary())
     print("report: " + ", ".join(str(p) for p in paths.values()))
+    if stopped_by:
+        print(f"bptt-check: interrupted by {signal.Signals(stopped_by).name} after {len(cases)} case(s); "
+              "the report holds those, marked \"interrupted\": true", file=sys.stderr)
+        return 128 + int(stopped_by)
     return EXIT_OK if total.passed else EXIT_FINDINGS
 
 
