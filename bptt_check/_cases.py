@@ -16,6 +16,7 @@ import numpy as np
 
 from ._spec import Spec, Window
 
+MAX_REDRAWS = 8
 FLAVORS = ("core", "T=1", "core", "H=1", "core", "B=1", "core", "window>=T")
 
 
@@ -107,9 +108,29 @@ def draw_case(spec: Spec, seed: int, index: int = 0) -> Case:
     H = 1 if flavor == "H=1" else int(rng.integers(s.H[0], s.H[1] + 1))
     I = int(rng.integers(s.I[0], s.I[1] + 1))  # noqa: E741
     O = int(rng.integers(s.O[0], s.O[1] + 1))  # noqa: E741
-    if spec.loss == "cross_entropy":
-        O = max(O, 2)                               # one class has a constant loss
+    if spec.loss == "cross_entropy" or spec.output == "softmax":
+        O = max(O, 2)                               # a softmax over one class is constant: no gradient at all
 
+    # --- coverage guarantee (issue 6): a draw whose gradient vanishes before reaching a window's
+    # start (dead relu units, say) proves little about the early steps; redraw the arrays (same
+    # shapes, the same rng stream, so the case still replays bit for bit) a few times
+    for attempt in range(MAX_REDRAWS + 1):
+        case = _draw_arrays(spec, rng, seed, index, flavor, T, B, H, I, O)
+        if attempt == MAX_REDRAWS or _covered(case):
+            if attempt:
+                case.extra["redraws"] = attempt
+            return case
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+def _covered(case: Case) -> bool:
+    from ._coverage import coverage, threshold
+
+    return coverage(case).value >= threshold(case.spec.dtype)
+
+
+def _draw_arrays(spec: Spec, rng: np.random.Generator, seed: int, index: int, flavor: str,
+                 T: int, B: int, H: int, I: int, O: int) -> Case:
     params: dict[str, np.ndarray] = {
         "W": rng.normal(0.0, 0.9 / np.sqrt(I), (H, I)),
         "U": _nonsymmetric_recurrent(rng, H),
