@@ -92,7 +92,11 @@ def _draw_T_unaligned(spec: Spec, rng: np.random.Generator, flavor: str) -> int:
             return int(rng.integers(tr.k1, max(tr.k1, tr.k2) + 1))
         return int(rng.integers(max(1, min(lo, reach)), reach + 1))
     if reach is not None:
-        hi = max(hi, reach + 2)                     # let the truncation bite
+        # let the truncation bite (issue 6: in every such case, not only in most): the shortest T
+        # at which some window starts after step 0
+        bite = tr.k1 * (tr.k2 // tr.k1 + 1) if tr.kind == "window-loss" else reach + 1
+        hi = max(hi, bite + 1)
+        lo = max(lo, bite)
     return int(rng.integers(lo, hi + 1))
 
 

@@ -288,7 +288,7 @@ class _Diagnosis:
 
     def swapped_returns(self) -> None:
         ref = self.s.ref
-        if "W" in ref and "U" in ref and ref["W"].shape == ref["U"].shape:
+        if "W" in ref and "U" in ref:
             fit, explained = self.s.local({"W": ref["U"], "U": ref["W"]})
             if explained:
                 self.add("input_recurrent_swapped", fit,
@@ -338,16 +338,16 @@ class _Diagnosis:
                      f"{_names(explained)} pair each step with the neighbouring state")
 
     def batch(self) -> None:
-        if self.case.B < 2:
-            return
         v = self.variant(Knobs(per_sample=True))
         best: dict[str, tuple[float, str]] = {}
         for n in self.s.failed:
             ps = v.get(f"{n}@b")
             if ps is None:
                 continue
-            for hyp, how in ((ps[0], "only the first sample"), (ps[-1], "only the last sample"),
-                             (ps, "one row per sample, not summed")):
+            options = [(ps, "one row per sample, not summed")]
+            if self.case.B > 1:
+                options += [(ps[0], "only the first sample"), (ps[-1], "only the last sample")]
+            for hyp, how in options:
                 f = self.s.fit_one(n, hyp)
                 if f > best.get(n, (0.0, ""))[0]:
                     best[n] = (f, how)
@@ -527,8 +527,8 @@ class _Diagnosis:
         diffs, fits_ref, fits_first = [], [], []
         for n in s.ref:
             a, b = again.grads.get(n), s.got.get(n)
-            if a is None or b is None or np.shape(a) != b.shape:
-                return
+            if a is None or b is None or np.shape(a) != b.shape or b.shape != s.ref[n].shape:
+                continue
             d = np.asarray(a, dtype=np.float64) - b
             diffs.append(float(np.linalg.norm(d)))
             rn = float(np.linalg.norm(s.ref[n]))
