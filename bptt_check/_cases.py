@@ -116,10 +116,11 @@ def draw_case(spec: Spec, seed: int, index: int = 0) -> Case:
         O = max(O, 2)                               # a softmax over one class is constant: no gradient at all
 
     # --- coverage guarantee (issue 6): a draw whose gradient vanishes before reaching a window's
-    # start (dead relu units, say) proves little about the early steps; redraw the arrays (same
-    # shapes, the same rng stream, so the case still replays bit for bit) a few times
+    # start (dead relu units, a sigmoid's σ' <= 1/4 per step) proves little about the early steps;
+    # redraw the arrays (same shapes, the same rng stream, so the case still replays bit for bit),
+    # each time with a stronger recurrence, a few times
     for attempt in range(MAX_REDRAWS + 1):
-        case = _draw_arrays(spec, rng, seed, index, flavor, T, B, H, I, O)
+        case = _draw_arrays(spec, rng, seed, index, flavor, T, B, H, I, O, boost=1.0 + 0.5 * attempt)
         if attempt == MAX_REDRAWS or _covered(case):
             if attempt:
                 case.extra["redraws"] = attempt
@@ -130,14 +131,14 @@ def draw_case(spec: Spec, seed: int, index: int = 0) -> Case:
 def _covered(case: Case) -> bool:
     from ._coverage import coverage, threshold
 
-    return coverage(case).value >= threshold(case.spec.dtype)
+    return coverage(case).value >= threshold(case.spec.dtype, case.T)
 
 
 def _draw_arrays(spec: Spec, rng: np.random.Generator, seed: int, index: int, flavor: str,
-                 T: int, B: int, H: int, I: int, O: int) -> Case:
+                 T: int, B: int, H: int, I: int, O: int, boost: float = 1.0) -> Case:
     params: dict[str, np.ndarray] = {
         "W": rng.normal(0.0, 0.9 / np.sqrt(I), (H, I)),
-        "U": _nonsymmetric_recurrent(rng, H),
+        "U": boost * _nonsymmetric_recurrent(rng, H),
         "V": rng.normal(0.0, 1.0 / np.sqrt(H), (O, H)),
     }
     if spec.bias:

@@ -304,7 +304,7 @@ def _check_coverage(case: Case, result: CaseResult) -> None:
     from ._coverage import coverage, threshold
 
     cov = coverage(case)
-    limit = threshold(case.spec.dtype)
+    limit = threshold(case.spec.dtype, case.T)
     if cov.value < limit and cov.window is not None:
         w = cov.window
         result.status = "inconclusive"

@@ -8,7 +8,7 @@ steps L) we back-propagate the window's own loss in float64 and measure
     coverage_w = ‖∂L_w/∂h_{s−1}‖ / max_{s ≤ t ≤ max L} ‖∂L_w/∂h_t‖
 
 (h_{s−1} is the state entering the window, h0 when s = 0). The case's coverage
-is the smallest over its windows. Below ``COVERAGE_MIN[dtype]`` a case that
+is the smallest over its windows. Below ``threshold(dtype, T)`` a case that
 would have passed is *inconclusive*: its early steps were not really tested.
 """
 
@@ -25,9 +25,10 @@ from ._spec import Window
 if TYPE_CHECKING:
     from ._cases import Case
 
-# below this share of its peak, the gradient reaching a window's start is "vanished":
-# 10x the relative tolerance the backward is judged with (see _compare.TOLERANCES)
-COVERAGE_MIN: dict[str, float] = {"float64": 1e-6, "float32": 1e-3}
+# below this multiple of the relative tolerance the backward is judged with (see
+# _compare.TOLERANCES: 1e-7 for float64, 64·u·(T+1) for float32), the gradient reaching a
+# window's start is "vanished": what it carries would hardly show above the tolerance
+COVERAGE_FACTOR = 10.0
 
 
 @dataclass(frozen=True)
@@ -65,5 +66,8 @@ def coverage(case: Case) -> Coverage:
     return best
 
 
-def threshold(dtype: str) -> float:
-    return COVERAGE_MIN.get(str(dtype), COVERAGE_MIN["float32"])
+def threshold(dtype: str, T: int) -> float:
+    """The smallest coverage a case in ``dtype`` over T steps needs to count as tested."""
+    from ._compare import tolerance_for
+
+    return COVERAGE_FACTOR * tolerance_for(dtype, T).rtol

@@ -8,7 +8,10 @@ how much of the discrepancy it explains. For a failed gradient n
     fit_n = 1 − ‖got_n − hyp_n‖ / ‖got_n − ref_n‖      (clipped to [0, 1])
 
 so 1 means the hypothesis reproduces the user's numbers and 0 that it explains
-nothing. A hypothesis's fit is the mean over the failed gradients. Two kinds:
+nothing. A hypothesis's fit is the mean over the failed gradients, each
+weighted by its relative discrepancy ‖got_n − ref_n‖/‖ref_n‖ (capped at 1): the
+share of the discrepancy explained, so a gradient off by rounding does not
+outvote one off by 100 %. Two kinds:
 
 - *local* mistakes touch one gradient's own accumulation (a dropped term, a
   factor, a transpose): each failed gradient is judged on its own, the others
@@ -102,6 +105,9 @@ class _Scorer:
         self.failed: list[str] = []
         self.passing: list[str] = []
         self.denominator: dict[str, float] = {}
+        # a gradient off by 1e-6 of its norm weighs less than one off by 100%: the fit is the
+        # share of the discrepancy explained, not of the gradients
+        self.weight: dict[str, float] = {}
         for n, g in grads.items():
             if g.passed:
                 self.passing.append(n)
@@ -109,13 +115,17 @@ class _Scorer:
             gv = self.got.get(n)
             if gv is None or not np.all(np.isfinite(gv)):
                 continue                     # missing or nan: nothing to explain numerically
+            rn = float(np.linalg.norm(self.ref[n]))
             if gv.shape == self.ref[n].shape:
                 d = float(np.linalg.norm(gv - self.ref[n]))
+                weight = min(1.0, d / rn) if rn > 0 else 1.0
             else:
-                d = float(np.linalg.norm(gv) + np.linalg.norm(self.ref[n]))
+                d = float(np.linalg.norm(gv) + rn)
+                weight = 1.0
             if d > 0:
                 self.failed.append(n)
                 self.denominator[n] = d
+                self.weight[n] = max(weight, 1e-300)
 
     def fit_one(self, n: str, hyp: Array | None) -> float:
         if hyp is None or n not in self.denominator:
@@ -131,7 +141,12 @@ class _Scorer:
         fits = {n: self.fit_one(n, hyp.get(n)) for n in self.failed}
         if not fits:
             return 0.0, []
-        return float(np.mean(list(fits.values()))), [n for n, f in fits.items() if f >= 0.9]
+        return self.mean(fits), [n for n, f in fits.items() if f >= 0.9]
+
+    def mean(self, fits: Mapping[str, float]) -> float:
+        """The weighted mean fit over the failed gradients (absent ones count as 0)."""
+        total = sum(self.weight[n] for n in self.failed)
+        return float(sum(self.weight[n] * fits.get(n, 0.0) for n in self.failed) / total) if total else 0.0
 
     def joint(self, hyp: Mapping[str, Array]) -> tuple[float, list[str]]:
         """Like ``local``, halved for every passing gradient the hypothesis would have failed."""
@@ -353,7 +368,7 @@ class _Diagnosis:
                     best[n] = (f, how)
         if not best or not self.s.failed:
             return
-        fit = sum(f for f, _ in best.values()) / len(self.s.failed)
+        fit = self.s.mean({n: f for n, (f, _) in best.items()})
         explained = [n for n, (f, _) in best.items() if f >= 0.9]
         if explained:
             hows = sorted({best[n][1] for n in explained})
@@ -363,7 +378,7 @@ class _Diagnosis:
     def zeros(self) -> None:
         s = self.s
         if "h0" in s.failed and s.fit_one("h0", np.zeros_like(s.ref["h0"])) >= 0.9:
-            fit = s.fit_one("h0", np.zeros_like(s.ref["h0"])) / len(s.failed)
+            fit = s.mean({"h0": s.fit_one("h0", np.zeros_like(s.ref["h0"]))})
             self.add("h0_gradient_missing", fit,
                      "dh0 is zero: the gradient flowing into the initial state (dh_{−1} = dĥ_0 U) is "
                      "never returned" + ("" if len(s.failed) == 1 else
