@@ -288,6 +288,7 @@ def _settle_disputes(backward: Backward, case: Case, got: dict[str, np.ndarray],
         return
     refuted = [k for k, v in verdicts.items() if v.verdict == "refuted"]
     result.notes.pop(0)
+    result.notes[:] = [n for n in result.notes if not n.endswith("where the oracles disagree were not judged")]
     for k, v in verdicts.items():
         result.notes.append(f"{k}: the oracles disagree on {int(masks[k].sum())} element(s); with your gradient "
                             f"{v.describe()} along them: {'wrong' if k in refuted else 'confirmed'}")

@@ -93,6 +93,10 @@ def _names(ns: list[str]) -> str:
     return ", ".join(f"d{n}" for n in ns)
 
 
+def _verb(ns: list[str], one: str, many: str) -> str:
+    return one if len(ns) == 1 else many
+
+
 class _Scorer:
     """Measures how much of the user's discrepancy a set of hypothetical gradients explains."""
 
@@ -316,22 +320,23 @@ class _Diagnosis:
         fit, explained = self.s.local(first)
         if explained:
             self.add("missing_first_step", fit,
-                     f"{_names(explained)} lack the t = 0 term (the sum over steps starts at t = 1); "
-                     "with h0 ≠ 0 that term is not zero")
+                     f"{_names(explained)} {_verb(explained, 'lacks', 'lack')} the t = 0 term "
+                     "(the sum over steps starts at t = 1); with h0 ≠ 0 that term is not zero")
         starts = frozenset(w.start for w in self.case.windows)
         if starts != {0}:
             v = self.variant(Knobs(skip_steps=starts))
             fit, explained = self.s.local(v)
             if explained:
                 self.add("missing_first_step", fit,
-                         f"{_names(explained)} lack the term of each window's first step "
-                         f"(steps {sorted(starts)})")
+                         f"{_names(explained)} {_verb(explained, 'lacks', 'lack')} the term of each "
+                         f"window's first step (steps {sorted(starts)})")
         if T > 1:
             last = self.variant(Knobs(skip_steps=frozenset({T - 1})))
             fit, explained = self.s.local(last)
             if explained:
                 self.add("missing_last_step", fit,
-                         f"{_names(explained)} lack the t = T−1 = {T - 1} term (the loop over steps stops one early)")
+                         f"{_names(explained)} {_verb(explained, 'lacks', 'lack')} the t = T−1 = {T - 1} term "
+                         "(the loop over steps stops one early)")
             never = never_visiting(self.case.windows, T - 1)
             v = self.variant(Knobs(windows=never))
             fit, explained = self.s.joint(v)
