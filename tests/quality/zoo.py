@@ -55,6 +55,8 @@ def _dloss(spec: bc.Spec, yhat: np.ndarray, target: np.ndarray, m: dict[str, Any
         return dy
     if spec.output == "softmax":
         return yv * (dy - (dy * yv).sum(axis=-1, keepdims=True))
+    if m.get("g_prime_on_logits"):
+        yv = yhat                                             # g' written in terms of y, fed ŷ
     if spec.output == "tanh":
         return dy * (1.0 - yv ** 2)
     return dy * yv * (1.0 - yv)                               # sigmoid
@@ -259,6 +261,8 @@ BUGS: tuple[Bug, ...] = (
         _s(loss="cross_entropy", output="softmax"), ALL, "output_derivative_wrong"),
     Bug("tanh_output_derivative_missing", "dŷ = y − Y for a tanh output", planted(no_output_derivative=True),
         _s(output="tanh"), ALL, "output_derivative_wrong"),
+    Bug("sigmoid_output_prime_on_logits", "σ' = ŷ(1 − ŷ) for a sigmoid output", planted(g_prime_on_logits=True),
+        _s(output="sigmoid", loss="sse", mode="many-to-one"), ALL, "output_derivative_wrong"),
     # what the loss covers
     Bug("last_step_only", "many-to-many spec, only E_{T−1} back-propagated", planted(mode="many-to-one"), _s(),
         ALL, "loss_at_last_step_only"),
@@ -275,6 +279,12 @@ BUGS: tuple[Bug, ...] = (
         _s(truncation="window:2"), UPSTREAM, "truncation_window"),
     Bug("tbptt_k2_short", "tbptt:2,4 implemented as tbptt:2,3", planted(truncation=bc.Truncation("tbptt", 2, 3)),
         _s(truncation="tbptt:2,4"), UPSTREAM, "truncation_window"),
+    Bug("m2o_tbptt_k2_long", "many-to-one tbptt:2,3 implemented as tbptt:2,4",
+        planted(truncation=bc.Truncation("tbptt", 2, 4)), _s(mode="many-to-one", truncation="tbptt:2,3"),
+        UPSTREAM - {"h0"}, "truncation_window"),
+    Bug("window_loss_k2_short", "window-loss:2,3 implemented as window-loss:2,2",
+        planted(truncation=bc.Truncation("window-loss", 2, 2)), _s(truncation="window-loss:2,3"),
+        ALL - {"h0"}, "truncation_window"),
     # batch, zeros
     Bug("db_first_sample", "db from the first sample only", planted(db_first_sample=True), _s(sizes=FIXED),
         frozenset({"b"}), "batch_not_summed"),
