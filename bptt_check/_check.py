@@ -180,15 +180,10 @@ def check_case(backward: Backward, case: Case, *, oracles: Iterable[str] = DEFAU
 
     # --- trust (issue 6): tolerance over T steps plus this case's own rounding (float32),
     # relu kinks within the FD step excluded as non-differentiable
-    from ._kinks import kink_elements
-    from ._precision import float32_note, rounding_allowance, unjudgeable
+    from . import _trust as trust
 
     tol = tolerance_for(case.spec.dtype, case.T)
-    allowance = rounding_allowance(case, ref.grads, tol)
-    if allowance:
-        result.notes.append(float32_note(case.T, tol))
-    kinks = kink_elements(case)
-    unjudged = set(unjudgeable(ref.grads, allowance))
+    allowance, kinks, unjudged = trust.judging_aids(case, ref.grads, tol, result.notes)
     for name in GRAD_ORDER:
         if name not in ref.grads:
             continue
@@ -206,14 +201,7 @@ def check_case(backward: Backward, case: Case, *, oracles: Iterable[str] = DEFAU
                     result.notes.append(f"{name}: {int((disputed[name] & ~kinks[name]).sum())} element(s) where "
                                         "the oracles disagree were not judged")
         result.grads[name] = g
-    kinked = {k: int(m.sum()) for k, m in kinks.items() if m.any() and k in result.grads}
-    if kinked:
-        result.notes.append("relu kinks: " + ", ".join(f"d{k} ({n})" for k, n in kinked.items())
-                            + " element(s) whose finite-difference step straddles a kink are "
-                            "non-differentiable there and were not judged")
-    if unjudged:
-        result.notes.append(f"precision: float32 rounding on this case is as large as {', '.join(sorted(unjudged))} "
-                            "itself (a saturated or cancelling output): not judged")
+    result.notes += trust.exclusion_notes(kinks, unjudged, result.grads)
     extra = sorted(set(got) - set(ref.grads))
     if extra:
         result.notes.append(f"the backward returned keys that are not gradients of this model: {extra}")
@@ -221,109 +209,17 @@ def check_case(backward: Backward, case: Case, *, oracles: Iterable[str] = DEFAU
     open_disputes = {k: d & ~kinks[k] for k, d in disputed.items()}
     if any(not g.passed for g in result.grads.values()):
         result.status = "failed"
-        _second_look(backward, case, got, ref, result, tol, floor)
+        trust.second_look(backward, case, got, ref, result, tol, floor)
     elif any(d.any() for d in open_disputes.values()) or unjudged:
         result.status = "inconclusive"
         which = [f"{k} ({int(d.sum())}/{d.size})" for k, d in open_disputes.items() if d.any()]
         if which:
             result.notes.insert(0, "oracles disagree on " + ", ".join(which) + ": those elements prove nothing")
-            _settle_disputes(backward, case, got, ref, result, tol, floor, open_disputes)
+            trust.settle_disputes(backward, case, got, ref, result, tol, floor, open_disputes)
     if result.status == "passed":
-        _check_coverage(case, result)
+        trust.check_coverage(case, result)
     result.seconds = time.perf_counter() - start
     return result
-
-
-# ----------------------------------------------------------------- trust (issue 6)
-
-def _second_look(backward: Backward, case: Case, got: dict[str, np.ndarray], ref: Any, result: CaseResult,
-                 tol: Any, floor: float) -> None:
-    """A failed case: float32 hiding in a float64 spec, float32 kinks, else name the cause."""
-    from ._kinks import near_kinks
-    from ._precision import float32_tolerance, mixed_precision_note
-
-    failed = result.failed_grads
-    numeric = all(result.grads[n].problem is None for n in failed)
-    if case.spec.dtype == "float64" and numeric:
-        tol32, allow32 = float32_tolerance(case, ref.grads)
-        within = all(compare(n, got[n], ref.grads[n], tol32, scale_floor=floor,
-                             ref_error=np.asarray(ref.error.get(n, 0.0)) + allow32.get(n, 0.0)).passed
-                     for n in failed)
-        if within:
-            result.diagnosis = _diagnose(backward, case, got, ref.grads, result, tol, floor)
-            named = [d for d in result.diagnosis if d["code"] != "precision" and d["fit"] >= 0.9]
-            if not named:
-                worst = max(result.grads[n].max_rel_err for n in failed)
-                for n in failed:
-                    result.grads[n].passed = True
-                result.status = "passed"
-                result.diagnosis = []
-                result.notes.append(mixed_precision_note(failed, got, worst))
-            return
-    if case.spec.dtype == "float32" and near_kinks(case):
-        t, b, j = near_kinks(case)[0]
-        result.status = "inconclusive"
-        result.notes.insert(0, f"a relu pre-activation lies within float32 rounding of 0 (ĥ at t={t}, b={b}, "
-                               f"unit {j}): a correct float32 backward may take either side of the kink")
-        return
-    result.diagnosis = _diagnose(backward, case, got, ref.grads, result, tol, floor)
-
-
-def _settle_disputes(backward: Backward, case: Case, got: dict[str, np.ndarray], ref: Any, result: CaseResult,
-                     tol: Any, floor: float, disputes: dict[str, np.ndarray]) -> None:
-    """Where the oracles disagree, let the eps-free Taylor remainder decide for the user's gradient."""
-    from ._taylor import random_direction, taylor_check
-
-    masks = {k: d for k, d in disputes.items() if d.any() and k in got and np.shape(got[k]) == d.shape}
-    if len(masks) != sum(1 for d in disputes.values() if d.any()):
-        return
-    verdicts = {}
-    for k, m in masks.items():
-        direction = random_direction({k: m}, seed=case.index)
-        user = taylor_check(case, got, direction)
-        if user.verdict == "refuted" and taylor_check(case, ref.grads, direction).verdict != "confirmed":
-            user.verdict = "unclear"          # the objective itself is not smooth there
-        verdicts[k] = user
-    if any(v.verdict == "unclear" for v in verdicts.values()):
-        return
-    refuted = [k for k, v in verdicts.items() if v.verdict == "refuted"]
-    result.notes.pop(0)
-    result.notes[:] = [n for n in result.notes if not n.endswith("where the oracles disagree were not judged")]
-    for k, v in verdicts.items():
-        result.notes.append(f"{k}: the oracles disagree on {int(masks[k].sum())} element(s); with your gradient "
-                            f"{v.describe()} along them: {'wrong' if k in refuted else 'confirmed'}")
-    if refuted:
-        for k in refuted:
-            result.grads[k].passed = False
-        result.status = "failed"
-        result.diagnosis = _diagnose(backward, case, got, ref.grads, result, tol, floor)
-    else:
-        result.status = "passed"
-
-
-def _check_coverage(case: Case, result: CaseResult) -> None:
-    from ._coverage import coverage, threshold
-
-    cov = coverage(case)
-    limit = threshold(case.spec.dtype, case.T)
-    if cov.value < limit and cov.window is not None:
-        w = cov.window
-        result.status = "inconclusive"
-        result.notes.insert(0, f"coverage: only {cov.value:.2g} of the gradient's peak reaches the start of the "
-                               f"window {w.start}..{max(w.losses)} (below {limit:g} for {case.spec.dtype}): the "
-                               "gradient vanished, so the early steps were not really tested")
-
-
-def _diagnose(backward: Backward, case: Case, got: dict[str, np.ndarray], ref: dict[str, np.ndarray],
-              result: CaseResult, tol: Any, floor: float) -> list[dict[str, Any]]:
-    from ._diagnosis import diagnose
-
-    try:
-        found = diagnose(case, got, ref, result.grads, tol, scale_floor=floor, backward=backward)
-    except Exception as exc:  # a diagnosis must never hide the verdict itself
-        result.notes.append(f"diagnosis failed ({type(exc).__name__}: {exc}); the verdict stands")
-        return []
-    return [f.to_dict() for f in found]
 
 
 def _passes_outside(got: np.ndarray, ref: np.ndarray, tol: Any, ref_error: Any, floor: float,

@@ -101,11 +101,13 @@ class _Scorer:
     """Measures how much of the user's discrepancy a set of hypothetical gradients explains."""
 
     def __init__(self, got: Mapping[str, Array], ref: Mapping[str, Array],
-                 grads: Mapping[str, GradResult], tol: Tolerance, scale_floor: float) -> None:
+                 grads: Mapping[str, GradResult], tol: Tolerance, scale_floor: float,
+                 allowance: Mapping[str, float] | None = None) -> None:
         self.got = {n: np.asarray(got[n], dtype=np.float64) for n in grads if got.get(n) is not None}
         self.ref = {n: np.asarray(ref[n], dtype=np.float64) for n in grads}
         self.tol = tol
         self.floor = scale_floor
+        self.allowance = dict(allowance or {})    # the rounding the case's dtype is allowed, per gradient
         self.failed: list[str] = []
         self.passing: list[str] = []
         self.denominator: dict[str, float] = {}
@@ -160,7 +162,8 @@ class _Scorer:
         for n in self.passing:
             if n not in hyp or n not in self.got:
                 continue
-            r = compare(n, self.got[n], hyp[n], self.tol, scale_floor=self.floor)
+            r = compare(n, self.got[n], hyp[n], self.tol, scale_floor=self.floor,
+                        ref_error=self.allowance.get(n, 0.0))
             if not r.passed:
                 fit *= 0.5
         return fit, explained
@@ -581,15 +584,16 @@ class _Diagnosis:
 
 
 def diagnose(case: Case, got: Mapping[str, Any], ref: Mapping[str, Array], grads: Mapping[str, GradResult],
-             tol: Tolerance, *, scale_floor: float = 0.0,
+             tol: Tolerance, *, scale_floor: float = 0.0, allowance: Mapping[str, float] | None = None,
              backward: Callable[..., Any] | None = None) -> list[Finding]:
     """The named hypotheses that explain a failed case, best first (empty when none fits).
 
     ``got``: the user's gradients; ``ref``: the reference; ``grads``: the comparison per
-    gradient (which failed); ``tol``: the tolerance the case was judged with. With
-    ``backward`` the backward is called once more to test for stale accumulation.
+    gradient (which failed); ``tol``, ``scale_floor`` and ``allowance`` (absolute rounding
+    allowed per gradient): how the case was judged. With ``backward`` the backward is called
+    once more to test for stale accumulation.
     """
-    scorer = _Scorer(got, ref, grads, tol, scale_floor)
+    scorer = _Scorer(got, ref, grads, tol, scale_floor, allowance)
     return _Diagnosis(case, scorer, backward, got).run()
 
 
