@@ -59,6 +59,11 @@ class Knobs:
     states32: str = ""                # "h": states stored in float32; "h+hhat": pre-activations too
     per_sample: bool = False          # also return per-sample parameter gradients (keys "W@b", ...)
 
+    def __post_init__(self) -> None:
+        for name, allowed in (("dact", DACT), ("dout", DOUT), ("recur", RECUR), ("states32", ("", "h", "h+hhat"))):
+            if getattr(self, name) not in allowed:
+                raise ValueError(f"Knobs.{name}={getattr(self, name)!r}; choose one of {allowed}")
+
 
 def _formula_from_output(activation: str, v: Array) -> Array:
     """f' written in terms of the output h = f(ĥ): what people code, here fed ``v``."""
