@@ -16,6 +16,7 @@ import numpy as np
 
 from ._spec import Spec, Window
 
+MAX_REDRAWS = 8
 FLAVORS = ("core", "T=1", "core", "H=1", "core", "B=1", "core", "window>=T")
 
 
@@ -91,7 +92,11 @@ def _draw_T_unaligned(spec: Spec, rng: np.random.Generator, flavor: str) -> int:
             return int(rng.integers(tr.k1, max(tr.k1, tr.k2) + 1))
         return int(rng.integers(max(1, min(lo, reach)), reach + 1))
     if reach is not None:
-        hi = max(hi, reach + 2)                     # let the truncation bite
+        # let the truncation bite (issue 6: in every such case, not only in most): the shortest T
+        # at which some window starts after step 0
+        bite = tr.k1 * (tr.k2 // tr.k1 + 1) if tr.kind == "window-loss" else reach + 1
+        hi = max(hi, bite + 1)
+        lo = max(lo, bite)
     return int(rng.integers(lo, hi + 1))
 
 
@@ -107,12 +112,33 @@ def draw_case(spec: Spec, seed: int, index: int = 0) -> Case:
     H = 1 if flavor == "H=1" else int(rng.integers(s.H[0], s.H[1] + 1))
     I = int(rng.integers(s.I[0], s.I[1] + 1))  # noqa: E741
     O = int(rng.integers(s.O[0], s.O[1] + 1))  # noqa: E741
-    if spec.loss == "cross_entropy":
-        O = max(O, 2)                               # one class has a constant loss
+    if spec.loss == "cross_entropy" or spec.output == "softmax":
+        O = max(O, 2)                               # a softmax over one class is constant: no gradient at all
 
+    # --- coverage guarantee (issue 6): a draw whose gradient vanishes before reaching a window's
+    # start (dead relu units, a sigmoid's σ' <= 1/4 per step) proves little about the early steps;
+    # redraw the arrays (same shapes, the same rng stream, so the case still replays bit for bit),
+    # each time with a stronger recurrence, a few times
+    for attempt in range(MAX_REDRAWS + 1):
+        case = _draw_arrays(spec, rng, seed, index, flavor, T, B, H, I, O, boost=1.0 + 0.5 * attempt)
+        if attempt == MAX_REDRAWS or _covered(case):
+            if attempt:
+                case.extra["redraws"] = attempt
+            return case
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+def _covered(case: Case) -> bool:
+    from ._coverage import coverage, threshold
+
+    return coverage(case).value >= threshold(case.spec.dtype, case.T)
+
+
+def _draw_arrays(spec: Spec, rng: np.random.Generator, seed: int, index: int, flavor: str,
+                 T: int, B: int, H: int, I: int, O: int, boost: float = 1.0) -> Case:
     params: dict[str, np.ndarray] = {
         "W": rng.normal(0.0, 0.9 / np.sqrt(I), (H, I)),
-        "U": _nonsymmetric_recurrent(rng, H),
+        "U": boost * _nonsymmetric_recurrent(rng, H),
         "V": rng.normal(0.0, 1.0 / np.sqrt(H), (O, H)),
     }
     if spec.bias:
