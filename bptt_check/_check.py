@@ -26,9 +26,13 @@ from ._compare import ORACLE_TOLERANCE, GradResult, compare, tolerance_for
 from ._errors import BPTTCheckError
 from ._spec import Spec
 from .oracles.consensus import reference
+from .oracles.directional import DEFAULT_DIRECTIONS
 
 GRAD_ORDER = ("W", "U", "b", "V", "c", "h0", "x")
-DEFAULT_ORACLES = ("autograd", "fd")
+# autograd element-wise, witnessed by a few complex-step directions (issue 5); full element-wise
+# finite differences / complex step are opt-in: oracles=("autograd", "fd", "complex-step")
+DEFAULT_ORACLES = ("autograd", "directional")
+FAST_ORACLES = ("directional", "complex-step")
 
 
 @dataclass
@@ -151,8 +155,12 @@ def _tolerance_table(cases: Sequence[CaseResult]) -> dict[str, Any]:
 # ----------------------------------------------------------------- one case
 
 def check_case(backward: Backward, case: Case, *, oracles: Iterable[str] = DEFAULT_ORACLES,
-               target: str = "") -> CaseResult:
-    """Check ``backward`` on one drawn case against the oracles."""
+               target: str = "", fast: bool = False, directions: int = DEFAULT_DIRECTIONS) -> CaseResult:
+    """Check ``backward`` on one drawn case against the oracles.
+
+    ``fast=True``: k = ``directions`` Rademacher projections per gradient against the complex
+    step, element-wise only where one fails (``oracles`` is then not used).
+    """
     start = time.perf_counter()
     names = tuple(oracles)
     result = CaseResult(case.index, case.seed, case.spec, case.flavor, case.shapes,
@@ -164,12 +172,15 @@ def check_case(backward: Backward, case: Case, *, oracles: Iterable[str] = DEFAU
         result.seconds = time.perf_counter() - start
         return result
     got = outcome.grads
+    if fast:
+        return _check_fast(got, case, result, directions, start)
 
-    ref = reference(case, names)
+    ref = reference(case, names, directions=directions)
     floor = ref.scale_floor
     disputed = ref.disputed
     result.oracles = dict(ref.agreement)
     result.oracles["reference"] = {"name": ref.name}
+    result.oracles["consensus"] = ref.consensus
 
     tol = tolerance_for(case.spec.dtype)
     for name in GRAD_ORDER:
@@ -197,7 +208,29 @@ def check_case(backward: Backward, case: Case, *, oracles: Iterable[str] = DEFAU
     elif any(d.any() for d in disputed.values()):
         result.status = "inconclusive"
         which = [f"{k} ({int(d.sum())}/{d.size})" for k, d in disputed.items() if d.any()]
-        result.notes.insert(0, "oracles disagree on " + ", ".join(which) + ": those elements prove nothing")
+        result.notes.insert(0, "oracles disagree on " + ", ".join(which) + ": those elements prove nothing ("
+                            + ref.explain() + ")")
+    result.seconds = time.perf_counter() - start
+    return result
+
+
+def _check_fast(got: dict[str, np.ndarray], case: Case, result: CaseResult, directions: int,
+                start: float) -> CaseResult:
+    from .oracles.fast import fast_check
+
+    fast = fast_check(got, case, k=directions)
+    result.grads = {k: fast.grads[k] for k in GRAD_ORDER if k in fast.grads}
+    result.oracles = {"fast": fast.info}
+    result.notes.extend(fast.notes)
+    extra = sorted(set(got) - set(case.params) - {"x"})
+    if extra:
+        result.notes.append(f"the backward returned keys that are not gradients of this model: {extra}")
+    if any(not g.passed for g in result.grads.values()):
+        result.status = "failed"
+    elif fast.unjudged:
+        result.status = "inconclusive"
+        result.notes.insert(0, "relu kinks inside the finite-difference step at " + ", ".join(
+            f"{k} ({n})" for k, n in fast.unjudged.items()) + ": those elements prove nothing")
     result.seconds = time.perf_counter() - start
     return result
 
@@ -225,11 +258,13 @@ def _as_spec(spec: Spec | None, spec_kwargs: dict[str, Any]) -> Spec:
 
 def check(backward: Backward, spec: Spec | None = None, *, cases: int = 20, seed: int = 0,
           oracles: Iterable[str] = DEFAULT_ORACLES, target: str = "",
-          on_case: Callable[[CaseResult], None] | None = None, **spec_kwargs: Any) -> Report:
+          on_case: Callable[[CaseResult], None] | None = None, fast: bool = False,
+          directions: int = DEFAULT_DIRECTIONS, **spec_kwargs: Any) -> Report:
     """Check ``backward`` on ``cases`` random cases drawn inside ``spec``.
 
     ``spec`` may be given as a :class:`Spec` or as keywords
-    (``mode="many-to-one", truncation="window:3"``, ...).
+    (``mode="many-to-one", truncation="window:3"``, ...). ``fast=True`` checks ``directions``
+    random projections per gradient instead of every element (see :func:`check_case`).
     """
     try:
         spec = _as_spec(spec, spec_kwargs)
@@ -243,17 +278,20 @@ def check(backward: Backward, spec: Spec | None = None, *, cases: int = 20, seed
     start = time.perf_counter()
     results = []
     for i in range(cases):
-        r = check_case(backward, draw_case(spec, seed, i), oracles=names, target=target)
+        r = check_case(backward, draw_case(spec, seed, i), oracles=names, target=target, fast=fast,
+                       directions=directions)
         results.append(r)
         if on_case is not None:
             on_case(r)
-    return Report(results, seed, names, time.perf_counter() - start)
+    return Report(results, seed, FAST_ORACLES if fast else names, time.perf_counter() - start)
 
 
 def assert_backward(backward: Backward, spec: Spec | None = None, *, cases: int = 20, seed: int = 0,
-                    oracles: Iterable[str] = DEFAULT_ORACLES, **spec_kwargs: Any) -> Report:
+                    oracles: Iterable[str] = DEFAULT_ORACLES, fast: bool = False,
+                    directions: int = DEFAULT_DIRECTIONS, **spec_kwargs: Any) -> Report:
     """Like :func:`check`, but raise :class:`BPTTCheckError` describing the first wrong case."""
-    report = check(backward, spec, cases=cases, seed=seed, oracles=oracles, **spec_kwargs)
+    report = check(backward, spec, cases=cases, seed=seed, oracles=oracles, fast=fast, directions=directions,
+                   **spec_kwargs)
     bad = [c for c in report.cases if c.status not in ("passed", "inconclusive")]
     if bad:
         first = bad[0]
