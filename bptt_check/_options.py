@@ -60,7 +60,13 @@ OPTIONS: tuple[Option, ...] = (
     Option("cases", "random cases per checked spec", 20, type=_positive_int, run=True),
     Option("seed", "seed of the random cases (a case is replayed from seed and index)", 0, type=_int, run=True),
     Option("report_dir", "folder the report is written to", "reports", run=True),
-    Option("oracle", "comma-separated oracles; the first is the reference", "autograd,fd", run=True),
+    Option("oracle", "comma-separated oracles, the first is the reference: autograd, complex-step, fd "
+                     "(element-wise), directional (k random projections, a witness only); "
+                     "full element-wise verification: fd,complex-step,autograd", "autograd,directional", run=True),
+    Option("fast", "fast mode: k random projections of every gradient against the complex step, "
+                   "element-wise only where one fails (no torch)", False, flag=True, run=True),
+    Option("directions", "k, the random directions per gradient of the directional witness and of --fast",
+           4, type=_positive_int, run=True),
 )
 
 

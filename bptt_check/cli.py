@@ -145,6 +145,9 @@ def run(argv: Sequence[str]) -> int:
         unknown = [o for o in oracles if o not in ORACLES]
         if not oracles or unknown:
             raise UsageError(f"unknown oracle(s) {unknown or args.oracle!r}; choose from {', '.join(ORACLES)}")
+        if oracles[0] == "directional" and not args.fast:
+            raise UsageError("the first oracle is the reference and must give every element: put autograd, "
+                             "complex-step or fd first (e.g. --oracle autograd,directional), or use --fast")
         jobs = _jobs(args, _given(argv))
     except (UsageError, BPTTCheckError) as err:
         msg = err.message if isinstance(err, BPTTCheckError) else str(err)
@@ -155,9 +158,11 @@ def run(argv: Sequence[str]) -> int:
     cases = []
     for name, fn, spec in jobs:
         report = check(fn, spec, cases=args.cases, seed=args.seed, oracles=oracles, target=name,
-                       on_case=lambda r: print(r.summary(), flush=True))
+                       on_case=lambda r: print(r.summary(), flush=True), fast=args.fast,
+                       directions=args.directions)
         cases.extend(report.cases)
-    total = Report(cases, args.seed, oracles, time.perf_counter() - start, argv=["bptt-check", *argv])
+    used = report.oracles if jobs else oracles
+    total = Report(cases, args.seed, used, time.perf_counter() - start, argv=["bptt-check", *argv])
     path = write_json(Path(args.report_dir) / "report.json", total.to_dict())
     print(total.summary())
     print(f"report: {path}")

@@ -31,6 +31,8 @@ such a block is *row-local*: its copies carry a (1, H) difference instead of (B,
 
 from __future__ import annotations
 
+import contextlib
+import os
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -47,6 +49,31 @@ TENSORS = ("W", "U", "b", "V", "c", "h0", "x")
 # the extra memory of one block stays near this many float64 numbers per work array
 # (512 copies of B=8, H=128, as in DESIGN §5: about 4 MiB per array, ~20 MiB in all)
 BLOCK_FLOATS = 512 * 8 * 128
+
+
+# BLAS threads inside the engine: 1 unless BPTT_CHECK_THREADS says otherwise. Measured on the shared
+# 2-core machine, a multi-threaded OpenBLAS matmul of a (224, 128) block took 16 ms against 0.46 ms
+# single-threaded when the other core was busy; pytest-xdist workers oversubscribe cores the same way.
+_CONTROLLER: Any = None
+
+
+def blas_threads() -> contextlib.AbstractContextManager[Any]:
+    """A context limiting numpy's BLAS to ``BPTT_CHECK_THREADS`` threads (default 1), if threadpoolctl is there."""
+    global _CONTROLLER
+    try:
+        n = int(os.environ.get("BPTT_CHECK_THREADS", "1"))
+    except ValueError:
+        n = 1
+    if n <= 0:
+        return contextlib.nullcontext()
+    try:
+        if _CONTROLLER is None:
+            from threadpoolctl import ThreadpoolController
+
+            _CONTROLLER = ThreadpoolController()
+        return _CONTROLLER.limit(limits=n, user_api="blas")
+    except Exception:   # threadpoolctl missing or unable to see the BLAS: run as configured
+        return contextlib.nullcontext()
 
 
 # ----------------------------------------------------------------- the base trajectory
@@ -110,6 +137,9 @@ class Trajectory:
 
 # ----------------------------------------------------------------- directions
 
+STATE_FREE = ("V", "c")     # tensors of the output layer: their copies carry no state difference
+
+
 @dataclass
 class Group:
     """Copies ``start:stop`` of a block, all perturbing the tensor ``name``."""
@@ -121,23 +151,25 @@ class Group:
     step: np.ndarray | None = None    # one-hot: the signed step, per copy
     dense: np.ndarray | None = None   # dense: (copies, *shape)
 
+    def __post_init__(self) -> None:
+        self.sl = slice(self.start, self.stop)
+
     @property
     def size(self) -> int:
         return self.stop - self.start
 
-    @property
-    def sl(self) -> slice:
-        return slice(self.start, self.stop)
-
 
 @dataclass
 class Block:
+    """Copies run together. Groups may overlap (a joint direction moves several tensors at once);
+    copies past ``K_state`` belong to output-layer groups only and carry no state difference."""
+
     groups: list[Group]
     rows: np.ndarray | None = None    # row-local block: the batch row of every copy
 
-    @property
-    def K(self) -> int:
-        return self.groups[-1].stop if self.groups else 0
+    def __post_init__(self) -> None:
+        self.K = max((g.stop for g in self.groups), default=0)
+        self.K_state = max((g.stop for g in self.groups if g.name not in STATE_FREE), default=0)
 
 
 def onehot_blocks(traj: Trajectory, name: str, index: np.ndarray, step: np.ndarray,
@@ -158,13 +190,20 @@ def onehot_blocks(traj: Trajectory, name: str, index: np.ndarray, step: np.ndarr
 
 
 def dense_block(directions: dict[str, np.ndarray] | Iterable[tuple[str, np.ndarray]]) -> Block:
-    """One block of dense copies: (name, (k, *shape)) pairs, or a mapping of them; a name may repeat."""
+    """One block of dense copies, one group per (name, (k, *shape)) item (a name may repeat), in order.
+    Put the output layer's items last: their copies then skip the state propagation."""
+    items = list(directions.items() if isinstance(directions, dict) else directions)
     groups, at = [], 0
-    items = directions.items() if isinstance(directions, dict) else directions
     for name, v in items:
         groups.append(Group(name, at, at + len(v), dense=np.asarray(v, dtype=np.float64)))
         at += len(v)
     return Block(groups)
+
+
+def joint_block(directions: dict[str, np.ndarray]) -> Block:
+    """k copies, each moving every tensor at once along its part of one joint direction."""
+    return Block([Group(name, 0, len(v), dense=np.asarray(v, dtype=np.float64))
+                  for name, v in directions.items()])
 
 
 # ----------------------------------------------------------------- the propagation
@@ -185,13 +224,19 @@ class Propagation:
 
 def run(traj: Trajectory, block: Block, prop: Propagation) -> np.ndarray:
     """The change of the (truncated) loss of every copy in ``block``: an array (K,)."""
-    K = block.K
+    with blas_threads():
+        return _run(traj, block, prop)
+
+
+def _run(traj: Trajectory, block: Block, prop: Propagation) -> np.ndarray:
+    K, KS = block.K, block.K_state
     out = np.zeros(K)
     prop.begin(block)
     if K == 0:
         return out
     p = traj.params
     UT, VT, WT = p["U"].T, p["V"].T, p["W"].T
+    O = traj.O
     rows = block.rows
     if rows is None:
         def sel(a: np.ndarray) -> np.ndarray:
@@ -200,7 +245,7 @@ def run(traj: Trajectory, block: Block, prop: Propagation) -> np.ndarray:
         def sel(a: np.ndarray) -> np.ndarray:
             return a[rows][:, None, :]
     x_steps = _x_schedule(traj, block)
-    hidden_groups = [g for g in block.groups if g.name not in ("V", "c")]
+    terms = _DenseTerms(traj, block, WT) if prop.linear else None
     for w in traj.windows:
         losses = set(w.losses)
         last = max(w.losses)
@@ -211,18 +256,61 @@ def run(traj: Trajectory, block: Block, prop: Propagation) -> np.ndarray:
         for t in range(first, last + 1):
             dz = None
             if dh is not None:
-                dz = (dh.reshape(-1, dh.shape[-1]) @ UT).reshape(dh.shape[:-1] + (UT.shape[1],))
-            if hidden_groups:
-                dz = _inject_hidden(traj, block, t, dz, dh, prop.linear, x_steps, WT)
+                dz = (dh.reshape(-1, dh.shape[-1]) @ UT).reshape(dh.shape)
+            if KS:
+                dz = _inject_hidden(traj, block, t, dz, dh, prop.linear, x_steps, WT, terms, last)
             dh = None if dz is None else prop.hidden(traj, t, sel, dz, block)
             if t in losses:
                 dyhat = None
                 if dh is not None:
-                    dyhat = (dh.reshape(-1, dh.shape[-1]) @ VT).reshape(dh.shape[:-1] + (VT.shape[1],))
+                    dy = (dh.reshape(-1, dh.shape[-1]) @ VT).reshape(dh.shape[:-1] + (O,))
+                    if KS == K:
+                        dyhat = dy
+                    else:
+                        dyhat = np.zeros((K, *dy.shape[1:]))
+                        dyhat[:KS] = dy
                 dyhat = _inject_output(traj, block, t, dyhat, dh, prop.linear)
                 if dyhat is not None:
                     out += prop.loss(traj, t, sel, dyhat, block)
     return out
+
+
+class _DenseTerms:
+    """The direct terms x_t dWᵀ + h_{t-1} dUᵀ + db + dx_t Wᵀ of the dense groups, for a run of steps at a
+    time (tangents only: they do not depend on the copies' state), as a few large matmuls."""
+
+    def __init__(self, traj: Trajectory, block: Block, WT: np.ndarray) -> None:
+        self.traj, self.WT = traj, WT
+        self.groups = [g for g in block.groups if g.dense is not None and g.name in ("W", "U", "b", "x")]
+        self.KS = block.K_state
+        self.steps = max(1, BLOCK_FLOATS // max(1, self.KS * traj.B * traj.H))
+        self.lo, self.hi = 0, 0
+        self.arr: np.ndarray | None = None
+
+    def at(self, t: int, last: int) -> np.ndarray | None:
+        if not self.groups:
+            return None
+        if not (self.lo <= t < self.hi):
+            self._fill(t, min(last + 1, t + self.steps))
+        assert self.arr is not None
+        return self.arr[:, t - self.lo]
+
+    def _fill(self, lo: int, hi: int) -> None:
+        traj = self.traj
+        n, B, H = hi - lo, traj.B, traj.H
+        arr = np.zeros((self.KS, n, B, H))
+        for g in self.groups:
+            v = g.dense
+            k = len(v)
+            if g.name == "W":
+                arr[g.sl] += np.matmul(traj.x[lo:hi].reshape(n * B, -1), v.transpose(0, 2, 1)).reshape(k, n, B, H)
+            elif g.name == "U":   # the states entering steps lo..hi-1
+                arr[g.sl] += np.matmul(traj.h[lo:hi].reshape(n * B, H), v.transpose(0, 2, 1)).reshape(k, n, B, H)
+            elif g.name == "b":
+                arr[g.sl] += v[:, None, None, :]
+            else:
+                arr[g.sl] += v[:, lo:hi] @ self.WT
+        self.lo, self.hi, self.arr = lo, hi, arr
 
 
 def _x_schedule(traj: Trajectory, block: Block) -> dict[int, tuple[np.ndarray, np.ndarray, np.ndarray]] | None:
@@ -260,13 +348,13 @@ def _initial(traj: Trajectory, block: Block, start: int) -> np.ndarray | None:
     B, H = traj.B, traj.H
     if block.rows is not None:
         g = groups[0]
-        dh = np.zeros((block.K, 1, H))
+        dh = np.zeros((block.K_state, 1, H))
         dh[np.arange(g.start, g.stop), 0, g.index % H] = g.step
         return dh
-    dh = np.zeros((block.K, B, H))
+    dh = np.zeros((block.K_state, B, H))
     for g in groups:
         if g.dense is not None:
-            dh[g.sl] = g.dense
+            dh[g.sl] += g.dense
         else:
             k = np.arange(g.start, g.stop)
             dh[k, g.index // H, g.index % H] = g.step
@@ -274,37 +362,42 @@ def _initial(traj: Trajectory, block: Block, start: int) -> np.ndarray | None:
 
 
 def _inject_hidden(traj: Trajectory, block: Block, t: int, dz: np.ndarray | None, dh_prev: np.ndarray | None,
-                   linear: bool, x_steps: dict | None, WT: np.ndarray) -> np.ndarray | None:
+                   linear: bool, x_steps: dict | None, WT: np.ndarray, terms: _DenseTerms | None,
+                   last: int) -> np.ndarray | None:
     """Add every group's direct term to dĥ_t (W, U, b and x enter here)."""
     H = traj.H
     hprev = traj.h[t]                     # the base state entering step t (h_{t-1})
     Bk = 1 if block.rows is not None else traj.B
-
-    def ensure(dz: np.ndarray | None) -> np.ndarray:
-        return np.zeros((block.K, Bk, H)) if dz is None else dz
-
+    if dz is None:
+        dz = np.zeros((block.K_state, Bk, H))
+        if not any(g.name in ("W", "U", "b") for g in block.groups) and not (
+                x_steps and t in x_steps) and not any(g.name == "x" and g.dense is not None for g in block.groups):
+            return None
+    if terms is not None:
+        direct = terms.at(t, last)
+        if direct is not None:
+            dz += direct
     for g in block.groups:
         if g.name in ("V", "c", "h0"):
             continue
-        if g.name == "x":
-            if g.dense is not None:
-                dz = ensure(dz)
-                dz[g.sl] += g.dense[:, t] @ WT
-            elif x_steps is not None and t in x_steps:
-                k, j, st = x_steps[t]
-                dz = ensure(dz)
-                dz[k, 0, :] += st[:, None] * WT[j]
-            continue
-        dz = ensure(dz)
         if g.dense is not None:
+            if terms is not None:
+                continue                  # already in the dense terms
             v = g.dense
             if g.name == "W":
                 dz[g.sl] += np.matmul(traj.x[t], v.transpose(0, 2, 1))
             elif g.name == "U":
-                src = hprev if (linear or dh_prev is None) else hprev + dh_prev[g.sl]
+                src = hprev if dh_prev is None else hprev + dh_prev[g.sl]
                 dz[g.sl] += np.matmul(src, v.transpose(0, 2, 1))
             elif g.name == "b":
                 dz[g.sl] += v[:, None, :]
+            else:
+                dz[g.sl] += v[:, t] @ WT
+            continue
+        if g.name == "x":
+            if x_steps is not None and t in x_steps:
+                k, j, st = x_steps[t]
+                dz[k, 0, :] += st[:, None] * WT[j]
             continue
         k = np.arange(g.start, g.stop)
         if g.name == "W":
@@ -329,13 +422,14 @@ def _inject_output(traj: Trajectory, block: Block, t: int, dyhat: np.ndarray | N
     ht = traj.h[t + 1]
     Bk = 1 if block.rows is not None else traj.B
     for g in block.groups:
-        if g.name not in ("V", "c"):
+        if g.name not in STATE_FREE:
             continue
         if dyhat is None:
             dyhat = np.zeros((block.K, Bk, O))
+        carried = not linear and dh is not None and g.stop <= dh.shape[0]   # (h + δh) δVᵀ
         if g.dense is not None:
             if g.name == "V":
-                src = ht if (linear or dh is None) else ht + dh[g.sl]
+                src = ht + dh[g.sl] if carried else ht
                 dyhat[g.sl] += np.matmul(src, g.dense.transpose(0, 2, 1))
             else:
                 dyhat[g.sl] += g.dense[:, None, :]
@@ -344,7 +438,7 @@ def _inject_output(traj: Trajectory, block: Block, t: int, dyhat: np.ndarray | N
         if g.name == "V":
             i, j = g.index // H, g.index % H
             src = ht[:, j].T
-            if not linear and dh is not None:
+            if carried:
                 src = src + dh[k, :, j]
             dyhat[k, :, i] += g.step[:, None] * src
         else:

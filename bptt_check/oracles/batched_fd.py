@@ -89,7 +89,7 @@ class DeltaPropagation:
             a = sel(traj.z[t])
             moved = a + dz
             up, up_moved = a > 0, moved > 0
-            self.kink |= (up != up_moved).reshape(dz.shape[0], -1).any(axis=1)
+            self.kink[:dz.shape[0]] |= (up != up_moved).reshape(dz.shape[0], -1).any(axis=1)
             return np.where(up, np.where(up_moved, dz, -a), np.where(up_moved, moved, 0.0))
         if self.hid is None:        # identity
             return dz

@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from ._batched import Trajectory, dense_block, run
+from ._batched import STATE_FREE, Trajectory, dense_block, run
 from .batched_fd import EPS_FD, DeltaPropagation
 from .complex_step import ANALYTIC, TangentPropagation, error_estimate
 
@@ -74,6 +74,16 @@ def derivatives_along(traj: Trajectory, items: list[tuple[str, np.ndarray]]
     Analytic f: one batched tangent propagation. relu: central differences along v, step h per
     tensor scaled to the tensor, with a flag where the ±h copies straddle a kink.
     """
+    # the output layer's directions last (they skip the state propagation); results in the given order
+    order = sorted(range(len(items)), key=lambda i: items[i][0] in STATE_FREE)
+    at = np.cumsum([0] + [len(v) for _, v in items])
+    back = np.argsort(np.concatenate([np.arange(at[i], at[i + 1]) for i in order]))
+    items = [items[i] for i in order]
+    vals, err, kinks = _along(traj, items)
+    return vals[back], err[back], kinks[back]
+
+
+def _along(traj: Trajectory, items: list[tuple[str, np.ndarray]]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     if traj.spec.activation in ANALYTIC:
         prop = TangentPropagation(traj)
         vals = run(traj, dense_block(items), prop)

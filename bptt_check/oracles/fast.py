@@ -96,7 +96,7 @@ def _directional_result(name: str, g: np.ndarray, s_user: np.ndarray, s_ref: np.
     return GradResult(
         name=name, passed=True,
         max_abs_err=float(dev.max(initial=0.0)),
-        max_rel_err=float(np.max(dev / np.maximum(np.abs(s_ref), allowed), initial=0.0)),
+        max_rel_err=float(np.max(dev / np.maximum(np.abs(s_ref), max(allowed, np.finfo(float).tiny)), initial=0.0)),
         worst_index=[], mismatched=0, size=int(g.size), scale=scale,
         norm_rel_err=float(np.linalg.norm(dev)) / rn if rn > 0 else 0.0,
         cosine=dot / (rn * gn) if rn > 0 and gn > 0 else 1.0,
