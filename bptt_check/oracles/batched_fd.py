@@ -16,7 +16,8 @@ gives ~1e-12.)
 Error estimate per element, used by the comparisons as the oracle's own error:
 rounding (a few ulps per step of the magnitude of the summed changes) plus
 truncation, estimated from the second difference S = L(θ+h) + L(θ−h) − 2L(θ) ≈ h²L″
-as 10·ε·|S|/(2h) (L‴ up to 30·L″ per unit of θ); with Richardson extrapolation
+as 10·ε·|S|/(2h) (L‴ up to 30·L″ per unit of θ), plus 10·h²·max|D| where the curvature
+vanishes; with Richardson extrapolation
 (``richardson=True``: ±2h copies too, twice the cost) the estimate is measured,
 |D(h) − D(2h)|/3, and the result is (4D(h) − D(2h))/3.
 
@@ -185,7 +186,11 @@ def fd_values(traj: Trajectory, name: str, index: np.ndarray, *, eps: float = EP
         truncation = np.abs(d1 - d2) / 3.0
     else:
         grad = d1
-        truncation = 10.0 * eps * np.abs(change[:, 0] + change[:, 1]) / (2 * h)
+        # h²·L‴/6, with L‴ taken as up to 30·L″ per unit of θ (from the second difference), and at least
+        # 10·|L′| per unit of θ cubed (where the curvature vanishes)
+        truncation = (10.0 * eps * np.abs(change[:, 0] + change[:, 1]) / (2 * h)
+                      + 10.0 * (h / np.maximum(1.0, np.abs(theta))) ** 2 * np.max(np.abs(d1), initial=0.0)
+                      * np.maximum(1.0, np.abs(theta)) ** 2)
     return grad, rounding + truncation, kink.any(axis=1)
 
 

@@ -13,7 +13,9 @@ disputed too (not differentiable, as far as the oracles can tell).
 Who is off, and why: with three element-wise oracles, per disputed element the one
 farthest from the median. With two (or a directional witness against the reference),
 a third oracle is computed on the disputed tensors to arbitrate: the complex step for
-analytic f (finite differences with Richardson extrapolation for relu). Reasons:
+analytic f, else autograd, else finite differences with Richardson extrapolation; if
+still only two element-wise oracles remain, a directional witness siding with one of
+them decides. Reasons:
 ``kink`` (the step straddles a relu kink), ``step`` (a difference quotient off beyond
 its own error estimate), ``precision`` (an exact oracle with non-finite or overflowing
 numbers), ``model`` (an exact oracle against two others: bptt-check's model of this
@@ -133,30 +135,35 @@ def reference(case: Case, names: Iterable[str], *, directions: int | None = None
 
     # directional witnesses
     suspect: set[str] = set()
-    for d in results[1:]:
-        if not isinstance(d, DirectionalResult):
-            continue
+    directional = [d for d in results[1:] if isinstance(d, DirectionalResult)]
+    for d in directional:
         agreement = {}
-        tol = EXACT_TOLERANCE if d.method == "tangent" and _exact(ref) else ORACLE_TOLERANCE
-        for k, v in d.directions.items():
+        for k in d.directions:
             if k not in ref.grads:
                 continue
-            r = ref.grads[k]
-            usable = ~d.kinks.get(k, np.zeros(len(v), dtype=bool))
-            dev = np.abs(projections(r, v) - d.values[k])
-            scale = max(float(np.max(np.abs(r), initial=0.0)), floor, np.finfo(np.float64).tiny)
-            ref_err = float(np.sum(np.broadcast_to(np.asarray(ref.error.get(k, 0.0), dtype=float), r.shape)))
-            allowed = tolerance(r, tol, scale) + d.error[k] + ref_err
-            ok = not bool(((dev > allowed) & usable).any())
-            agreement[k] = {"agree": ok, "directions": int(usable.sum()),
-                            "max_abs_err": float(dev.max(initial=0.0)), "tolerance": float(np.min(allowed))}
+            ok, info = _along(d, ref, k, floor)
+            agreement[k] = {"agree": ok, **info}
             if not ok:
                 suspect.add(k)
         out.agreement[f"{d.name}_vs_{ref.name}"] = agreement
 
     if disagree or suspect:
-        _arbitrate(case, out, elementwise, disagree, suspect, floor)
+        _arbitrate(case, out, elementwise, directional, disagree, suspect, floor)
     return out
+
+
+def _along(d: DirectionalResult, res: OracleResult, k: str, floor: float) -> tuple[bool, dict[str, Any]]:
+    """Whether the projections of ``res``'s gradient of ``k`` match the directional derivatives."""
+    v, r = d.directions[k], res.grads[k]
+    tol = EXACT_TOLERANCE if d.method == "tangent" and _exact(res) else ORACLE_TOLERANCE
+    usable = ~d.kinks.get(k, np.zeros(len(v), dtype=bool))
+    dev = np.abs(projections(r, v) - d.values[k])
+    scale = max(float(np.max(np.abs(r), initial=0.0)), floor, np.finfo(np.float64).tiny)
+    res_err = float(np.sum(np.broadcast_to(np.asarray(res.error.get(k, 0.0), dtype=float), r.shape)))
+    allowed = tolerance(r, tol, scale) + d.error[k] + res_err
+    ok = not bool(((dev > allowed) & usable).any())
+    return ok, {"directions": int(usable.sum()), "max_abs_err": float(dev.max(initial=0.0)),
+                "tolerance": float(np.min(allowed))}
 
 
 def _compared(a: OracleResult, b: OracleResult, k: str, tol: Tolerance, floor: float) -> tuple[np.ndarray, Any]:
@@ -205,8 +212,8 @@ def _reason(res: OracleResult, k: str, where: np.ndarray) -> str:
             "this spec is in doubt, please report it")
 
 
-def _arbitrate(case: Case, out: Reference, elementwise: list[OracleResult], disagree: dict[str, np.ndarray],
-               suspect: set[str], floor: float) -> None:
+def _arbitrate(case: Case, out: Reference, elementwise: list[OracleResult], directional: list[DirectionalResult],
+               disagree: dict[str, np.ndarray], suspect: set[str], floor: float) -> None:
     ref = elementwise[0]
     pool = list(elementwise)
     tensors = set(disagree) | suspect
@@ -217,43 +224,56 @@ def _arbitrate(case: Case, out: Reference, elementwise: list[OracleResult], disa
             out.results.append(third)
             out.notes.append(f"the oracles disagreed on {', '.join(sorted(tensors))}: asked {third.name} "
                              f"({third.method or 'exact'}) to arbitrate")
-    # a directional witness that disagrees: compare the reference with the arbitrating oracles element-wise
+    # a directional witness that disagrees: compare the reference with the other oracles element-wise
     for k in sorted(suspect):
-        others = [r for r in pool[1:] if k in r.grads]
-        if not others:
-            out.off.setdefault("?", {"elements": {}, "reason": "no third oracle available"})
-            out.disputed[k] |= True
-            continue
         mask = np.zeros(ref.grads[k].shape, dtype=bool)
-        for r in others:
-            mask |= _mismatch(ref, r, k, _pair_tolerance(ref, r), floor)
+        for r in pool[1:]:
+            if k in r.grads:
+                mask |= _mismatch(ref, r, k, _pair_tolerance(ref, r), floor)
         mask &= ~out.disputed[k]
         if mask.any():
             disagree[k] = disagree.get(k, np.zeros_like(mask)) | mask
-        else:
+        elif any(k in r.grads for r in pool[1:]):
             info = out.off.setdefault("directional", {"elements": {}, "reason": (
                 "its projections disagree with the reference, but an element-wise oracle agrees with the "
                 "reference everywhere")})
             info["elements"][k] = 0
-    if len(pool) < 3:
-        for k, mask in disagree.items():
-            out.disputed[k] |= mask
-        if disagree:
-            out.off.setdefault("?", {"elements": {k: int(m.sum()) for k, m in disagree.items()},
-                                     "reason": "two oracles disagree and no third is available to tell which is off"})
-        return
+        else:
+            disagree[k] = np.ones(ref.grads[k].shape, dtype=bool) & ~out.disputed[k]
     for k, mask in disagree.items():
         out.disputed[k] |= mask
         members = [r for r in pool if k in r.grads]
-        if len(members) < 3:
+        off = _odd_ones(members, directional, k, mask, floor)
+        if off is None:
+            info = out.off.setdefault("?", {"elements": {}, "reason": (
+                "two oracles disagree and no third is available to tell which is off")})
+            info["elements"][k] = info["elements"].get(k, 0) + int(mask.sum())
             continue
-        vals = np.stack([np.broadcast_to(r.grads[k], mask.shape)[mask] for r in members])
-        med = np.median(vals, axis=0)
-        odd = np.argmax(np.abs(vals - med), axis=0)
-        for i, r in enumerate(members):
-            where = np.zeros(mask.shape, dtype=bool)
-            where[mask] = odd == i
+        for r, where in off:
             n = int(where.sum())
             if n:
                 info = out.off.setdefault(r.name, {"elements": {}, "reason": _reason(r, k, where)})
                 info["elements"][k] = info["elements"].get(k, 0) + n
+
+
+def _odd_ones(members: list[OracleResult], directional: list[DirectionalResult], k: str, mask: np.ndarray,
+              floor: float) -> list[tuple[OracleResult, np.ndarray]] | None:
+    """Per disputed element, the oracle that is off: the farthest from the median of three or more, or,
+    of two, the one a directional witness does not side with."""
+    if len(members) >= 3:
+        vals = np.stack([np.broadcast_to(r.grads[k], mask.shape)[mask] for r in members])
+        odd = np.argmax(np.abs(vals - np.median(vals, axis=0)), axis=0)
+        out = []
+        for i, r in enumerate(members):
+            where = np.zeros(mask.shape, dtype=bool)
+            where[mask] = odd == i
+            out.append((r, where))
+        return out
+    if len(members) == 2:
+        for d in directional:
+            if k not in d.directions:
+                continue
+            sides = [_along(d, r, k, floor)[0] for r in members]
+            if sides[0] != sides[1]:
+                return [(members[sides.index(False)], mask)]
+    return None

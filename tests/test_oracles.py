@@ -1,0 +1,225 @@
+"""The batched oracles (complex step, finite differences, directional) and their consensus."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import bptt_check as bc
+from bptt_check.builtin import truncated
+from bptt_check.oracles import (ORACLES, AutogradOracle, ComplexStepOracle, DirectionalOracle,
+                                FiniteDifferenceOracle, OracleResult)
+from bptt_check.oracles._batched import Trajectory
+from bptt_check.oracles.complex_step import literal_complex_step
+from bptt_check.oracles.consensus import reference
+from bptt_check.oracles.directional import projections
+from bptt_check.strategies import DEFAULT_TRUNCATIONS, specs, truncations
+
+KEYS = ("W", "U", "b", "V", "c", "h0", "x")
+
+
+def _rel(a, r):
+    """max |a - r| relative to the reference's own scale (max |r|)."""
+    scale = float(np.max(np.abs(r), initial=0.0))
+    return float(np.max(np.abs(a - r), initial=0.0)) / (scale or 1.0)
+
+
+@settings(max_examples=40, deadline=None)
+@given(spec=specs(truncation=truncations(), activations=["tanh", "sigmoid", "identity"]),
+       seed=st.integers(0, 2**16), index=st.integers(0, 15))
+def test_complex_step_and_fd_agree_with_autograd_element_wise(spec, seed, index):
+    case = bc.draw_case(spec, seed, index)
+    auto = AutogradOracle().gradients(case)
+    cs = ComplexStepOracle().gradients(case)
+    fd = FiniteDifferenceOracle().gradients(case)
+    assert cs.method == "tangent" and fd.method == "fd"
+    assert auto.grads.keys() == cs.grads.keys() == fd.grads.keys()
+    for k in auto.grads:
+        assert _rel(cs.grads[k], auto.grads[k]) <= 1e-10, (k, spec)
+        assert _rel(fd.grads[k], auto.grads[k]) <= 1e-8, (k, spec)
+        # each oracle's own error estimate covers its actual error (autograd's estimate included)
+        assert np.all(np.abs(cs.grads[k] - auto.grads[k]) <= cs.error[k] + auto.error[k]), k
+        assert np.all(np.abs(fd.grads[k] - auto.grads[k]) <= fd.error[k] + auto.error[k]), k
+
+
+@pytest.mark.parametrize("truncation", DEFAULT_TRUNCATIONS)
+@pytest.mark.parametrize("mode", ["many-to-one", "many-to-many"])
+def test_every_schedule_in_both_modes(mode, truncation):
+    for i, (act, out, loss) in enumerate([("tanh", "identity", "half_mse"), ("sigmoid", "softmax", "cross_entropy"),
+                                          ("identity", "tanh", "sse"), ("tanh", "sigmoid", "half_mse")]):
+        case = bc.draw_case(bc.Spec(mode=mode, truncation=truncation, activation=act, output=out, loss=loss,
+                                    reduction=("sum", "mean", "mean_batch", "mean_time")[i]), 4, i)
+        auto = AutogradOracle().gradients(case)
+        cs = ComplexStepOracle().gradients(case)
+        fd = FiniteDifferenceOracle().gradients(case)
+        for k in auto.grads:
+            assert _rel(cs.grads[k], auto.grads[k]) <= 1e-10, (k, case.spec)
+            assert _rel(fd.grads[k], auto.grads[k]) <= 1e-8, (k, case.spec)
+
+
+@pytest.mark.parametrize("spec", [
+    bc.Spec(),
+    bc.Spec(mode="many-to-one", truncation="tbptt:2,3", activation="sigmoid", output="softmax",
+            loss="cross_entropy", reduction="mean"),
+    bc.Spec(truncation="window-loss:2,3", output="tanh", loss="sse", bias=False),
+])
+def test_the_fast_complex_step_is_the_literal_one(spec):
+    # Im L(θ + iε e_k)/ε evaluated in complex128 one element at a time, against the tangent propagation
+    case = bc.draw_case(spec, 7, 0)
+    lit = literal_complex_step(case)
+    cs = ComplexStepOracle().gradients(case)
+    for k in lit:
+        assert _rel(cs.grads[k], lit[k]) <= 1e-13, k
+
+
+@pytest.mark.parametrize("truncation", ["none", "window:2", "tbptt:2,4"])
+def test_block_size_does_not_change_results(truncation):
+    case = bc.draw_case(bc.Spec(truncation=truncation, sizes=bc.Sizes(T=(9, 9), H=(4, 4), B=(3, 3))), 3, 0)
+    for make in (lambda bf: ComplexStepOracle(block_floats=bf), lambda bf: FiniteDifferenceOracle(block_floats=bf)):
+        whole = make(10**7).gradients(case)
+        for bf in (1, 7, 40):
+            split = make(bf).gradients(case)
+            for k in whole.grads:
+                np.testing.assert_allclose(split.grads[k], whole.grads[k], rtol=1e-13, atol=1e-15)
+
+
+def test_richardson_extrapolation_is_at_least_as_close():
+    case = bc.draw_case(bc.Spec(activation="sigmoid", output="tanh"), 2, 2)
+    auto = AutogradOracle().gradients(case)
+    coarse = FiniteDifferenceOracle(eps=1e-3).gradients(case)
+    rich = FiniteDifferenceOracle(eps=1e-3, richardson=True).gradients(case)
+    assert rich.method == "fd+richardson"
+    for k in auto.grads:
+        assert _rel(rich.grads[k], auto.grads[k]) < 1e-3 * max(_rel(coarse.grads[k], auto.grads[k]), 1e-12), k
+        # a coarse step: the estimate still covers the truncation error it makes
+        assert np.all(np.abs(coarse.grads[k] - auto.grads[k]) <= coarse.error[k] + auto.error[k]), k
+
+
+def _case_on_a_kink():
+    """A relu case whose unit 0 of sample 0 sits exactly on the kink at step 0."""
+    case = bc.draw_case(bc.Spec(activation="relu"), 0, 0)
+    p = case.params
+    z = case.x[0] @ p["W"].T + p["h0"] @ p["U"].T
+    p["b"][0] = -z[0, 0]
+    return case
+
+
+def test_relu_falls_back_to_finite_differences_and_flags_the_kink():
+    case = _case_on_a_kink()
+    res = ComplexStepOracle().gradients(case)
+    assert res.method == "fd" and "not analytic" in res.notes[0]
+    assert res.kinks["b"][0] and not res.kinks["b"][1:].any()
+    assert res.kinks["W"][0].all()                       # every input weight of that unit moves it
+    # through the check: those elements are not judged, the case is inconclusive, not failed
+    result = bc.check_case(truncated, case, oracles=("autograd", "fd"))
+    assert result.status == "inconclusive", result.summary()
+    assert "kink" in result.notes[0]
+    assert result.oracles["consensus"]["kinks"]["b"] >= 1
+
+
+def test_relu_away_from_kinks_agrees_with_autograd():
+    for i in range(4):
+        case = bc.draw_case(bc.Spec(activation="relu", truncation="chunk:2"), 5, i)
+        auto = AutogradOracle().gradients(case)
+        fd = FiniteDifferenceOracle().gradients(case)
+        for k in auto.grads:
+            ok = ~fd.kinks.get(k, np.zeros(auto.grads[k].shape, dtype=bool))
+            assert _rel(fd.grads[k][ok], auto.grads[k][ok]) <= 1e-8
+
+
+@pytest.mark.parametrize("activation", ["tanh", "relu"])
+def test_directional_derivatives_are_projections_of_the_gradient(activation):
+    for i in range(4):
+        case = bc.draw_case(bc.Spec(activation=activation, truncation="tbptt:2,3"), 6, i)
+        auto = AutogradOracle().gradients(case)
+        d = DirectionalOracle(k=3).directional(case)
+        assert d.method == ("tangent" if activation == "tanh" else "fd")
+        for k, v in d.directions.items():
+            assert v.shape == (3, *auto.grads[k].shape) and set(np.unique(v)) <= {-1.0, 1.0}
+            ref = projections(auto.grads[k], v)
+            assert np.max(np.abs(d.values[k] - ref)) <= 1e-8 * max(np.max(np.abs(ref)), 1e-300), k
+        again = DirectionalOracle(k=3).directional(case)    # reproducible from the case's seed and index
+        assert all(np.array_equal(again.directions[k], d.directions[k]) for k in d.directions)
+
+
+def test_default_oracles_are_autograd_witnessed_by_directions():
+    case = bc.draw_case(bc.Spec(truncation="window:2"), 0, 0)
+    result = bc.check_case(truncated, case)
+    assert result.status == "passed"
+    assert result.oracles["reference"] == {"name": "autograd"}
+    agree = result.oracles["directional_vs_autograd"]
+    assert set(agree) == set(KEYS) and all(a["agree"] and a["directions"] == 4 for a in agree.values())
+
+
+def test_three_element_wise_oracles_agree_on_a_correct_backward():
+    case = bc.draw_case(bc.Spec(mode="many-to-one", truncation="tbptt:2,3"), 1, 2)
+    result = bc.check_case(truncated, case, oracles=("fd", "complex-step", "autograd"))
+    assert result.status == "passed", result.summary()
+    assert result.oracles["reference"] == {"name": "fd"}
+    assert all(a["agree"] for a in result.oracles["complex-step_vs_fd"].values())
+    assert not result.oracles["consensus"]["off"]
+
+
+class _Broken:
+    """An oracle off by a lot at U[0, 1] (an exact one, or one posing as finite differences)."""
+
+    name = "broken"
+
+    def __init__(self, method=""):
+        self.method = method
+
+    def gradients(self, case):
+        res = AutogradOracle().gradients(case)
+        grads = {k: v.copy() for k, v in res.grads.items()}
+        grads["U"][0, 1] += 1.0 + abs(grads["U"][0, 1])
+        return OracleResult(self.name, grads, res.error, res.loss, method=self.method)
+
+
+@pytest.fixture
+def broken(monkeypatch):
+    def register(method=""):
+        monkeypatch.setitem(ORACLES, "broken", lambda: _Broken(method))
+    return register
+
+
+@pytest.mark.parametrize("method, reason", [("", "model"), ("fd", "step")])
+def test_consensus_says_which_oracle_is_off_and_why(broken, method, reason):
+    broken(method)
+    case = bc.draw_case(bc.Spec(), 0, 0)
+    # two oracles: a third (the complex step) is asked to arbitrate
+    ref = reference(case, ["autograd", "broken"])
+    assert ref.disputed["U"][0, 1] and ref.disputed["U"].sum() == 1
+    assert set(ref.off) == {"broken"} and ref.off["broken"]["elements"] == {"U": 1}
+    assert ref.off["broken"]["reason"].startswith(reason)
+    assert "complex-step" in " ".join(ref.notes)
+    # through the check: the backward is right, so the case is inconclusive and says who is off
+    result = bc.check_case(truncated, case, oracles=("autograd", "broken"))
+    assert result.status == "inconclusive"
+    assert "broken is off at U (1)" in result.notes[0]
+
+
+def test_a_directional_witness_catches_a_reference_modelling_another_function(broken):
+    broken("")
+    case = bc.draw_case(bc.Spec(), 0, 1)
+    ref = reference(case, ["broken", "directional"])
+    assert not ref.agreement["directional_vs_broken"]["U"]["agree"]
+    assert ref.agreement["directional_vs_broken"]["W"]["agree"]
+    assert set(ref.off) == {"broken"} and ref.off["broken"]["elements"] == {"U": 1}
+    assert bc.check_case(truncated, case, oracles=("broken", "directional")).status == "inconclusive"
+
+
+def test_a_directional_first_oracle_is_refused():
+    with pytest.raises(bc.BPTTCheckError, match="must give every element"):
+        reference(bc.draw_case(bc.Spec(), 0, 0), ["directional", "autograd"])
+
+
+def test_the_trajectory_is_the_numpy_forward():
+    case = bc.draw_case(bc.Spec(truncation="chunk:2"), 0, 0)
+    traj = Trajectory.of(case)
+    from bptt_check import _model
+
+    tr = _model.forward(case.params, case.x, case.spec)
+    assert np.array_equal(traj.h, tr.h) and np.array_equal(traj.yhat, tr.yhat)
+    assert traj.names() == list(KEYS)
