@@ -9,8 +9,14 @@ from hypothesis import strategies as st
 
 import bptt_check as bc
 from bptt_check.builtin import truncated
-from bptt_check.oracles import (ORACLES, AutogradOracle, ComplexStepOracle, DirectionalOracle,
-                                FiniteDifferenceOracle, OracleResult)
+from bptt_check.oracles import (
+    ORACLES,
+    AutogradOracle,
+    ComplexStepOracle,
+    DirectionalOracle,
+    FiniteDifferenceOracle,
+    OracleResult,
+)
 from bptt_check.oracles._batched import Trajectory
 from bptt_check.oracles.complex_step import literal_complex_step
 from bptt_check.oracles.consensus import reference
