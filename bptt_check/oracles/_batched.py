@@ -46,9 +46,10 @@ if TYPE_CHECKING:
     from .._spec import Spec, Window
 
 TENSORS = ("W", "U", "b", "V", "c", "h0", "x")
-# the extra memory of one block stays near this many float64 numbers per work array
-# (512 copies of B=8, H=128, as in DESIGN §5: about 4 MiB per array, ~20 MiB in all)
-BLOCK_FLOATS = 512 * 8 * 128
+# the extra memory of one block stays near this many float64 numbers per work array: 1 MiB, 128
+# copies of B=8, H=128 (DESIGN §5 planned 512; on the 2-core machine 128 was as fast for the
+# matmuls and faster for the element-wise passes of finite differences, which then stay in cache)
+BLOCK_FLOATS = 2**17
 
 
 # BLAS threads inside the engine: 1 unless BPTT_CHECK_THREADS says otherwise. Measured on the shared

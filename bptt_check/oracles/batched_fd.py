@@ -57,15 +57,33 @@ def _smooth_aux(name: str, a: np.ndarray) -> tuple[np.ndarray, np.ndarray] | Non
     return None
 
 
+def _tanh_small(d: np.ndarray) -> np.ndarray:
+    """tanh(d), by its series where |d| < 1e-3 (the next term is 2e-20 of the value there), which is
+    most of a finite-difference copy's differences: several times cheaper than np.tanh."""
+    d2 = d * d
+    out = d2 * (-17.0 / 315.0)
+    out += 2.0 / 15.0
+    out *= d2
+    out -= 1.0 / 3.0
+    out *= d2
+    out += 1.0
+    out *= d
+    if d.size and (d.max() >= 1e-3 or d.min() <= -1e-3):
+        big = np.abs(d) >= 1e-3
+        out[big] = np.tanh(d[big])
+    return out
+
+
 def _delta_smooth(name: str, th0: np.ndarray, s2: np.ndarray, d: np.ndarray) -> np.ndarray:
     """f(a + d) − f(a) for tanh, sigmoid (through tanh(a/2)), identity, without cancellation."""
-    if name == "tanh":
-        td = np.tanh(d)
-        return td * s2 / (1.0 + th0 * td)
-    if name == "sigmoid":
-        td = np.tanh(0.5 * d)
-        return 0.5 * td * s2 / (1.0 + th0 * td)
-    return d
+    if name == "identity":
+        return d
+    td = _tanh_small(d if name == "tanh" else 0.5 * d)
+    den = th0 * td
+    den += 1.0
+    td *= s2
+    td /= den
+    return td if name == "tanh" else 0.5 * td
 
 
 class DeltaPropagation:
