@@ -58,10 +58,14 @@ def test_every_schedule_in_both_modes(mode, truncation):
         case = bc.draw_case(bc.Spec(mode=mode, truncation=truncation, activation=act, output=out, loss=loss,
                                     reduction=("sum", "mean", "mean_batch", "mean_time")[i]), 4, i)
         auto = AutogradOracle().gradients(case)
-        cs = ComplexStepOracle().gradients(case)
         fd = FiniteDifferenceOracle().gradients(case)
+        for strategy in ("elements", "preactivations"):
+            cs = ComplexStepOracle(strategy=strategy).gradients(case)
+            assert cs.grads.keys() == auto.grads.keys()
+            for k in auto.grads:
+                assert _rel(cs.grads[k], auto.grads[k]) <= 1e-10, (k, case.spec, strategy)
+                assert np.all(np.abs(cs.grads[k] - auto.grads[k]) <= cs.error[k] + auto.error[k]), k
         for k in auto.grads:
-            assert _rel(cs.grads[k], auto.grads[k]) <= 1e-10, (k, case.spec)
             assert _rel(fd.grads[k], auto.grads[k]) <= 1e-8, (k, case.spec)
 
 
@@ -75,20 +79,33 @@ def test_the_fast_complex_step_is_the_literal_one(spec):
     # Im L(θ + iε e_k)/ε evaluated in complex128 one element at a time, against the tangent propagation
     case = bc.draw_case(spec, 7, 0)
     lit = literal_complex_step(case)
-    cs = ComplexStepOracle().gradients(case)
-    for k in lit:
-        assert _rel(cs.grads[k], lit[k]) <= 1e-13, k
+    for strategy in ("elements", "preactivations"):
+        cs = ComplexStepOracle(strategy=strategy).gradients(case)
+        assert cs.notes == [f"by {strategy}"]
+        for k in lit:
+            assert _rel(cs.grads[k], lit[k]) <= 1e-13, (k, strategy)
 
 
 @pytest.mark.parametrize("truncation", ["none", "window:2", "tbptt:2,4"])
 def test_block_size_does_not_change_results(truncation):
     case = bc.draw_case(bc.Spec(truncation=truncation, sizes=bc.Sizes(T=(9, 9), H=(4, 4), B=(3, 3))), 3, 0)
-    for make in (lambda bf: ComplexStepOracle(block_floats=bf), lambda bf: FiniteDifferenceOracle(block_floats=bf)):
+    for make in (lambda bf: ComplexStepOracle(block_floats=bf, strategy="elements"),
+                 lambda bf: ComplexStepOracle(block_floats=bf, strategy="preactivations"),
+                 lambda bf: FiniteDifferenceOracle(block_floats=bf)):
         whole = make(10**7).gradients(case)
         for bf in (1, 7, 40):
             split = make(bf).gradients(case)
             for k in whole.grads:
                 np.testing.assert_allclose(split.grads[k], whole.grads[k], rtol=1e-13, atol=1e-15)
+
+
+def test_auto_picks_the_cheaper_strategy():
+    short = bc.draw_case(bc.Spec(sizes=bc.Sizes(T=(4, 4), H=(8, 8), I=(8, 8))), 0, 0)
+    long = bc.draw_case(bc.Spec(sizes=bc.Sizes(T=(60, 60), H=(2, 2), I=(1, 1))), 0, 0)
+    assert ComplexStepOracle().gradients(short).notes == ["by preactivations"]
+    assert ComplexStepOracle().gradients(long).notes == ["by elements"]
+    with pytest.raises(bc.BPTTCheckError, match="unknown complex-step strategy"):
+        ComplexStepOracle(strategy="fastest")
 
 
 def test_richardson_extrapolation_is_at_least_as_close():
