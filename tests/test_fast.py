@@ -98,10 +98,14 @@ def test_fast_mode_never_fails_a_correct_backward(spec, seed, index):
     case = bc.draw_case(spec, seed, index)
     result = bc.check_case(truncated, case, fast=True)
     assert result.status in ("passed", "inconclusive"), (result.summary(), result.notes)
-    assert result.oracles["fast"]["directions"] == 4
+    fast = result.oracles["fast"]
+    assert fast["directions"] == 4
     if spec.activation != "relu":
         assert result.status == "passed"
-        assert result.oracles["fast"]["method"] == "tangent"
+        assert fast["method"] == "tangent"
+        # the joint directions pass, nothing is localized
+        assert fast["joint"]["failed_directions"] == 0 and not fast["tensors"]
+        assert fast["joint"]["max_deviation"] <= 1e-3 * fast["joint"]["tolerance"]
 
 
 def test_a_mismatch_in_x_is_localized_to_its_block_of_steps():
@@ -124,7 +128,10 @@ def test_a_single_wrong_element_is_caught_with_every_seed():
         result = bc.check_case(MUTANTS["dU_one_element_1e-4"][0], case, fast=True)
         assert result.failed_grads == ["U"], result.summary()
         assert result.grads["U"].worst_index == [0, case.shapes["H"] - 1]
-        assert result.oracles["fast"]["tensors"]["U"]["failed_directions"] == 4
+        fast = result.oracles["fast"]
+        assert fast["joint"]["failed_directions"] == 4
+        assert fast["tensors"]["U"]["failed_directions"] == 4 and fast["tensors"]["U"]["localized"]
+        assert all(fast["tensors"][k]["failed_directions"] == 0 for k in ("W", "b", "V", "c", "h0", "x"))
 
 
 def test_missing_and_misshapen_gradients_are_reported_without_projection():

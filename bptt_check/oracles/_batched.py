@@ -394,6 +394,9 @@ def _inject_hidden(traj: Trajectory, block: Block, t: int, dz: np.ndarray | None
                 dz[g.sl] += v[:, None, :]
             else:
                 dz[g.sl] += v[:, t] @ WT
+                for w in block.groups:      # a joint copy moving W too: the product δx_t δWᵀ
+                    if not linear and w.name == "W" and w.dense is not None and w.sl == g.sl:
+                        dz[g.sl] += np.matmul(v[:, t], w.dense.transpose(0, 2, 1))
             continue
         if g.name == "x":
             if x_steps is not None and t in x_steps:

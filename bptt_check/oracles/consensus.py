@@ -34,7 +34,7 @@ from .._compare import ORACLE_TOLERANCE, TOLERANCES, ZERO_FLOOR, Tolerance, comp
 from .._errors import BPTTCheckError
 from . import get_oracle
 from ._base import OracleResult
-from .directional import DirectionalResult, projections, tolerance
+from .directional import JOINT, DirectionalResult, balance, projections, tolerance
 
 if TYPE_CHECKING:
     from .._cases import Case
@@ -97,11 +97,13 @@ def reference(case: Case, names: Iterable[str], *, directions: int | None = None
         raise BPTTCheckError(
             f"the first oracle is the reference and must give every element; {names[0] if names else 'none'!r} "
             "does not: put autograd, complex-step or fd first (e.g. --oracle autograd,directional)")
-    results: list[OracleResult | DirectionalResult] = []
-    for o in oracles:
-        results.append(o.directional(case) if getattr(o, "kind", "") == "directional" else o.gradients(case))
+    results: list[Any] = [None if getattr(o, "kind", "") == "directional" else o.gradients(case) for o in oracles]
     ref = results[0]
     assert isinstance(ref, OracleResult)
+    for i, o in enumerate(oracles):       # directional witnesses: joint directions balanced on the reference
+        if results[i] is None:
+            results[i] = o.directional(case, weights=balance(ref.grads, EXACT_TOLERANCE,
+                                                               _scales(ref.grads, _floor(ref.grads))))
     out = Reference(ref.grads, dict(ref.error),
                     {k: np.zeros(v.shape, dtype=bool) for k, v in ref.grads.items()}, results=results)
     for r in results:
@@ -138,13 +140,11 @@ def reference(case: Case, names: Iterable[str], *, directions: int | None = None
     directional = [d for d in results[1:] if isinstance(d, DirectionalResult)]
     for d in directional:
         agreement = {}
-        for k in d.directions:
-            if k not in ref.grads:
-                continue
-            ok, info = _along(d, ref, k, floor)
-            agreement[k] = {"agree": ok, **info}
+        for key in d.values:
+            ok, info = _along(d, ref, key, floor)
+            agreement["all" if key == JOINT else key] = {"agree": ok, **info}
             if not ok:
-                suspect.add(k)
+                suspect |= set(d.directions) & set(ref.grads) if key == JOINT else {key}
         out.agreement[f"{d.name}_vs_{ref.name}"] = agreement
 
     if disagree or suspect:
@@ -152,18 +152,36 @@ def reference(case: Case, names: Iterable[str], *, directions: int | None = None
     return out
 
 
-def _along(d: DirectionalResult, res: OracleResult, k: str, floor: float) -> tuple[bool, dict[str, Any]]:
-    """Whether the projections of ``res``'s gradient of ``k`` match the directional derivatives."""
-    v, r = d.directions[k], res.grads[k]
+def _along(d: DirectionalResult, res: OracleResult, key: str, floor: float) -> tuple[bool, dict[str, Any]]:
+    """Whether the projections of ``res``'s gradient match the directional derivatives of ``key``
+    (a tensor, or ``JOINT``: the whole gradient on joint directions)."""
+    names = [k for k in d.directions if k in res.grads] if key == JOINT else [key]
     tol = EXACT_TOLERANCE if d.method == "tangent" and _exact(res) else ORACLE_TOLERANCE
-    usable = ~d.kinks.get(k, np.zeros(len(v), dtype=bool))
-    dev = np.abs(projections(r, v) - d.values[k])
-    scale = max(float(np.max(np.abs(r), initial=0.0)), floor, np.finfo(np.float64).tiny)
-    res_err = float(np.sum(np.broadcast_to(np.asarray(res.error.get(k, 0.0), dtype=float), r.shape)))
-    allowed = tolerance(r, tol, scale) + d.error[k] + res_err
+    k_dirs = len(d.values[key])
+    proj = np.zeros(k_dirs)
+    tol_sq = 0.0
+    res_err = 0.0
+    for k in names:
+        r = res.grads[k]
+        w = d.weights.get(k, 1.0) if key == JOINT else 1.0
+        proj += projections(r, d.directions[k])
+        scale = max(float(np.max(np.abs(r), initial=0.0)), floor, np.finfo(np.float64).tiny)
+        tol_sq += (w * tolerance(r, tol, scale)) ** 2
+        res_err += w * float(np.sum(np.broadcast_to(np.asarray(res.error.get(k, 0.0), dtype=float), r.shape)))
+    usable = ~d.kinks.get(key, np.zeros(k_dirs, dtype=bool))
+    dev = np.abs(proj - d.values[key])
+    allowed = np.sqrt(tol_sq) + d.error[key] + res_err
     ok = not bool(((dev > allowed) & usable).any())
     return ok, {"directions": int(usable.sum()), "max_abs_err": float(dev.max(initial=0.0)),
                 "tolerance": float(np.min(allowed))}
+
+
+def _floor(grads: dict[str, np.ndarray]) -> float:
+    return ZERO_FLOOR * max((float(np.max(np.abs(g), initial=0.0)) for g in grads.values()), default=0.0)
+
+
+def _scales(grads: dict[str, np.ndarray], floor: float) -> dict[str, float]:
+    return {k: max(float(np.max(np.abs(g), initial=0.0)), floor, np.finfo(np.float64).tiny) for k, g in grads.items()}
 
 
 def _compared(a: OracleResult, b: OracleResult, k: str, tol: Tolerance, floor: float) -> tuple[np.ndarray, Any]:
@@ -225,21 +243,25 @@ def _arbitrate(case: Case, out: Reference, elementwise: list[OracleResult], dire
             out.notes.append(f"the oracles disagreed on {', '.join(sorted(tensors))}: asked {third.name} "
                              f"({third.method or 'exact'}) to arbitrate")
     # a directional witness that disagrees: compare the reference with the other oracles element-wise
+    confirmed, unchecked = False, []
     for k in sorted(suspect):
+        if not any(k in r.grads for r in pool[1:]):
+            unchecked.append(k)
+            continue
         mask = np.zeros(ref.grads[k].shape, dtype=bool)
         for r in pool[1:]:
             if k in r.grads:
                 mask |= _mismatch(ref, r, k, _pair_tolerance(ref, r), floor)
         mask &= ~out.disputed[k]
         if mask.any():
+            confirmed = True
             disagree[k] = disagree.get(k, np.zeros_like(mask)) | mask
-        elif any(k in r.grads for r in pool[1:]):
-            info = out.off.setdefault("directional", {"elements": {}, "reason": (
-                "its projections disagree with the reference, but an element-wise oracle agrees with the "
-                "reference everywhere")})
-            info["elements"][k] = 0
-        else:
-            disagree[k] = np.ones(ref.grads[k].shape, dtype=bool) & ~out.disputed[k]
+    for k in unchecked:           # nothing to compare with: all of it is in doubt
+        disagree[k] = np.ones(ref.grads[k].shape, dtype=bool) & ~out.disputed[k]
+    if suspect and not confirmed and not unchecked:
+        out.off["directional"] = {"elements": {k: 0 for k in sorted(suspect)}, "reason": (
+            "its projections disagree with the reference, but an element-wise oracle agrees with the "
+            "reference everywhere")}
     for k, mask in disagree.items():
         out.disputed[k] |= mask
         members = [r for r in pool if k in r.grads]
@@ -271,9 +293,12 @@ def _odd_ones(members: list[OracleResult], directional: list[DirectionalResult],
         return out
     if len(members) == 2:
         for d in directional:
-            if k not in d.directions:
+            key = JOINT if d.joint else k
+            if key not in d.values or k not in d.directions:
                 continue
-            sides = [_along(d, r, k, floor)[0] for r in members]
+            if d.joint and not all(set(d.directions) <= set(r.grads) for r in members):
+                continue            # a joint projection needs every tensor of both
+            sides = [_along(d, r, key, floor)[0] for r in members]
             if sides[0] != sides[1]:
                 return [(members[sides.index(False)], mask)]
     return None

@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from ._batched import STATE_FREE, Trajectory, dense_block, run
+from ._batched import STATE_FREE, Trajectory, dense_block, joint_block, run
 from .batched_fd import EPS_FD, DeltaPropagation
 from .complex_step import ANALYTIC, TangentPropagation, error_estimate
 
@@ -41,17 +41,26 @@ DEFAULT_DIRECTIONS = 4
 CONFIDENCE = 6.0     # c in the tolerance c·‖τ‖₂ (false alarm < 2·exp(-c²/2) ≈ 3e-8 per direction)
 
 
+JOINT = "*"   # the key of joint directions' values: each direction moves every tensor at once
+
+
 @dataclass
 class DirectionalResult:
-    """vᵀ∇L for k directions per tensor: ``directions[name]`` is (k, *shape), ``values[name]`` is (k,)."""
+    """vᵀ∇L for k directions: ``directions[name]`` is (k, *shape); ``values[name]`` is (k,) per tensor,
+    or ``values["*"]`` for joint directions (direction j is the union of ``directions[name][j]``)."""
 
     name: str
     directions: dict[str, np.ndarray]
     values: dict[str, np.ndarray]
     error: dict[str, np.ndarray]
-    kinks: dict[str, np.ndarray] = field(default_factory=dict)   # (k,) bool per tensor (relu only)
+    kinks: dict[str, np.ndarray] = field(default_factory=dict)   # (k,) bool per key (relu only)
     method: str = "tangent"
     notes: list[str] = field(default_factory=list)
+    weights: dict[str, float] = field(default_factory=dict)      # joint: the ±w_p entries of each tensor
+
+    @property
+    def joint(self) -> bool:
+        return JOINT in self.values
 
 
 def rademacher(traj: Trajectory, k: int, seed: tuple[int, ...], names: list[str] | None = None,
@@ -114,6 +123,31 @@ def directional_derivatives(traj: Trajectory, directions: dict[str, np.ndarray])
     return res
 
 
+def joint_derivatives(traj: Trajectory, directions: dict[str, np.ndarray]) -> DirectionalResult:
+    """The derivative along k joint directions (direction j moves every tensor by its ``[j]`` part)."""
+    analytic = traj.spec.activation in ANALYTIC
+    if analytic:
+        prop = TangentPropagation(traj)
+        vals = run(traj, joint_block(directions), prop)
+        err, kinks = error_estimate(traj, prop.magnitude), np.zeros(len(vals), dtype=bool)
+    else:
+        h = EPS_FD * max(max(1.0, float(np.max(np.abs(traj.x if k == "x" else traj.params[k]), initial=0.0)))
+                         for k in directions)
+        dprop = DeltaPropagation(traj)
+        up = run(traj, joint_block({k: h * v for k, v in directions.items()}), dprop)
+        mag_up, kink_up = dprop.magnitude.copy(), dprop.kink.copy()
+        down = run(traj, joint_block({k: -h * v for k, v in directions.items()}), dprop)
+        vals = (up - down) / (2 * h)
+        err = (4.0 * np.finfo(np.float64).eps * (traj.T + traj.H + traj.O) * (mag_up + dprop.magnitude)
+               + 10.0 * EPS_FD * np.abs(up + down)) / (2 * h)
+        kinks = kink_up | dprop.kink
+    res = DirectionalResult("directional", directions, {JOINT: vals}, {JOINT: err},
+                            method="tangent" if analytic else "fd")
+    if not analytic:
+        res.kinks = {JOINT: kinks}
+    return res
+
+
 def _split(arr: np.ndarray, sizes: dict[str, int]) -> dict[str, np.ndarray]:
     out, at = {}, 0
     for k, n in sizes.items():
@@ -128,23 +162,63 @@ def projections(grad: np.ndarray, directions: np.ndarray) -> np.ndarray:
 
 
 def tolerance(grad: np.ndarray, tol: Tolerance, scale: float) -> float:
-    """c·‖τ‖₂ with τ_i = atol·scale + rtol·|g_i|: what a gradient within the element-wise tolerance may show."""
+    """c·‖τ‖₂ with τ_i = atol·scale + rtol·|g_i|: what a gradient within the element-wise tolerance may show.
+    For joint directions over several tensors: the root of the sum of the squares of theirs."""
     tau = tol.atol * scale + tol.rtol * np.abs(np.asarray(grad, dtype=np.float64))
     return CONFIDENCE * float(np.sqrt(np.sum(tau * tau)))
 
 
+def balance(grads: dict[str, np.ndarray], tol: Tolerance, scales: dict[str, float]) -> dict[str, float]:
+    """Weights w_p of each tensor's ±1 entries in a joint direction: w_p ∝ 1/‖τ_p‖₂, largest 1.
+
+    With them every tensor's tolerance weighs the same in the joint tolerance c·(Σ_p w_p²‖τ_p‖²)^½,
+    so a small tensor's error is not drowned by a large tensor's tolerance: an error e_p shows once
+    ‖e_p‖ exceeds about c·√(number of tensors)·‖τ_p‖, against c·‖τ_p‖ with k directions per tensor.
+    """
+    norms = {k: tolerance(g, tol, scales[k]) for k, g in grads.items()}
+    positive = [v for v in norms.values() if v > 0]
+    if not positive:
+        return {k: 1.0 for k in grads}
+    least = min(positive)
+    return {k: (least / v if v > 0 else 1.0) for k, v in norms.items()}
+
+
+def joint_tolerance(grads: dict[str, np.ndarray], tol: Tolerance, scales: dict[str, float],
+                    weights: dict[str, float]) -> float:
+    return float(np.sqrt(sum((weights.get(k, 1.0) * tolerance(g, tol, scales[k])) ** 2 for k, g in grads.items())))
+
+
+def joint_projections(grads: dict[str, np.ndarray], directions: dict[str, np.ndarray]) -> np.ndarray:
+    """Σ over tensors of vᵀg: the projections of the whole gradient on joint directions."""
+    total = np.zeros(len(next(iter(directions.values())))) if directions else np.zeros(0)
+    for k, v in directions.items():
+        total += projections(grads[k], v)
+    return total
+
+
 class DirectionalOracle:
-    """k Rademacher directions per tensor; the seed comes from the case, so a run is reproducible."""
+    """k Rademacher directions, joint over all tensors (default) or k per tensor; the seed comes from
+    the case, so a run is reproducible."""
 
     name = "directional"
     kind = "directional"
 
-    def __init__(self, k: int = DEFAULT_DIRECTIONS) -> None:
+    def __init__(self, k: int = DEFAULT_DIRECTIONS, *, joint: bool = True) -> None:
         self.k = k
+        self.joint = joint
 
-    def directional(self, case: Case, names: list[str] | None = None) -> DirectionalResult:
+    def directional(self, case: Case, names: list[str] | None = None,
+                    weights: dict[str, float] | None = None) -> DirectionalResult:
+        """``weights``: of each tensor's entries in joint directions (see :func:`balance`)."""
         traj = Trajectory.of(case)
-        res = directional_derivatives(traj, rademacher(traj, self.k, (case.seed, case.index), names))
+        dirs = rademacher(traj, self.k, (case.seed, case.index), names)
+        if self.joint:
+            weights = weights or {}
+            dirs = {k: v * weights.get(k, 1.0) for k, v in dirs.items()}
+            res = joint_derivatives(traj, dirs)
+            res.weights = {k: weights.get(k, 1.0) for k in dirs}
+        else:
+            res = directional_derivatives(traj, dirs)
         flagged = [k for k, v in res.kinks.items() if v.any()]
         if flagged:
             res.notes.append("directions straddling a relu kink (not used): " + ", ".join(

@@ -1,16 +1,18 @@
 """Fast mode (``--fast``): the user's gradient along k Rademacher directions, localized on a mismatch.
 
-1. For every gradient the backward returned, k sign-random directions v: vᵀg (the user's)
-   against the complex-step directional derivative (``directional.py``), within
-   c·‖τ‖₂: no inflation by Σ|v_i| (the sum of the direction's entries).
-2. A tensor that fails a direction is checked element-wise, block by block: per
+1. k sign-random (Rademacher) joint directions v over every gradient the backward
+   returned: Σ vᵀg (the user's) against the complex-step directional derivative
+   (``directional.py``), within c·‖τ‖₂: no inflation by Σ|v_i| (the sum of the
+   direction's entries).
+2. If one disagrees: k directions per gradient, to find which.
+3. A gradient whose own directions fail is checked element-wise, block by block: per
    parameter, and for x per block of time steps (only the blocks whose own directions
    fail are expanded), by the element-wise complex step (relu: finite differences).
    The element-wise comparison uses the ordinary tolerances and decides: fast mode
    never fails a gradient that the element-wise check would pass.
 
 No torch, no full gradient unless something is wrong: the cost is one batched
-propagation of k·(number of tensors) tangents, plus the backward under test.
+propagation of k tangents, plus the backward under test.
 """
 
 from __future__ import annotations
@@ -25,8 +27,13 @@ from ._batched import Trajectory
 from .complex_step import ANALYTIC, tangent_values
 from .directional import (
     DEFAULT_DIRECTIONS,
+    JOINT,
+    balance,
     derivatives_along,
     directional_derivatives,
+    joint_derivatives,
+    joint_projections,
+    joint_tolerance,
     projections,
     rademacher,
     tolerance,
@@ -50,6 +57,9 @@ class FastOutcome:
 
 def fast_check(got: dict[str, np.ndarray], case: Case, *, k: int = DEFAULT_DIRECTIONS,
                time_blocks: int = TIME_BLOCKS) -> FastOutcome:
+    """Stage 1: k joint directions over every gradient returned. If one fails, stage 2: k directions per
+    gradient; stage 3: element-wise, for the gradients whose own directions fail (all of them if none
+    does on its own)."""
     traj = Trajectory.of(case)
     tol = tolerance_for(case.spec.dtype)
     names = [n for n in ORDER if n in traj.names() and (n != "x" or "x" in got)]
@@ -62,30 +72,68 @@ def fast_check(got: dict[str, np.ndarray], case: Case, *, k: int = DEFAULT_DIREC
             out.grads[n] = compare(n, g, np.zeros(shape), tol)     # missing / shape / non-finite
         else:
             valid.append(n)
-    floor = ZERO_FLOOR * max((float(np.max(np.abs(got[n]), initial=0.0)) for n in valid), default=0.0)
-    dirs = rademacher(traj, k, (case.seed, case.index), valid)
-    dres = directional_derivatives(traj, dirs) if valid else None
-    method = dres.method if dres is not None else "tangent"
+    grads = {n: np.asarray(got[n], dtype=np.float64) for n in valid}
+    floor = ZERO_FLOOR * max((float(np.max(np.abs(g), initial=0.0)) for g in grads.values()), default=0.0)
+    scales = {n: max(float(np.max(np.abs(g), initial=0.0)), floor, np.finfo(np.float64).tiny)
+              for n, g in grads.items()}
     per: dict[str, Any] = {}
-    out.info = {"mode": "fast", "directions": k, "method": method, "tensors": per}
-    for n in valid:
-        g = np.asarray(got[n], dtype=np.float64)
+    out.info = {"mode": "fast", "directions": k,
+                "method": "tangent" if traj.spec.activation in ANALYTIC else "fd", "tensors": per}
+    if not valid:
+        return out
+
+    # stage 1: joint directions, each tensor's ±1 entries weighted so its tolerance counts as much
+    weights = balance(grads, tol, scales)
+    dirs = {n: v * weights[n] for n, v in rademacher(traj, k, (case.seed, case.index), valid).items()}
+    jres = joint_derivatives(traj, dirs)
+    s_user = joint_projections(grads, dirs)
+    usable = ~jres.kinks.get(JOINT, np.zeros(k, dtype=bool))
+    allowed = (joint_tolerance(grads, tol, scales, weights) + jres.error[JOINT]
+               + 4 * EPS_M * sum(weights[n] * float(np.abs(g).sum()) for n, g in grads.items()))
+    dev = np.abs(s_user - jres.values[JOINT])
+    bad = (dev > allowed) & usable
+    out.info["joint"] = {"max_deviation": float(dev.max(initial=0.0)), "tolerance": float(np.min(allowed)),
+                         "failed_directions": int(bad.sum()), "usable_directions": int(usable.sum())}
+    if usable.any() and not bad.any():
+        for n, g in grads.items():
+            out.grads[n] = _joint_result(n, g, float(np.max(allowed)), tol.rtol, scales[n])
+        return out
+
+    # stage 2: per gradient
+    dirs = rademacher(traj, k, (case.seed, case.index, 2), valid)
+    dres = directional_derivatives(traj, dirs)
+    suspects = []
+    for n, g in grads.items():
         s_user = projections(g, dirs[n])
         s_ref = dres.values[n]
         usable = ~dres.kinks.get(n, np.zeros(k, dtype=bool))
-        scale = max(float(np.max(np.abs(g), initial=0.0)), floor, np.finfo(np.float64).tiny)
-        allowed = tolerance(g, tol, scale) + dres.error[n] + 4 * EPS_M * float(np.abs(g).sum())
+        allowed = tolerance(g, tol, scales[n]) + dres.error[n] + 4 * EPS_M * float(np.abs(g).sum())
         dev = np.abs(s_user - s_ref)
         bad = (dev > allowed) & usable
         per[n] = {"max_deviation": float(dev.max(initial=0.0)), "tolerance": float(np.min(allowed)),
                   "failed_directions": int(bad.sum()), "usable_directions": int(usable.sum())}
         if bad.any() or not usable.any():
-            out.grads[n] = _localize(traj, n, g, tol, scale, floor, k, time_blocks, case, out)
-            per[n]["localized"] = True
+            suspects.append(n)
         else:
             out.grads[n] = _directional_result(n, g, s_user[usable], s_ref[usable], dev[usable],
-                                               float(np.max(allowed[usable])), tol.rtol, scale)
+                                               float(np.max(allowed[usable])), tol.rtol, scales[n])
+    if not suspects:     # the joint directions disagreed, no gradient's own did: check every element
+        out.notes.append("a joint direction disagreed but no gradient's own directions did: "
+                         "checked every element")
+        suspects = list(grads)
+    # stage 3: element-wise, per gradient (x: per block of steps)
+    for n in suspects:
+        out.grads[n] = _localize(traj, n, grads[n], tol, scales[n], floor, k, time_blocks, case, out)
+        per.setdefault(n, {})["localized"] = True
     return out
+
+
+def _joint_result(name: str, g: np.ndarray, allowed: float, rtol: float, scale: float) -> GradResult:
+    """A gradient that passed with all the others on joint directions: no per-gradient error is measured."""
+    nan = float("nan")
+    return GradResult(name=name, passed=True, max_abs_err=nan, max_rel_err=nan, worst_index=[], mismatched=0,
+                      size=int(g.size), scale=scale, norm_rel_err=nan, cosine=nan, ratio=nan, atol=allowed,
+                      rtol=rtol)
 
 
 def _directional_result(name: str, g: np.ndarray, s_user: np.ndarray, s_ref: np.ndarray, dev: np.ndarray,
