@@ -10,7 +10,7 @@ Per size (float64, many-to-many, tanh, identity output, half_mse, sum, full BPTT
                         the measured time on c and on b, linear in the number of elements)
   gradcheck_fast        the same with fast_mode=True
   default_check         bptt_check.check_case of the built-in backward, default oracles
-                        (autograd element-wise + complex-step directions as witness)
+                        (autograd element-wise + 4 joint complex-step directions as witness)
   full_elementwise      the complex-step oracle, every element of W, U, b, V, c, h0 (independent of autograd)
   full_elementwise_fd   the batched finite-difference oracle, the same elements
   fast_mode             bptt_check.check_case(..., fast=True) of the built-in backward
@@ -208,7 +208,7 @@ def bench_size(size: str, repeat: int, budget: float, log: Callable[[str], None]
 
     runs, _ = timed(default, max(repeat, 5), budget)
     record("default_check", runs, None, traced_peak(default),
-           "built-in backward; autograd + 4 complex-step directions per tensor")
+           "built-in backward; autograd witnessed by 4 joint complex-step directions")
 
     def peak(make: Callable[..., Any], runs: list[float], whole: bool = False) -> tuple[float, str]:
         """Peak traced memory; for a long per-element method, of one block of each kind (b, h0) plus the
@@ -241,7 +241,7 @@ def bench_size(size: str, repeat: int, budget: float, log: Callable[[str], None]
         return r
 
     runs, _ = timed(fast, max(repeat, 5), budget)
-    record("fast_mode", runs, None, traced_peak(fast), "built-in backward; 4 directions per tensor, no torch")
+    record("fast_mode", runs, None, traced_peak(fast), "built-in backward; 4 joint directions, no torch")
 
     med = {k: v["median_s"] for k, v in methods.items()}
     ratios = {
