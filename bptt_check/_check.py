@@ -147,6 +147,7 @@ def _tolerance_table(cases: Sequence[CaseResult]) -> dict[str, Any]:
     return {
         "user_vs_reference": {d: vars(TOLERANCES[d]) for d in dtypes},
         "oracle_vs_oracle": vars(ORACLE_TOLERANCE),
+        "exact_oracle_vs_oracle": vars(TOLERANCES["float64"]),   # autograd against the complex step
         "why": "element-wise |g-r| <= atol*scale + rtol*|r| + oracle error; scale = max|r| of the "
                "gradient; rtol/atol by the dtype of the backward under test",
     }

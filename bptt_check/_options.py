@@ -63,9 +63,9 @@ OPTIONS: tuple[Option, ...] = (
     Option("oracle", "comma-separated oracles, the first is the reference: autograd, complex-step, fd "
                      "(element-wise), directional (k random projections, a witness only); "
                      "full element-wise verification: fd,complex-step,autograd", "autograd,directional", run=True),
-    Option("fast", "fast mode: k random projections of every gradient against the complex step, "
-                   "element-wise only where one fails (no torch)", False, flag=True, run=True),
-    Option("directions", "k, the random directions per gradient of the directional witness and of --fast",
+    Option("fast", "fast mode: k random projections of the gradients against the complex step, per gradient "
+                   "and element-wise only where one fails (no torch)", False, flag=True, run=True),
+    Option("directions", "k, the random directions of the directional witness and of --fast",
            4, type=_positive_int, run=True),
 )
 

@@ -1,14 +1,17 @@
-"""Directional oracle: k sign-random (Rademacher) directions per tensor, vᵀ∇L by complex step (DESIGN §5).
+"""Directional oracle: k sign-random (Rademacher) directions, vᵀ∇L by complex step (DESIGN §5).
 
-One number per direction instead of one per element: all k·(number of tensors)
-directions run as one small batched tangent propagation, whatever the size of the
-model. Used two ways:
+One number per direction instead of one per element, whatever the size of the model.
+Directions are *joint* (each moves every tensor at once: k copies in all, the default)
+or *per tensor* (k for each: k·(number of tensors) copies, to tell which tensor is off).
+In a joint direction each tensor's ±1 entries carry a weight w_p ∝ 1/‖τ_p‖₂
+(:func:`balance`), so a small tensor's error is not drowned by a large tensor's tolerance.
+Used two ways:
 
 - as the default *witness* of the autograd reference (``consensus.py``): vᵀr of the
   autograd gradient r must equal the complex-step directional derivative, so the
   torch model and the numpy model compute the same function;
 - as the *fast mode* (``fast.py``): vᵀg of the user's gradient against the same
-  directional derivative, with an element-wise fallback to localize a mismatch.
+  directional derivative, then per tensor and element-wise to localize a mismatch.
 
 Tolerance, without inflation by the sum of the direction's entries (torch's fast
 mode scales atol by Σu·Σv, which let a wrong gradient pass, pytorch#59615): if
