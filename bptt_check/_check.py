@@ -29,9 +29,13 @@ from ._compare import ORACLE_TOLERANCE, GradResult, compare, tolerance_for
 from ._errors import BPTTCheckError
 from ._spec import Spec
 from .oracles.consensus import reference
+from .oracles.directional import DEFAULT_DIRECTIONS
 
 GRAD_ORDER = ("W", "U", "b", "V", "c", "h0", "x")
-DEFAULT_ORACLES = ("autograd", "fd")
+# autograd element-wise, witnessed by a few complex-step directions (issue 5); full element-wise
+# finite differences / complex step are opt-in: oracles=("autograd", "fd", "complex-step")
+DEFAULT_ORACLES = ("autograd", "directional")
+FAST_ORACLES = ("directional", "complex-step")
 
 
 @dataclass
@@ -190,6 +194,7 @@ def _tolerance_table(dtypes: Sequence[str]) -> dict[str, Any]:
     return {
         "user_vs_reference": {d: vars(TOLERANCES[d]) for d in (dtypes or ["float64"]) if d in TOLERANCES},
         "oracle_vs_oracle": vars(ORACLE_TOLERANCE),
+        "exact_oracle_vs_oracle": vars(TOLERANCES["float64"]),   # autograd against the complex step
         "why": "element-wise |g-r| <= atol*scale + rtol*|r| + oracle error; scale = max|r| of the "
                "gradient; rtol/atol by the dtype of the backward under test",
     }
@@ -199,7 +204,8 @@ def _tolerance_table(dtypes: Sequence[str]) -> dict[str, Any]:
 
 def check_case(backward: Backward, case: Case, *, oracles: Iterable[str] = DEFAULT_ORACLES,
                target: str = "", evidence: str | None = "full",
-               timeout: float | None = DEFAULT_TIMEOUT) -> CaseResult:
+               timeout: float | None = DEFAULT_TIMEOUT, fast: bool = False,
+               directions: int = DEFAULT_DIRECTIONS) -> CaseResult:
     """Check ``backward`` on one drawn case against the oracles.
 
     The backward is called twice on copies (see ``_call.invoke``), each call limited to
@@ -210,6 +216,9 @@ def check_case(backward: Backward, case: Case, *, oracles: Iterable[str] = DEFAU
     A failed case carries ``evidence`` (see ``_evidence``): ``"full"`` re-runs it on prefixes
     of its sequence and maps its error over time, ``"cheap"`` only what the arrays at hand
     show, ``None`` nothing.
+
+    ``fast=True``: k = ``directions`` Rademacher projections per gradient against the complex
+    step, element-wise only where one fails (``oracles`` is then not used).
     """
     start = time.perf_counter()
     names = tuple(oracles)
@@ -235,8 +244,10 @@ def check_case(backward: Backward, case: Case, *, oracles: Iterable[str] = DEFAU
         result.seconds = time.perf_counter() - start
         return result
     got = outcome.grads
+    if fast and hooks is None:   # an adapted backward's layout needs the lowered reference below
+        return _check_fast(got, case, result, directions, start)
 
-    ref = reference(case, names)
+    ref = reference(case, names, directions=directions)
     if hooks is not None:
         ref, notes = hooks.lower_reference(case, ref)
         result.notes.extend(notes)
@@ -244,6 +255,7 @@ def check_case(backward: Backward, case: Case, *, oracles: Iterable[str] = DEFAU
     disputed = ref.disputed
     result.oracles = dict(ref.agreement)
     result.oracles["reference"] = {"name": ref.name}
+    result.oracles["consensus"] = ref.consensus
 
     # --- trust (issue 6): tolerance over T steps plus this case's own rounding (float32),
     # relu kinks within the FD step excluded as non-differentiable
@@ -289,10 +301,34 @@ def check_case(backward: Backward, case: Case, *, oracles: Iterable[str] = DEFAU
         result.status = "inconclusive"
         which = [f"{k} ({int(d.sum())}/{d.size})" for k, d in open_disputes.items() if d.any()]
         if which:
-            result.notes.insert(0, "oracles disagree on " + ", ".join(which) + ": those elements prove nothing")
+            result.notes.insert(0, "oracles disagree on " + ", ".join(which) + ": those elements prove nothing ("
+                                + ref.explain() + ")")
             trust.settle_disputes(backward, case, got, ref, result, tol, floor, open_disputes, outcome.repeat)
     if result.status == "passed":
         trust.check_coverage(case, result)
+    result.seconds = time.perf_counter() - start
+    return result
+
+
+def _check_fast(got: dict[str, np.ndarray], case: Case, result: CaseResult, directions: int,
+                start: float) -> CaseResult:
+    from .oracles.fast import fast_check
+
+    fast = fast_check(got, case, k=directions)
+    result.grads = {k: fast.grads[k] for k in GRAD_ORDER if k in fast.grads}
+    result.oracles = {"fast": fast.info}
+    result.notes.extend(fast.notes)
+    extra = sorted(set(got) - set(case.params) - {"x"})
+    if extra:
+        result.notes.append(f"the backward returned keys that are not gradients of this model: {extra}")
+    if result.error is not None:   # the gradients were compared, but the backward misbehaved
+        pass
+    elif any(not g.passed for g in result.grads.values()):
+        result.status = "failed"
+    elif fast.unjudged:
+        result.status = "inconclusive"
+        result.notes.insert(0, "relu kinks inside the finite-difference step at " + ", ".join(
+            f"{k} ({n})" for k, n in fast.unjudged.items()) + ": those elements prove nothing")
     result.seconds = time.perf_counter() - start
     return result
 
@@ -323,12 +359,13 @@ def _as_spec(spec: Spec | None, spec_kwargs: dict[str, Any], declared: Spec | No
 def check(backward: Backward, spec: Spec | None = None, *, cases: int = 20, seed: int = 0,
           oracles: Iterable[str] = DEFAULT_ORACLES, target: str = "",
           on_case: Callable[[CaseResult], None] | None = None, timeout: float | None = DEFAULT_TIMEOUT,
-          **spec_kwargs: Any) -> Report:
+          fast: bool = False, directions: int = DEFAULT_DIRECTIONS, **spec_kwargs: Any) -> Report:
     """Check ``backward`` on ``cases`` random cases drawn inside ``spec``.
 
     ``spec`` may be given as a :class:`Spec` or as keywords
     (``mode="many-to-one", truncation="window:3"``, ...). ``timeout``: seconds per call of the
-    backward (None or 0: no limit).
+    backward (None or 0: no limit). ``fast=True`` checks ``directions`` random projections per
+    gradient instead of every element (see :func:`check_case`).
     """
     try:
         spec = _as_spec(spec, spec_kwargs, getattr(backward, "bptt_spec", None))
@@ -352,19 +389,21 @@ def check(backward: Backward, spec: Spec | None = None, *, cases: int = 20, seed
     full_left = EVIDENCE_LIMIT      # the first failed cases get the full evidence, the rest the cheap one
     for i in range(cases):
         r = check_case(backward, draw_case(spec, seed, i), oracles=names, target=target,
-                       evidence="full" if full_left > 0 else "cheap", timeout=timeout)
+                       evidence="full" if full_left > 0 else "cheap", timeout=timeout, fast=fast,
+                       directions=directions)
         full_left -= r.status == "failed"
         results.append(r)
         if on_case is not None:
             on_case(r)
-    return Report(results, seed, names, time.perf_counter() - start)
+    return Report(results, seed, FAST_ORACLES if fast else names, time.perf_counter() - start)
 
 
 def assert_backward(backward: Backward, spec: Spec | None = None, *, cases: int = 20, seed: int = 0,
                     oracles: Iterable[str] = DEFAULT_ORACLES, timeout: float | None = DEFAULT_TIMEOUT,
-                    **spec_kwargs: Any) -> Report:
+                    fast: bool = False, directions: int = DEFAULT_DIRECTIONS, **spec_kwargs: Any) -> Report:
     """Like :func:`check`, but raise :class:`BPTTCheckError` describing the first wrong case."""
-    report = check(backward, spec, cases=cases, seed=seed, oracles=oracles, timeout=timeout, **spec_kwargs)
+    report = check(backward, spec, cases=cases, seed=seed, oracles=oracles, timeout=timeout, fast=fast,
+                   directions=directions, **spec_kwargs)
     bad = [c for c in report.cases if c.status not in ("passed", "inconclusive")]
     if bad:
         first = bad[0]

@@ -95,7 +95,13 @@ OPTIONS: tuple[Option, ...] = (
     Option("cases", "random cases per checked spec", 20, type=_positive_int, run=True),
     Option("seed", "seed of the random cases (a case is replayed from seed and index)", 0, type=_seed, run=True),
     Option("report_dir", "folder the report is written to", "reports", run=True),
-    Option("oracle", "comma-separated oracles; the first is the reference", "autograd,fd", run=True),
+    Option("oracle", "comma-separated oracles, the first is the reference: autograd, complex-step, fd "
+                     "(element-wise), directional (k random projections, a witness only); "
+                     "full element-wise verification: fd,complex-step,autograd", "autograd,directional", run=True),
+    Option("fast", "fast mode: k random projections of the gradients against the complex step, per gradient "
+                   "and element-wise only where one fails (no torch)", False, flag=True, run=True),
+    Option("directions", "k, the random directions of the directional witness and of --fast",
+           4, type=_positive_int, run=True),
     # issue 3: the report and the terminal
     Option("format", "comma-separated report formats written to the report folder: json, md, junit, html "
                      "(or all)", "json,md,junit,html", type=_formats, run=True),

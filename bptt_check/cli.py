@@ -246,6 +246,9 @@ def run(argv: Sequence[str]) -> int:
         unknown = [o for o in oracles if o not in ORACLES]
         if not oracles or unknown:
             raise UsageError(f"unknown oracle(s) {unknown or args.oracle!r}; choose from {', '.join(ORACLES)}")
+        if oracles[0] == "directional" and not args.fast:
+            raise UsageError("the first oracle is the reference and must give every element: put autograd, "
+                             "complex-step or fd first (e.g. --oracle autograd,directional), or use --fast")
         jobs = _jobs(args, _given(argv))
     except (UsageError, BPTTCheckError) as err:
         msg = err.message if isinstance(err, BPTTCheckError) else str(err)
@@ -259,6 +262,7 @@ def run(argv: Sequence[str]) -> int:
     cases: list[CaseResult] = []
     per_job = 1 if args.case is not None else args.cases
     stopped_by = 0
+    used = oracles
     with CaseProgress(len(jobs) * per_job, mode=args.progress) as progress:
 
         def on_case(result: CaseResult) -> None:
@@ -270,15 +274,17 @@ def run(argv: Sequence[str]) -> int:
                 for name, fn, spec in jobs:
                     if args.case is not None:   # one case, as a report's reproducer line asks
                         on_case(check_case(fn, draw_case(spec, args.seed, args.case), oracles=oracles,
-                                           target=name, timeout=limit(args.timeout)))
+                                           target=name, timeout=limit(args.timeout), fast=args.fast,
+                                           directions=args.directions))
                         continue
-                    check(fn, spec, cases=args.cases, seed=args.seed, oracles=oracles, target=name,
-                          on_case=on_case, timeout=args.timeout)
+                    rep = check(fn, spec, cases=args.cases, seed=args.seed, oracles=oracles, target=name,
+                                on_case=on_case, timeout=args.timeout, fast=args.fast, directions=args.directions)
+                    used = rep.oracles
             except KeyboardInterrupt:
                 stopped_by = signal.SIGINT
             except _Terminated as term:
                 stopped_by = term.signum
-    total = Report(cases, args.seed, oracles, time.perf_counter() - start, argv=["bptt-check", *argv],
+    total = Report(cases, args.seed, used, time.perf_counter() - start, argv=["bptt-check", *argv],
                    interrupted=bool(stopped_by))
     data = total.to_dict()
     with _signals_ignored(), report_lock(args.report_dir):

@@ -13,6 +13,11 @@ from bptt_check.strategies import specs, truncations
 def _check_one(name, spec, seed, index):
     case = bc.draw_case(spec, seed, index)
     result = bc.check_case(BUILTINS[name], case)
+    if spec.activation == "relu" and result.status == "inconclusive":
+        # dead relu units can stop the gradient before a window's start: no mismatch, but
+        # nothing proven about the early steps either, and the verdict says so
+        assert result.notes[0].startswith("coverage") and not result.failed_grads, result.summary()
+        return
     assert result.status == "passed", result.summary()
     # the recurrence was exercised
     if case.shapes["H"] >= 2:

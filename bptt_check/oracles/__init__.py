@@ -1,30 +1,46 @@
 """Independent witnesses of the true (truncated) gradient (DESIGN §5).
 
-Each oracle takes a case and returns ``OracleResult``: a gradient for every
-parameter, h0 and x, plus an estimate of its own absolute error per tensor.
+Element-wise oracles take a case and return ``OracleResult``: a gradient for every
+parameter, h0 and x, plus an estimate of its own absolute error per tensor:
+
+- ``autograd``: torch autograd in float64 (the default reference);
+- ``complex-step``: Im L(θ + iεe_k)/ε as batched tangent propagation (relu: finite differences);
+- ``fd``: batched central finite differences, step per element, Richardson on demand.
+
+The ``directional`` oracle returns k Rademacher projections vᵀ∇L per tensor instead
+(``DirectionalResult``): the default witness of the reference, and the fast mode.
 """
 
 from __future__ import annotations
 
+from typing import Any
+
 from ._base import Oracle, OracleResult
 from .autograd import AutogradOracle
+from .complex_step import ComplexStepOracle
+from .directional import DirectionalOracle, DirectionalResult
 from .fd import FiniteDifferenceOracle
 
-ORACLES: dict[str, type[Oracle]] = {
+ORACLES: dict[str, type[Any]] = {
     "autograd": AutogradOracle,
     "fd": FiniteDifferenceOracle,
+    "complex-step": ComplexStepOracle,
+    "directional": DirectionalOracle,
 }
 
 
-def get_oracle(name: str) -> Oracle:
+def get_oracle(name: str, **options: Any) -> Any:
+    """An oracle by name; ``options`` go to its constructor (e.g. ``k`` for ``directional``)."""
     from .._errors import BPTTCheckError
 
     try:
-        return ORACLES[name]()
+        cls = ORACLES[name]
     except KeyError:
         raise BPTTCheckError(
             f"unknown oracle {name!r}; choose from {', '.join(ORACLES)}"
         ) from None
+    return cls(**options)
 
 
-__all__ = ["ORACLES", "Oracle", "OracleResult", "get_oracle", "AutogradOracle", "FiniteDifferenceOracle"]
+__all__ = ["ORACLES", "Oracle", "OracleResult", "DirectionalResult", "get_oracle", "AutogradOracle",
+           "FiniteDifferenceOracle", "ComplexStepOracle", "DirectionalOracle"]

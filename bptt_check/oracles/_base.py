@@ -19,6 +19,11 @@ class OracleResult:
     error: dict[str, np.ndarray | float] = field(default_factory=dict)
     loss: float = float("nan")
     notes: list[str] = field(default_factory=list)
+    # how the numbers were computed (e.g. "tangent", "fd", "fd+richardson"), for the report
+    method: str = ""
+    # elements whose finite-difference step straddles a relu kink: not differentiable there
+    # as far as this oracle can tell, so they must not be judged on its numbers
+    kinks: dict[str, np.ndarray] = field(default_factory=dict)
 
 
 class Oracle(Protocol):

@@ -69,7 +69,8 @@ class AutogradOracle:
             h = leaves["h0"] if w.start == 0 else states[w.start].detach()
             wanted = set(w.losses)
             for t in range(w.start, max(wanted) + 1):
-                h = cell(x[t], h)
+                # a window starting at 0 runs exactly the full forward: reuse its graph
+                h = states[t + 1] if w.start == 0 else cell(x[t], h)
                 if t in wanted:
                     target = y if spec.mode == "many-to-one" else y[t]
                     total = total + scale * _step_loss(torch, spec, dense(h), target)
