@@ -404,17 +404,26 @@ def assert_backward(backward: Backward, spec: Spec | None = None, *, cases: int 
     """Like :func:`check`, but raise :class:`BPTTCheckError` describing the first wrong case."""
     report = check(backward, spec, cases=cases, seed=seed, oracles=oracles, timeout=timeout, fast=fast,
                    directions=directions, **spec_kwargs)
-    bad = [c for c in report.cases if c.status not in ("passed", "inconclusive")]
-    if bad:
-        first = bad[0]
-        lines = [f"{len(bad)} of {len(report.cases)} cases wrong; first: {first.summary()}"]
-        if first.error:
-            lines.append(f"  {first.error['kind']}: " + first.error["message"].replace("\n", "\n    "))
-        for name in first.failed_grads:
-            g = first.grads[name]
-            lines.append(f"  d{name}: " + (g.problem or
-                         f"{g.mismatched}/{g.size} elements off, worst {tuple(g.worst_index)} "
-                         f"abs {g.max_abs_err:.3e} rel {g.max_rel_err:.3e}, ratio to reference {g.ratio:.4g}"))
+    lines = describe_wrong(report.cases)
+    if lines:
+        first = next(c for c in report.cases if c.status not in ("passed", "inconclusive"))
         lines.append(f"  reproduce: bptt_check.draw_case(spec, seed={first.seed}, index={first.index})")
         raise BPTTCheckError("\n".join(lines), spec=str(first.spec), seed=seed, case=first.index)
     return report
+
+
+def describe_wrong(results: Sequence[CaseResult]) -> list[str]:
+    """The lines that describe the first wrong case of ``results`` (none when every case is right)."""
+    bad = [c for c in results if c.status not in ("passed", "inconclusive")]
+    if not bad:
+        return []
+    first = bad[0]
+    lines = [f"{len(bad)} of {len(results)} case(s) wrong; first: {first.summary()}"]
+    if first.error:
+        lines.append(f"  {first.error['kind']}: " + first.error["message"].replace("\n", "\n    "))
+    for name in first.failed_grads:
+        g = first.grads[name]
+        lines.append(f"  d{name}: " + (g.problem or
+                     f"{g.mismatched}/{g.size} elements off, worst {tuple(g.worst_index)} "
+                     f"abs {g.max_abs_err:.3e} rel {g.max_rel_err:.3e}, ratio to reference {g.ratio:.4g}"))
+    return lines

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from ._cases import Case
-from ._check import DEFAULT_ORACLES, CaseResult, Report, check, check_case, report_dict
+from ._check import DEFAULT_ORACLES, CaseResult, Report, check, check_case, describe_wrong, report_dict
 from ._errors import BPTTCheckError
 from ._options import OPTIONS
 from ._spec import Spec
@@ -155,18 +155,10 @@ def _name(backward: Any) -> str:
 
 def _raise_if_wrong(results: list[CaseResult], seed: int, case: Case | None = None) -> None:
     __tracebackhide__ = True
-    bad = [r for r in results if r.status not in ("passed", "inconclusive")]
-    if not bad:
+    lines = describe_wrong(results)
+    if not lines:
         return
-    first = bad[0]
-    lines = [f"{len(bad)} of {len(results)} case(s) wrong; first: {first.summary()}"]
-    for name in first.failed_grads:
-        g = first.grads[name]
-        lines.append(f"  d{name}: " + (g.problem or
-                     f"{g.mismatched}/{g.size} elements off, worst {tuple(g.worst_index)} abs {g.max_abs_err:.3e} "
-                     f"rel {g.max_rel_err:.3e}, ratio to reference {g.ratio:.4g}"))
-    if first.error and first.status != "failed":
-        lines.append("  " + first.error["message"].splitlines()[-1])
+    first = next(r for r in results if r.status not in ("passed", "inconclusive"))
     lines += [f"  note: {n}" for n in first.notes]
     if case is not None and hasattr(case, "reproducer"):
         lines.append(f"  reproduce: {case.reproducer()}")
