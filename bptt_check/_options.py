@@ -16,10 +16,7 @@ from ._spec import ACTIVATIONS, DTYPES, LOSSES, MODES, OUTPUTS, REDUCTIONS
 
 
 def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    value = _int(text)
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
     return value
@@ -47,13 +44,6 @@ def _int(text: str) -> int:
         return int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-
-
-def _seed(text: str) -> int:
-    value = _int(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
-    return value
 
 
 def _seconds(text: str) -> float:
@@ -93,7 +83,8 @@ OPTIONS: tuple[Option, ...] = (
     Option("no_bias", "the model has no biases b and c", False, flag=True, spec=True),
     Option("dtype", "the dtype your backward computes in", "float64", choices=DTYPES, spec=True),
     Option("cases", "random cases per checked spec", 20, type=_positive_int, run=True),
-    Option("seed", "seed of the random cases (a case is replayed from seed and index)", 0, type=_seed, run=True),
+    Option("seed", "seed of the random cases (a case is replayed from seed and index)", 0,
+           type=_nonnegative_int, run=True),
     Option("report_dir", "folder the report is written to", "reports", run=True),
     Option("oracle", "comma-separated oracles, the first is the reference: autograd, complex-step, fd "
                      "(element-wise), directional (k random projections, a witness only); "
