@@ -13,10 +13,10 @@ from __future__ import annotations
 import numpy as np
 
 import bptt_check as bc
-from bptt_check._compare import ZERO_FLOOR, tolerance_for
-from bptt_check._precision import UNJUDGEABLE, rounding_allowance
 from bptt_check.builtin import jacobian, truncated
+from bptt_check.model.tolerance import ZERO_FLOOR, tolerance_for
 from bptt_check.oracles import AutogradOracle
+from bptt_check.verdict.precision import UNJUDGEABLE, rounding_allowance
 
 TRUNCATIONS = ("none", "window:1", "window:2", "tbptt:2,3", "chunk:3", "window-loss:2,3", "window-loss:3,2")
 OUTPUT_LOSS = (("identity", "half_mse"), ("softmax", "cross_entropy"), ("sigmoid", "sse"), ("tanh", "half_mse"),

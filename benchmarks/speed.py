@@ -60,7 +60,7 @@ PARAMS = ("W", "U", "b", "V", "c", "h0")
 
 def torch_loss(torch: Any, spec: Any, T: int, B: int) -> Callable[..., Any]:
     """The spec's (truncated) objective as a torch function of (W, U, b, V, c, h0, x, y)."""
-    from bptt_check._model import loss_scale
+    from bptt_check.model.functions import loss_scale
 
     scale = loss_scale(spec, T, B)
     windows = spec.windows(T)
@@ -306,7 +306,8 @@ def detection(cases: int, log: Callable[[str], None]) -> dict[str, Any]:
 
 def _gradcheck_fast_flags(torch: Any, backward: Callable[..., Any], case: Any, names: tuple[str, ...]) -> bool:
     """Whether torch's gradcheck(fast_mode=True) flags ``backward`` (wrapped as an autograd.Function)."""
-    from bptt_check._call import call_backward, to_numpy
+    from bptt_check.runner.read import to_numpy
+    from bptt_check.runner.target import call_backward
 
     spec = case.spec
     present = [k for k in names if k == "x" or k in case.params]

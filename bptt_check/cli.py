@@ -22,9 +22,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import importlib
-import importlib.util
-import os
 import signal
 import sys
 import threading
@@ -34,14 +31,22 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from . import __version__
-from ._call import limit, signature_problem
-from ._cases import draw_case
-from ._check import CaseResult, Report, check, check_case
-from ._errors import BPTTCheckError
-from ._io import report_lock, writable_folder_problem
-from ._options import add_to_argparse, spec_kwargs
-from ._spec import Spec, Truncation
+from .api import Report, check
+from .builtin import BUILTINS, supports
+from .errors import BPTTCheckError, UsageError
+from .model.cases import draw_case
+from .model.spec import Spec, Truncation
+from .options import OPTIONS, add_to_argparse, spec_kwargs
+from .oracles import parse_oracles
+from .report import load_report, parse_formats, write_reports
+from .report.io import report_lock, writable_folder_problem
+from .report.terminal import CaseProgress, print_failures, print_report
+from .runner.call import limit
+from .runner.load import load_target, resolve
+from .runner.target import signature_problem
+from .verdict.pipeline import check_case
+from .verdict.result import CaseResult
+from .version import __version__
 
 EXIT_OK, EXIT_FINDINGS, EXIT_USAGE, EXIT_INTERNAL = 0, 1, 2, 3
 
@@ -56,10 +61,6 @@ MAIN_JOB: tuple[tuple[str, str], ...] = (
     ("many-to-one", "window:3"),
     ("many-to-one", "tbptt:2,3"),
 )
-
-
-class UsageError(Exception):
-    """Bad usage: exit 2 with one line."""
 
 
 class _ArgumentParser(argparse.ArgumentParser):
@@ -105,47 +106,15 @@ def _signals_ignored() -> Iterator[None]:
             signal.signal(s, h)
 
 
-def load_target(text: str) -> Callable[..., Any]:
-    """Load ``path/to/file.py:function`` or ``package.module:function``."""
-    where, sep, attr = text.rpartition(":")
-    if not sep or not where or not attr:
-        raise UsageError(f"TARGET {text!r} must be path/to/file.py:function or package.module:function")
-    if where.endswith(".py") or os.sep in where or "/" in where:
-        path = Path(where)
-        if not path.is_file():
-            raise UsageError(f"TARGET file {where!r} does not exist (cwd: {os.getcwd()})")
-        name = f"_bptt_target_{path.stem}"
-        spec = importlib.util.spec_from_file_location(name, path)
-        if spec is None or spec.loader is None:
-            raise UsageError(f"cannot load {where!r} as a Python module")
-        module = importlib.util.module_from_spec(spec)
-        sys.path.insert(0, str(path.resolve().parent))
-        try:
-            sys.modules[name] = module
-            spec.loader.exec_module(module)
-        except (Exception, SystemExit) as exc:
-            sys.modules.pop(name, None)
-            raise UsageError(f"importing {where!r} failed: {type(exc).__name__}: {exc}") from exc
-    else:
-        if os.getcwd() not in sys.path:
-            sys.path.insert(0, os.getcwd())
-        try:
-            module = importlib.import_module(where)
-        except ModuleNotFoundError as exc:
-            if exc.name and where.startswith(exc.name):
-                raise UsageError(f"no module named {where!r} (is it installed, or on PYTHONPATH?)") from exc
-            raise UsageError(f"importing {where!r} failed: ModuleNotFoundError: {exc}") from exc
-        except (Exception, SystemExit) as exc:
-            raise UsageError(f"importing {where!r} failed: {type(exc).__name__}: {exc}") from exc
-    try:
-        fn = getattr(module, attr)
-    except AttributeError:
-        public = sorted(n for n in vars(module) if callable(getattr(module, n)) and not n.startswith("_"))
-        raise UsageError(f"{where!r} has no attribute {attr!r}; "
-                         f"callables there: {', '.join(public) or 'none'}") from None
-    if not callable(fn):
-        raise UsageError(f"{text!r} is a {type(fn).__name__}, not a function")
-    return fn
+def target_and_spec(obj: Any, values: dict[str, Any], given: set[str]) -> tuple[Callable[..., Any], Spec]:
+    """The backward and spec for a TARGET: an adapted backward's declared spec is the default, the spec
+    flags the user actually typed override it; a plain backward takes the flags (or their defaults)."""
+    fn = resolve(obj)
+    declared = getattr(fn, "bptt_spec", None)
+    if declared is None:
+        return fn, Spec(**spec_kwargs(dict(values)))
+    typed = {o.name: values[o.name] for o in OPTIONS if o.spec and o.name in given and o.name in values}
+    return fn, declared.replace(**spec_kwargs(typed)) if typed else declared
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -168,15 +137,11 @@ def _jobs(args: argparse.Namespace, given: set[str]) -> list[tuple[str, Callable
     if args.target:
         # an adapted backward (bptt_check.adapt) or a factory returning one: its declared spec is the
         # default, the spec flags typed on the command line override it
-        from .adapters import cli_target
-
-        fn, spec = cli_target(load_target(args.target), vars(args), given)
+        fn, spec = target_and_spec(load_target(args.target), vars(args), given)
         problem = signature_problem(fn)
         if problem:
             raise UsageError(f"TARGET {args.target!r}: {problem}")
         return [(args.target, fn, spec)]
-    from .builtin import BUILTINS, supports
-
     pairs = [(m, t) for m, t in MAIN_JOB
              if ("mode" not in given or m == args.mode)
              and ("truncation" not in given or Truncation.parse(t) == Truncation.parse(args.truncation))]
@@ -212,9 +177,6 @@ def build_show_parser() -> argparse.ArgumentParser:
 
 def show(argv: Sequence[str]) -> int:
     """``bptt-check show``: exit 0 when the shown report passed, 1 when not, 2 when it cannot be read."""
-    from .report import load_report, parse_formats, write_reports
-    from .report.terminal import print_report
-
     args = build_show_parser().parse_args(argv)
     try:
         data = load_report(args.report)
@@ -240,23 +202,14 @@ def run(argv: Sequence[str]) -> int:
         problem = writable_folder_problem(args.report_dir)
         if problem:
             raise UsageError(problem)
-        oracles = tuple(o.strip() for o in args.oracle.split(",") if o.strip())
-        from .oracles import ORACLES
-
-        unknown = [o for o in oracles if o not in ORACLES]
-        if not oracles or unknown:
-            raise UsageError(f"unknown oracle(s) {unknown or args.oracle!r}; choose from {', '.join(ORACLES)}")
+        oracles = parse_oracles(args.oracle)
         if oracles[0] == "directional" and not args.fast:
             raise UsageError("the first oracle is the reference and must give every element: put autograd, "
                              "complex-step or fd first (e.g. --oracle autograd,directional), or use --fast")
         jobs = _jobs(args, _given(argv))
-    except (UsageError, BPTTCheckError) as err:
-        msg = err.message if isinstance(err, BPTTCheckError) else str(err)
-        print(f"bptt-check: error: {msg.splitlines()[0]}", file=sys.stderr)
+    except BPTTCheckError as err:
+        print(f"bptt-check: error: {err.message.splitlines()[0]}", file=sys.stderr)
         return EXIT_USAGE
-
-    from .report import write_reports
-    from .report.terminal import CaseProgress, print_failures
 
     start = time.perf_counter()
     cases: list[CaseResult] = []

@@ -1,4 +1,4 @@
-"""The pytest plugin of bptt-check (entry point ``pytest11``): hooks only, the work is in ``_session``.
+"""The pytest plugin of bptt-check (entry point ``pytest11``): hooks only, the work is in ``session.py``.
 
 - options ``--bptt-cases``, ``--bptt-seed``, ``--bptt-report-dir``, ``--bptt-oracle`` (the run-level
   options of ``_options.py``, shared with the CLI);
@@ -16,9 +16,10 @@ from typing import Any
 
 import pytest
 
-from . import _session
-from ._options import OPTIONS
-from ._spec import Spec
+from . import session as _session
+from .model.spec import Spec
+from .options import OPTIONS
+from .oracles import parse_oracles
 
 _CONTEXT = pytest.StashKey[_session.TestContext]()
 _SPEC_FIELDS = set(Spec.__dataclass_fields__) | set(_session.RUN_KEYS)
@@ -44,7 +45,7 @@ def pytest_configure(config: pytest.Config) -> None:
         "markers", "bptt(**spec): spec defaults (mode=, truncation=, loss=, ...) and cases=/seed= for the "
                    "bptt-check checks made in this test")
     try:
-        _session.parse_oracles(config.getoption("bptt_oracle"))
+        parse_oracles(config.getoption("bptt_oracle"))
     except Exception as err:
         raise pytest.UsageError(f"--bptt-oracle: {err}") from None
     if not hasattr(config, "workerinput"):      # xdist workers only send their records
@@ -74,7 +75,7 @@ def pytest_runtest_call(item: pytest.Item) -> Generator[None, None, None]:
     worker = getattr(config, "workerinput", {}).get("workerid", "main")
     ctx = _session.TestContext(item.nodeid, worker=worker, cases=config.getoption("bptt_cases"),
                                seed=config.getoption("bptt_seed"),
-                               oracles=_session.parse_oracles(config.getoption("bptt_oracle")), marker=marker)
+                               oracles=parse_oracles(config.getoption("bptt_oracle")), marker=marker)
     item.stash[_CONTEXT] = ctx
     token = _session.CURRENT.set(ctx)
     try:
@@ -110,7 +111,7 @@ class _Collector:
             return          # no bptt check ran: write nothing
         config = self.config
         data = _session.aggregate(self.payloads, seed=config.getoption("bptt_seed"),
-                                  oracles=_session.parse_oracles(config.getoption("bptt_oracle")),
+                                  oracles=parse_oracles(config.getoption("bptt_oracle")),
                                   seconds=_session.now() - self.start, argv=list(config.invocation_params.args))
         folder = config.getoption("bptt_report_dir")
         formats = config.getoption("bptt_format")

@@ -14,9 +14,10 @@ from typing import Any
 import numpy as np
 from hypothesis import strategies as st
 
-from ._cases import Case, draw_case
-from ._errors import BPTTCheckError
-from ._spec import ACTIVATIONS, LOSSES, MODES, OUTPUTS, REDUCTIONS, Sizes, Spec, Truncation
+from .errors import UsageError
+from .model.cases import Case, draw_case
+from .model.reproducer import SIZE_NAMES, made_case_source, spec_source
+from .model.spec import ACTIVATIONS, LOSSES, MODES, OUTPUTS, REDUCTIONS, Sizes, Spec, Truncation
 
 DEFAULT_TRUNCATIONS = ("none", "window:1", "window:2", "tbptt:2,3", "tbptt:1,2", "chunk:2",
                        "chunk:3", "window-loss:2,3", "window-loss:3,2")
@@ -28,7 +29,7 @@ def _subset(name: str, values: Sequence[str] | None, allowed: Sequence[str]) -> 
     values = list(values)
     bad = [v for v in values if v not in allowed]
     if bad or not values:
-        raise BPTTCheckError(f"{name}: {bad or 'empty'} not in {', '.join(allowed)}")
+        raise UsageError(f"{name}: {bad or 'empty'} not in {', '.join(allowed)}")
     return values
 
 
@@ -36,7 +37,7 @@ def truncations(*, kinds: Sequence[str] | None = None, max_k: int = 4) -> st.Sea
     """Truncation schedules with window sizes up to ``max_k``."""
     kinds = _subset("kinds", kinds, ("none", "window", "tbptt", "chunk", "window-loss"))
     if max_k < 1:
-        raise BPTTCheckError(f"max_k must be >= 1, got {max_k}")
+        raise UsageError(f"max_k must be >= 1, got {max_k}")
 
     @st.composite
     def draw(data: st.DrawFn) -> Truncation:
@@ -90,14 +91,14 @@ def specs(*, modes: Sequence[str] | None = None,
 
 # ----------------------------------------------------------------- shapes, parameters, whole cases
 
-SHAPE_NAMES = ("T", "B", "I", "H", "O")
+SHAPE_NAMES = SIZE_NAMES
 DEFAULT_SHAPES = {"T": (1, 6), "B": (1, 3), "I": (1, 4), "H": (1, 5), "O": (1, 3)}
 
 
 def _range(name: str, value: int | tuple[int, int]) -> tuple[int, int]:
     lo, hi = (value, value) if isinstance(value, int) else tuple(value)
     if not (isinstance(lo, int) and isinstance(hi, int)) or lo < 1 or hi < lo:
-        raise BPTTCheckError(f"shapes({name}={value!r}): give a size >= 1 or a range (lo, hi) with 1 <= lo <= hi")
+        raise UsageError(f"shapes({name}={value!r}): give a size >= 1 or a range (lo, hi) with 1 <= lo <= hi")
     return int(lo), int(hi)
 
 
@@ -109,29 +110,12 @@ def shapes(*, T: int | tuple[int, int] = DEFAULT_SHAPES["T"], B: int | tuple[int
     return st.fixed_dictionaries({n: st.integers(lo, hi) for n, (lo, hi) in ranges.items()})
 
 
-def spec_source(spec: Spec) -> str:
-    """``Spec(...)`` with only the fields that differ from the defaults: short, and valid Python."""
-    default = Spec()
-    parts = []
-    for name in Spec.__dataclass_fields__:
-        value = getattr(spec, name)
-        if value == getattr(default, name):
-            continue
-        if isinstance(value, Truncation):
-            value = str(value)
-        elif isinstance(value, Sizes):
-            value = {k: getattr(value, k) for k in SHAPE_NAMES}      # Spec takes sizes as a dict
-        parts.append(f"{name}={value!r}")
-    return f"Spec({', '.join(parts)})"
-
-
 class DrawnCase(Case):
     """A case with explicit shapes; its repr is the call that rebuilds it (Hypothesis prints it)."""
 
     def reproducer(self) -> str:
         made = self.extra["made_with"]
-        sizes = ", ".join(f"{n}={made['shapes'][n]}" for n in SHAPE_NAMES)
-        return f"bptt_check.strategies.make_case(bptt_check.{spec_source(made['spec'])}, seed={made['seed']}, {sizes})"
+        return made_case_source(made["spec"], made["seed"], made["shapes"])
 
     def __repr__(self) -> str:
         return self.reproducer()
@@ -147,7 +131,7 @@ def make_case(spec: Spec, *, seed: int, T: int, B: int, I: int, H: int, O: int) 
     """
     sizes = {n: _range(n, v)[0] for n, v in zip(SHAPE_NAMES, (T, B, I, H, O))}
     if spec.loss == "cross_entropy" and sizes["O"] < 2:
-        raise BPTTCheckError(f"make_case: cross-entropy needs O >= 2 classes, got O={O}")
+        raise UsageError(f"make_case: cross-entropy needs O >= 2 classes, got O={O}")
     pinned = spec.replace(sizes=Sizes(**{n: (v, v) for n, v in sizes.items()}))
     drawn = draw_case(pinned, seed, 0).prefix(sizes["T"])   # index 0: the core flavor, T >= the asked T
     made = {"spec": spec, "seed": int(seed), "shapes": sizes}
@@ -158,7 +142,7 @@ def parameters(*, spec: Spec, shapes: dict[str, int] | st.SearchStrategy[dict[st
                seeds: st.SearchStrategy[int] | None = None) -> st.SearchStrategy[dict[str, np.ndarray]]:
     """Parameter dicts (W, U, b, V, c, h0) for ``spec`` at the given (or drawn) shapes."""
     if not isinstance(spec, Spec):
-        raise BPTTCheckError(f"parameters(spec=...) needs a Spec, got {type(spec).__name__}")
+        raise UsageError(f"parameters(spec=...) needs a Spec, got {type(spec).__name__}")
     return cases(spec=spec, shapes=shapes, seeds=seeds).map(lambda c: c.params)
 
 
@@ -172,7 +156,7 @@ def cases(*, spec: Spec | st.SearchStrategy[Spec] | None = None,
     """
     spec_st = specs() if spec is None else (st.just(spec) if isinstance(spec, Spec) else spec)
     if shapes is not None and not isinstance(shapes, (dict, st.SearchStrategy)):
-        raise BPTTCheckError(f"cases(shapes=...) takes a dict or a strategy of dicts, got {type(shapes).__name__}")
+        raise UsageError(f"cases(shapes=...) takes a dict or a strategy of dicts, got {type(shapes).__name__}")
     seed_st = seeds if seeds is not None else st.integers(0, 2**32 - 1)
 
     @st.composite

@@ -29,7 +29,7 @@ import misbehaviours  # noqa: E402
 
 import bptt_check as bc  # noqa: E402
 from bptt_check import cli  # noqa: E402
-from bptt_check._call import headline  # noqa: E402
+from bptt_check.runner.read import headline  # noqa: E402
 
 # every size different, so the layout hints are unambiguous
 DOC_SPEC = bc.Spec(sizes={"T": 5, "B": 2, "I": 3, "H": 4, "O": 6})

@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from bptt_check import _model
-from bptt_check._spec import Truncation
+from bptt_check.model.forward import forward
+from bptt_check.model.functions import act_grad, loss_scale, step_loss_grad, target_at
+from bptt_check.model.spec import Truncation
 
 BUGS = ("du_from_t1", "missing_transpose", "no_recurrent_flow", "tanh_prime_on_preactivation",
         "window_one_too_long")
@@ -24,8 +25,8 @@ def mutant(bug: str):
         T, B, _ = x.shape
         if bug == "window_one_too_long" and spec.truncation.kind == "window":
             spec = spec.replace(truncation=Truncation("window", spec.truncation.k1 + 1))
-        tr = _model.forward(params, x, spec)
-        scale = _model.loss_scale(spec, T, B)
+        tr = forward(params, x, spec)
+        scale = loss_scale(spec, T, B)
         g = {k: np.zeros_like(v) for k, v in params.items()}
         g["x"] = np.zeros_like(x)
         for window in spec.windows(T):
@@ -33,7 +34,7 @@ def mutant(bug: str):
             for t in reversed(range(window.start, max(window.losses) + 1)):
                 dh = dh_next
                 if t in window.losses:
-                    dyhat = scale * _model.step_loss_grad(spec, tr.yhat[t], _model.target_at(spec, y, t, T))
+                    dyhat = scale * step_loss_grad(spec, tr.yhat[t], target_at(spec, y, t, T))
                     g["V"] += dyhat.T @ tr.h[t + 1]
                     if "c" in g:
                         g["c"] += dyhat.sum(axis=0)
@@ -41,7 +42,7 @@ def mutant(bug: str):
                 if bug == "tanh_prime_on_preactivation":
                     dhhat = dh * (1.0 - tr.hhat[t] ** 2)
                 else:
-                    dhhat = dh * _model.act_grad(spec.activation, tr.hhat[t])
+                    dhhat = dh * act_grad(spec.activation, tr.hhat[t])
                 g["W"] += dhhat.T @ x[t]
                 if not (bug == "du_from_t1" and t == 0):
                     g["U"] += dhhat.T @ tr.h[t]

@@ -1,7 +1,7 @@
 """Layouts lowered onto the canonical protocol.
 
 The property test writes, for any layout, a user backward *in that layout* by translating the
-user's arrays back by hand (independently of bptt_check.adapters) and calling a built-in backward;
+user's arrays back by hand (independently of the adapters) and calling a built-in backward;
 it must pass, and fail on U alone when the user returns dU transposed.
 """
 
@@ -11,9 +11,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import bptt_check as bc
-from bptt_check import _model
-from bptt_check.adapters import Layout, adapt, adapt_module, adapt_torch, cli_target
+from bptt_check import Layout, adapt, adapt_module, adapt_torch
 from bptt_check.builtin import truncated
+from bptt_check.cli import target_and_spec as cli_target
+from bptt_check.model.forward import total_loss
 
 # ----------------------------------------------------------------- a user backward in any layout
 
@@ -110,7 +111,7 @@ def user_backward_in(lay: dict, bug: str | None = None):
             out[names["h0"]] = s[:, None] if col else s
         if lay["inputs"] == "dense":
             out["x"] = seq_out(g["x"])
-        loss = _model.total_loss(p, xc, yc, spec.replace(truncation=bc.Truncation()))
+        loss = total_loss(p, xc, yc, spec.replace(truncation=bc.Truncation()))
         if lay["returns"] == "dict":
             return {("d" + k if k != "x" else "dx"): v for k, v in out.items()} | {"loss": loss}
         return [loss, *[out[k] for k in lay["order"] if k in out], None]
@@ -252,7 +253,7 @@ def test_forward_supplied_by_the_user_is_checked_first():
     spec = bc.Spec(loss="half_mse")
 
     def fwd(params, x, y):
-        return 2 * _model.total_loss(params, x, y, spec)      # sse instead of half_mse
+        return 2 * total_loss(params, x, y, spec)      # sse instead of half_mse
 
     called = []
 
@@ -264,7 +265,7 @@ def test_forward_supplied_by_the_user_is_checked_first():
     assert result.status == "error" and result.error["kind"] == "forward"
     assert "forward bug" in result.error["message"] and "sse" in result.error["message"]
     assert called == [1, 1]              # the backward ran (twice: the determinism check), but was not judged
-    good = adapt(backward, forward=lambda p, x, y: (_model.total_loss(p, x, y, spec), "cache"))
+    good = adapt(backward, forward=lambda p, x, y: (total_loss(p, x, y, spec), "cache"))
     assert bc.check_case(good, bc.draw_case(spec, 0, 0)).status == "passed"
 
 

@@ -10,11 +10,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import bptt_check as bc
-from bptt_check._diagnosis import CODES, MIN_FIT
-from bptt_check._variants import Knobs, variant_grads
 from bptt_check.builtin import truncated
+from bptt_check.model.backprop import Knobs, variant_grads
 from bptt_check.oracles import AutogradOracle
 from bptt_check.strategies import specs, truncations
+from bptt_check.verdict.diagnosis import CODES, MIN_FIT
 
 HERE = Path(__file__).parent
 
@@ -144,7 +144,7 @@ def test_stale_buffers_are_an_error_finding_named_stale_accumulation():
 
 
 def test_a_broken_diagnosis_never_hides_the_verdict(monkeypatch):
-    import bptt_check._diagnosis as diag
+    import bptt_check.verdict.diagnosis as diag
 
     def boom(*args, **kwargs):
         raise RuntimeError("planted")

@@ -5,8 +5,8 @@ import pytest
 from bugs import mutant
 
 import bptt_check as bc
-from bptt_check._coverage import coverage, threshold
 from bptt_check.builtin import truncated
+from bptt_check.model.coverage import coverage, threshold
 
 SCHEDULES = ["window:1", "window:3", "tbptt:2,4", "tbptt:3,5", "chunk:3", "window-loss:2,3", "window-loss:3,2"]
 

@@ -8,10 +8,10 @@ from hypothesis import strategies as st
 
 import bptt_check as bc
 from bptt_check import oracles
-from bptt_check._taylor import random_direction, taylor_check
 from bptt_check.builtin import truncated
 from bptt_check.oracles.fd import FiniteDifferenceOracle
 from bptt_check.strategies import specs, truncations
+from bptt_check.verdict.taylor import random_direction, taylor_check
 
 
 def _everywhere(case):

@@ -7,10 +7,11 @@ from bugs import mutant
 from hypothesis import given, settings
 
 import bptt_check as bc
-from bptt_check import _evidence, strategies
-from bptt_check._compare import tolerance_for
+from bptt_check import strategies
 from bptt_check.builtin import truncated
+from bptt_check.model.tolerance import tolerance_for
 from bptt_check.oracles import get_oracle
+from bptt_check.verdict import evidence as _evidence
 
 
 def _core_case(spec, *, min_T, seed=5):

@@ -5,8 +5,10 @@ import pytest
 from bugs import mutant
 
 import bptt_check as bc
-from bptt_check import _kinks, _model
 from bptt_check.builtin import truncated
+from bptt_check.model import kinks as _kinks
+from bptt_check.model.forward import forward
+from bptt_check.model.functions import loss_scale, step_loss_grad
 from bptt_check.oracles import AutogradOracle, FiniteDifferenceOracle
 
 
@@ -15,13 +17,13 @@ def _kinked_case(seed=0, index=0, truncation="window:2", at=(0, 0, 0)):
     spec = bc.Spec(activation="relu", truncation=truncation)
     case = bc.draw_case(spec, seed, index)
     t, b, j = at
-    hhat = _model.forward(case.params, case.x, spec).hhat
+    hhat = forward(case.params, case.x, spec).hhat
     if t == 0:
         case.params["b"][j] -= hhat[0, b, j]
     else:   # move x[t, b] along row j of W: only step t's pre-activations move
         w = case.params["W"][j]
         case.x[t, b] -= hhat[t, b, j] * w / (w @ w)
-    hhat = _model.forward(case.params, case.x, spec).hhat
+    hhat = forward(case.params, case.x, spec).hhat
     assert abs(hhat[t, b, j]) < 1e-15
     return case
 
@@ -30,8 +32,8 @@ def _relu_prime_at_zero_is_one(params, x, y, spec):
     """The other subgradient convention: relu'(0) = 1 (z >= 0)."""
     W, U, V = params["W"], params["U"], params["V"]
     T, B, _ = x.shape
-    tr = _model.forward(params, x, spec)
-    scale = _model.loss_scale(spec, T, B)
+    tr = forward(params, x, spec)
+    scale = loss_scale(spec, T, B)
     g = {k: np.zeros_like(v) for k, v in params.items()}
     g["x"] = np.zeros_like(x)
     for w in spec.windows(T):
@@ -39,7 +41,7 @@ def _relu_prime_at_zero_is_one(params, x, y, spec):
         for t in reversed(range(w.start, max(w.losses) + 1)):
             dh = dh_next
             if t in w.losses:
-                dyhat = scale * _model.step_loss_grad(spec, tr.yhat[t], y[t])
+                dyhat = scale * step_loss_grad(spec, tr.yhat[t], y[t])
                 g["V"] += dyhat.T @ tr.h[t + 1]
                 g["c"] += dyhat.sum(axis=0)
                 dh = dh + dyhat @ V
@@ -105,7 +107,7 @@ def test_a_float32_pre_activation_near_the_kink_never_fails_a_correct_backward()
     statuses = []
     for index in (0, 2, 4):
         case = bc.draw_case(spec, 0, index)
-        hhat = _model.forward({k: v.astype(np.float64) for k, v in case.params.items()},
+        hhat = forward({k: v.astype(np.float64) for k, v in case.params.items()},
                               case.x.astype(np.float64), spec).hhat
         case.params["b"][0] = np.float32(case.params["b"][0] - hhat[0, 0, 0])   # within float32 rounding of 0
         assert _kinks.near_kinks(case)

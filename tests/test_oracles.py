@@ -17,11 +17,11 @@ from bptt_check.oracles import (
     FiniteDifferenceOracle,
     OracleResult,
 )
-from bptt_check.oracles._batched import Trajectory
+from bptt_check.oracles.batched import Trajectory
 from bptt_check.oracles.complex_step import literal_complex_step
-from bptt_check.oracles.consensus import reference
 from bptt_check.oracles.directional import joint_projections, projections
 from bptt_check.strategies import DEFAULT_TRUNCATIONS, specs, truncations
+from bptt_check.verdict.consensus import reference
 
 KEYS = ("W", "U", "b", "V", "c", "h0", "x")
 
@@ -258,8 +258,8 @@ def test_a_directional_first_oracle_is_refused():
 def test_the_trajectory_is_the_numpy_forward():
     case = bc.draw_case(bc.Spec(truncation="chunk:2"), 0, 0)
     traj = Trajectory.of(case)
-    from bptt_check import _model
+    from bptt_check.model.forward import forward
 
-    tr = _model.forward(case.params, case.x, case.spec)
+    tr = forward(case.params, case.x, case.spec)
     assert np.array_equal(traj.h, tr.h) and np.array_equal(traj.yhat, tr.yhat)
     assert traj.names() == list(KEYS)

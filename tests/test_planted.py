@@ -49,7 +49,7 @@ def test_assert_backward_raises_with_a_reproducer():
     with pytest.raises(bc.BPTTCheckError) as info:
         bc.assert_backward(mutant("du_from_t1"), cases=3, seed=9)
     text = str(info.value)
-    assert "dU:" in text and "draw_case(spec, seed=9, index=0)" in text and "seed=9" in text
+    assert "dU:" in text and "draw_case(bptt_check.Spec(), seed=9, index=0)" in text and "seed=9" in text
 
 
 def test_assert_backward_passes_a_correct_backward():

@@ -69,7 +69,7 @@ def test_passing_and_failing_backwards_summary_and_one_report(pytester):
     result = pytester.runpytest("--bptt-cases", "3", *FAST)
     result.assert_outcomes(passed=4, failed=1)
     result.stdout.fnmatch_lines([
-        "E   *BPTTCheckError: 3 of 3 case(s) wrong; first: case   0 FAILED       du_from_t1 *",
+        "E   *CheckFailed: 3 of 3 case(s) wrong; first: case   0 FAILED       du_from_t1 *",
         "*= bptt-check =*",
         "WRONG GRADIENTS: 4 check(s) in 4 test(s), 11 cases: 8 passed, 3 failed",
         "  test_checks.py::test_wrong: 3/3 cases wrong; last: failed seed 0 index 2 * wrong: U",
@@ -174,7 +174,7 @@ def test_given_tests_work_shrink_and_print_the_reproducer(pytester):
     assert "FailedHealthCheck" not in out and "function-scoped fixture" not in out
     # the smallest failing case: two steps (the bug needs a recurrence), every other size 1, seed 0
     reproducer = "bptt_check.strategies.make_case(bptt_check.Spec(), seed=0, T=2, B=1, I=1, H=1, O=1)"
-    result.stdout.fnmatch_lines([f"*reproduce: {reproducer}*", f"*case={reproducer}*"])
+    result.stdout.fnmatch_lines([f"*reproduce: bptt_check.check_case(backward, {reproducer})*", f"*case={reproducer}*"])
     data = report_of(pytester)
     mine = data["tests"]["test_given.py::test_with_the_fixture"]
     assert mine["counts"]["failed"] >= 1 and mine["cases_kept"] <= 100
@@ -182,7 +182,7 @@ def test_given_tests_work_shrink_and_print_the_reproducer(pytester):
 
 CONFTEST_LOGGING_WRITES = """
 import os
-import bptt_check._session as session
+import bptt_check.session as session
 
 def pytest_configure(config):
     if not hasattr(config, "workerinput"):
@@ -227,8 +227,8 @@ def test_xdist_two_workers_nothing_lost_report_written_once_by_the_main_process(
 
 def test_records_are_strict_json_plain_data():
     import bptt_check as bc
-    from bptt_check._session import TestContext
     from bptt_check.builtin import truncated
+    from bptt_check.session import TestContext
 
     result = bc.check_case(truncated, bc.draw_case(bc.Spec(), 0, 0), oracles=["autograd"])
     result.oracles["reference"]["odd"] = float("nan")          # a non-finite number anywhere

@@ -7,9 +7,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import bptt_check as bc
-from bptt_check import _model
-from bptt_check._compare import TOLERANCES, U32, tolerance_for
 from bptt_check.builtin import jacobian, truncated
+from bptt_check.model.functions import loss_scale, step_loss_grad
+from bptt_check.model.tolerance import TOLERANCES, U32, tolerance_for
 from bptt_check.strategies import specs, truncations
 
 
@@ -58,12 +58,12 @@ def _float32_states(bug=None):
             hhat[t] = x[t] @ W.T + h[t] @ U.T + b
             h[t + 1] = np.tanh(hhat[t])
             yhat.append(h[t + 1] @ V.T + c)
-        scale = _model.loss_scale(spec, T, B)
+        scale = loss_scale(spec, T, B)
         g = {k: np.zeros_like(v) for k, v in params.items()}
         g["x"] = np.zeros_like(x)
         dh_next = np.zeros_like(params["h0"])
         for t in reversed(range(T)):
-            dyhat = scale * _model.step_loss_grad(spec, yhat[t], y[t])
+            dyhat = scale * step_loss_grad(spec, yhat[t], y[t])
             g["V"] += dyhat.T @ h[t + 1]
             g["c"] += dyhat.sum(axis=0)
             dhhat = (dh_next + dyhat @ V) * (1.0 - h[t + 1] ** 2)

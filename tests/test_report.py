@@ -14,10 +14,10 @@ from bugs import mutant
 import bptt_check as bc
 from bptt_check import report as rp
 from bptt_check.builtin import truncated
-from bptt_check.report import _text as tx
 from bptt_check.report import html as rhtml
 from bptt_check.report import markdown as rmd
 from bptt_check.report import plots
+from bptt_check.report import text as tx
 from bptt_check.report.junit import render_junit
 from bptt_check.report.svg import heatmap_svg
 from bptt_check.report.terminal import CaseProgress, print_report

@@ -20,9 +20,10 @@ import pytest
 from bugs import mutant
 
 import bptt_check as bc
-from bptt_check import _call, _io
-from bptt_check._call import CallOutcome, invoke
 from bptt_check.builtin import truncated
+from bptt_check.report import io as _io
+from bptt_check.runner import call as _call
+from bptt_check.runner.target import CallOutcome, invoke
 
 sys.path.insert(0, str(Path(__file__).parent / "fuzz"))
 import misbehaviours as mb  # noqa: E402

@@ -3,7 +3,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from bptt_check import BPTTCheckError, Spec, Truncation
-from bptt_check._spec import Window, schedule_windows
+from bptt_check.model.spec import Window, schedule_windows
 from bptt_check.strategies import truncations
 
 

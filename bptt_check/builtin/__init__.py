@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from .._spec import Spec
+from ..model.spec import Spec
 from .jacobian import backward as jacobian
 from .many_to_many import backward as many_to_many
 from .many_to_one import backward as many_to_one

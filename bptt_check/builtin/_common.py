@@ -7,8 +7,8 @@ from typing import Any
 
 import numpy as np
 
-from .._errors import BPTTCheckError
-from .._spec import Spec
+from ..errors import UsageError
+from ..model.spec import Spec
 
 
 def zero_grads(params: Mapping[str, Any], x: np.ndarray) -> dict[str, np.ndarray]:
@@ -19,7 +19,7 @@ def zero_grads(params: Mapping[str, Any], x: np.ndarray) -> dict[str, np.ndarray
 
 def require(spec: Spec, *, mode: str, name: str) -> None:
     if spec.mode != mode or spec.truncation.kind != "none":
-        raise BPTTCheckError(
+        raise UsageError(
             f"built-in {name} implements {mode} full BPTT, not {spec.mode} "
             f"with truncation {spec.truncation}; use the 'truncated' or 'jacobian' built-in"
         )

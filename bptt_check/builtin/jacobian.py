@@ -20,8 +20,9 @@ from typing import Any
 
 import numpy as np
 
-from .. import _model
-from .._spec import Spec
+from ..model.forward import forward
+from ..model.functions import act_grad, loss_scale, step_loss_grad, target_at
+from ..model.spec import Spec
 from ._common import zero_grads
 
 
@@ -29,15 +30,15 @@ def backward(params: Mapping[str, Any], x: np.ndarray, y: np.ndarray, spec: Spec
     W, U, V = params["W"], params["U"], params["V"]
     T, B, _ = x.shape
     H = U.shape[0]
-    tr = _model.forward(params, x, spec)
-    scale = _model.loss_scale(spec, T, B)
-    fprime = _model.act_grad(spec.activation, tr.hhat)  # (T, B, H)
+    tr = forward(params, x, spec)
+    scale = loss_scale(spec, T, B)
+    fprime = act_grad(spec.activation, tr.hhat)  # (T, B, H)
     g = zero_grads(params, x)
 
     for window in spec.windows(T):
         for tau in window.losses:
             # ∂E_τ/∂o_τ and the output layer o_τ = g(V s_τ + c)
-            dyhat = scale * _model.step_loss_grad(spec, tr.yhat[tau], _model.target_at(spec, y, tau, T))
+            dyhat = scale * step_loss_grad(spec, tr.yhat[tau], target_at(spec, y, tau, T))
             g["V"] += dyhat.T @ tr.h[tau + 1]
             if "c" in g:
                 g["c"] += dyhat.sum(axis=0)

@@ -13,8 +13,9 @@ from typing import Any
 
 import numpy as np
 
-from .. import _model
-from .._spec import Spec
+from ..model.forward import forward
+from ..model.functions import act_grad, loss_scale, step_loss_grad
+from ..model.spec import Spec
 from ._common import require, zero_grads
 
 
@@ -22,11 +23,11 @@ def backward(params: Mapping[str, Any], x: np.ndarray, y: np.ndarray, spec: Spec
     require(spec, mode="many-to-one", name="many_to_one")
     W, U, V = params["W"], params["U"], params["V"]
     T, B, _ = x.shape
-    tr = _model.forward(params, x, spec)
+    tr = forward(params, x, spec)
     g = zero_grads(params, x)
 
     # loss at the last step: dE/dŷ_{T-1}
-    dyhat = _model.loss_scale(spec, T, B) * _model.step_loss_grad(spec, tr.yhat[T - 1], y)
+    dyhat = loss_scale(spec, T, B) * step_loss_grad(spec, tr.yhat[T - 1], y)
     # dense layer ŷ = V h + c
     g["V"] += dyhat.T @ tr.h[T]
     if "c" in g:
@@ -34,7 +35,7 @@ def backward(params: Mapping[str, Any], x: np.ndarray, y: np.ndarray, spec: Spec
     dh = dyhat @ V                                       # grad_dense (eq 7.4)
     for t in reversed(range(T)):
         # h_t = f(ĥ_t)
-        dhhat = dh * _model.act_grad(spec.activation, tr.hhat[t])
+        dhhat = dh * act_grad(spec.activation, tr.hhat[t])
         # ĥ_t = x_t Wᵀ + h_{t-1} Uᵀ + b
         g["W"] += dhhat.T @ x[t]                         # eq 7.7
         g["U"] += dhhat.T @ tr.h[t]                      # eq 7.8, tr.h[t] is h_{t-1}

@@ -14,16 +14,17 @@ from typing import Any
 
 import numpy as np
 
-from .. import _model
-from .._spec import Spec
+from ..model.forward import forward
+from ..model.functions import act_grad, loss_scale, step_loss_grad, target_at
+from ..model.spec import Spec
 from ._common import zero_grads
 
 
 def backward(params: Mapping[str, Any], x: np.ndarray, y: np.ndarray, spec: Spec) -> dict[str, np.ndarray]:
     W, U, V = params["W"], params["U"], params["V"]
     T, B, _ = x.shape
-    tr = _model.forward(params, x, spec)
-    scale = _model.loss_scale(spec, T, B)
+    tr = forward(params, x, spec)
+    scale = loss_scale(spec, T, B)
     g = zero_grads(params, x)
 
     for window in spec.windows(T):
@@ -33,13 +34,13 @@ def backward(params: Mapping[str, Any], x: np.ndarray, y: np.ndarray, spec: Spec
             dh = dh_next
             if t in losses:
                 # E_t and the dense layer ŷ_t = V h_t + c
-                dyhat = scale * _model.step_loss_grad(spec, tr.yhat[t], _model.target_at(spec, y, t, T))
+                dyhat = scale * step_loss_grad(spec, tr.yhat[t], target_at(spec, y, t, T))
                 g["V"] += dyhat.T @ tr.h[t + 1]
                 if "c" in g:
                     g["c"] += dyhat.sum(axis=0)
                 dh = dh + dyhat @ V
             # h_t = f(ĥ_t)
-            dhhat = dh * _model.act_grad(spec.activation, tr.hhat[t])
+            dhhat = dh * act_grad(spec.activation, tr.hhat[t])
             # ĥ_t = x_t Wᵀ + h_{t-1} Uᵀ + b, with h_{s-1} held fixed
             g["W"] += dhhat.T @ x[t]
             g["U"] += dhhat.T @ tr.h[t]

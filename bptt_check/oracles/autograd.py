@@ -1,4 +1,11 @@
-"""torch autograd in float64 on the same model; truncation by detaching each window's entering state."""
+"""torch autograd in float64 through the one forward; truncation by holding each window's entering state fixed.
+
+The objective is ``model.forward.objective`` run in the torch namespace: the same cell step, output
+layer and losses as every other part of bptt-check, differentiated by torch. The states entering the
+windows are constants (computed with the same parameters). The reference is computed whatever the
+caller's grad mode (``torch.no_grad()``, ``inference_mode()`` or ``set_grad_enabled(False)`` around
+the check do not turn it off).
+"""
 
 from __future__ import annotations
 
@@ -6,28 +13,12 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from ._base import OracleResult
+from ..model.forward import forward, objective
+from ..model.ops import torch_ops
+from .base import OracleResult
 
 if TYPE_CHECKING:
-    from .._cases import Case
-
-
-def _act(torch, name: str, z):
-    if name == "tanh":
-        return torch.tanh(z)
-    if name == "sigmoid":
-        return torch.sigmoid(z)
-    if name == "relu":
-        return torch.relu(z)
-    return z
-
-
-def _step_loss(torch, spec, yhat, target):
-    if spec.loss == "cross_entropy":
-        return torch.nn.functional.cross_entropy(yhat, target, reduction="sum")
-    y = torch.softmax(yhat, dim=-1) if spec.output == "softmax" else _act(torch, spec.output, yhat)
-    sq = ((y - target) ** 2).sum()
-    return 0.5 * sq if spec.loss == "half_mse" else sq
+    from ..model.cases import Case
 
 
 class AutogradOracle:
@@ -36,49 +27,29 @@ class AutogradOracle:
     def gradients(self, case: Case) -> OracleResult:
         import torch
 
-        from .._model import loss_scale
-
         spec = case.spec
-        T, B, _ = case.x.shape
-        leaves = {k: torch.tensor(np.asarray(v, dtype=np.float64), requires_grad=True)
-                  for k, v in case.params.items()}
-        x = torch.tensor(np.asarray(case.x, dtype=np.float64), requires_grad=True)
-        if spec.loss == "cross_entropy":
-            y = torch.tensor(np.asarray(case.y), dtype=torch.long)
-        else:
-            y = torch.tensor(np.asarray(case.y, dtype=np.float64))
-        W, U, V = leaves["W"], leaves["U"], leaves["V"]
-        b, c = leaves.get("b"), leaves.get("c")
+        T = case.x.shape[0]
+        params = {k: np.asarray(v, dtype=np.float64) for k, v in case.params.items()}
+        x64 = np.asarray(case.x, dtype=np.float64)
+        states = forward(params, x64, spec).states       # the states entering the windows: constants
+        ops = torch_ops()
+        with torch.inference_mode(False), torch.enable_grad():
+            leaves = {k: torch.tensor(v, requires_grad=True) for k, v in params.items()}
+            x = torch.tensor(x64, requires_grad=True)
+            if spec.loss == "cross_entropy":
+                y = torch.tensor(np.asarray(case.y), dtype=torch.long)
+            else:
+                y = torch.tensor(np.asarray(case.y, dtype=np.float64))
 
-        def cell(xt, hprev):
-            z = xt @ W.T + hprev @ U.T
-            return _act(torch, spec.activation, z + b if b is not None else z)
+            def entering(s: int) -> tuple[torch.Tensor, ...]:
+                return tuple(torch.from_numpy(part[s]) for part in states)
 
-        def dense(h):
-            yh = h @ V.T
-            return yh + c if c is not None else yh
-
-        # the full forward, whose states enter the windows as constants
-        states = [leaves["h0"]]
-        for t in range(T):
-            states.append(cell(x[t], states[-1]))
-
-        scale = loss_scale(spec, T, B)
-        total = torch.zeros((), dtype=torch.float64)
-        for w in spec.windows(T):
-            h = leaves["h0"] if w.start == 0 else states[w.start].detach()
-            wanted = set(w.losses)
-            for t in range(w.start, max(wanted) + 1):
-                # a window starting at 0 runs exactly the full forward: reuse its graph
-                h = states[t + 1] if w.start == 0 else cell(x[t], h)
-                if t in wanted:
-                    target = y if spec.mode == "many-to-one" else y[t]
-                    total = total + scale * _step_loss(torch, spec, dense(h), target)
-        inputs = [*leaves.values(), x]
-        if total.requires_grad:
-            grads = torch.autograd.grad(total, inputs, allow_unused=True)
-        else:  # no loss step falls in any window
-            grads = (None,) * len(inputs)
+            total = objective(leaves, x, y, spec, spec.windows(T), entering, ops=ops)
+            inputs = [*leaves.values(), x]
+            if isinstance(total, torch.Tensor) and total.requires_grad:
+                grads = torch.autograd.grad(total, inputs, allow_unused=True)
+            else:  # no loss step falls in any window
+                grads = (None,) * len(inputs)
         names = [*leaves.keys(), "x"]
         out = {}
         for name, inp, gr in zip(names, inputs, grads):
@@ -86,4 +57,5 @@ class AutogradOracle:
         eps = np.finfo(np.float64).eps
         # machine precision, growing with the number of steps a gradient crosses
         err = {k: 8 * eps * T * float(np.max(np.abs(v), initial=0.0)) for k, v in out.items()}
-        return OracleResult(self.name, out, err, float(total.detach()))
+        loss = float(total.detach()) if isinstance(total, torch.Tensor) else float(total)
+        return OracleResult(self.name, out, err, loss)

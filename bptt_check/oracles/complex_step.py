@@ -2,7 +2,7 @@
 
 No subtraction, so no cancellation and no step to tune: machine precision for
 analytic f, g and loss. It is computed as the equivalent forward-mode tangent
-propagation (``_batched.py``), which ran 1.5-12x faster than literal complex128
+propagation (``batched.py``), which ran 1.5-12x faster than literal complex128
 arithmetic while planning: with θ + iεv, every linear operation carries its
 imaginary part exactly (Im(A(a + iεb)) = εAb), and every scalar function f
 carries it as Im f(a + iεb) = ε f′(a) b + O(ε³), where O(ε³) = 0 in float64 at
@@ -18,10 +18,10 @@ and h0, so the result is still Im L(θ + iε e_k)/ε for every k: T·H copies (e
 rest of its window) instead of one per element, 1.6x fewer copy-steps at the large size.
 
 ``literal_complex_step`` is the definition, evaluated directly in complex128 one
-element at a time; the tests hold both strategies to it.
+element at a time through the one forward; the tests hold both strategies to it.
 
 relu is not analytic: the complex step is not valid there, and the oracle falls
-back to batched finite differences (``batched_fd.py``), which flag the elements
+back to batched finite differences (``fd.py``), which flag the elements
 whose ±step straddles a kink.
 """
 
@@ -32,13 +32,15 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .._errors import BPTTCheckError
-from ._base import OracleResult
-from ._batched import BLOCK_FLOATS, Block, Trajectory, blas_threads, onehot_blocks, run
+from ..errors import UsageError
+from ..model.forward import forward, objective, window_loss
+from ..model.functions import act, step_loss
+from .base import OracleResult
+from .batched import BLOCK_FLOATS, Block, Trajectory, blas_threads, onehot_blocks, run
+from .fd import FiniteDifferenceOracle
 
 if TYPE_CHECKING:
-    from .._cases import Case
-    from .._spec import Spec
+    from ..model.cases import Case
 
 EPS_CS = 1e-30
 EPS_M = float(np.finfo(np.float64).eps)
@@ -47,35 +49,10 @@ ANALYTIC = ("tanh", "sigmoid", "identity")
 
 # ----------------------------------------------------------------- the scalar functions, in complex
 
-def act_c(name: str, z: np.ndarray) -> np.ndarray:
-    """f(z) for complex z (relu has no analytic extension)."""
-    if name == "tanh":
-        return np.tanh(z)
-    if name == "sigmoid":
-        return 0.5 * (1.0 + np.tanh(0.5 * z))
-    if name == "identity":
-        return z
-    raise BPTTCheckError(f"activation {name!r} is not analytic: the complex step does not apply; "
+def _analytic(name: str) -> None:
+    if name not in ANALYTIC:
+        raise UsageError(f"activation {name!r} is not analytic: the complex step does not apply; "
                          "use finite differences (oracle 'fd')")
-
-
-def output_c(name: str, yhat: np.ndarray) -> np.ndarray:
-    if name == "softmax":
-        e = np.exp(yhat - yhat.real.max(axis=-1, keepdims=True))
-        return e / e.sum(axis=-1, keepdims=True)
-    return act_c(name, yhat)
-
-
-def step_loss_c(spec: Spec, yhat: np.ndarray, target: np.ndarray) -> np.ndarray:
-    """E_t per sample for complex logits ŷ (..., O); ``target`` broadcasts against ŷ's leading axes."""
-    if spec.loss == "cross_entropy":
-        z = yhat - yhat.real.max(axis=-1, keepdims=True)
-        idx = np.broadcast_to(np.asarray(target, dtype=np.int64), z.shape[:-1])
-        picked = np.take_along_axis(z, idx[..., None], axis=-1)[..., 0]
-        return np.log(np.exp(z).sum(axis=-1)) - picked
-    y = output_c(spec.output, yhat)
-    sq = ((y - target) ** 2).sum(axis=-1)
-    return 0.5 * sq if spec.loss == "half_mse" else sq
 
 
 def act_prime(traj: Trajectory) -> np.ndarray:
@@ -83,7 +60,8 @@ def act_prime(traj: Trajectory) -> np.ndarray:
     def make() -> np.ndarray:
         if traj.spec.activation == "identity":
             return np.ones_like(traj.z)
-        return act_c(traj.spec.activation, traj.z + 1j * EPS_CS).imag / EPS_CS
+        _analytic(traj.spec.activation)
+        return act(traj.spec.activation, traj.z + 1j * EPS_CS).imag / EPS_CS
     return traj.memo("cs_fprime", make)
 
 
@@ -100,7 +78,7 @@ def loss_grad(traj: Trajectory) -> np.ndarray:
         for o in range(yhat.shape[-1]):
             moved = yhat.astype(np.complex128)
             moved[..., o] += 1j * EPS_CS
-            out[..., o] = step_loss_c(spec, moved, target).imag / EPS_CS
+            out[..., o] = step_loss(spec, moved, target).imag / EPS_CS
         return traj.scale * out
     return traj.memo("cs_loss_grad", make)
 
@@ -113,8 +91,7 @@ class TangentPropagation:
     linear = True
 
     def __init__(self, traj: Trajectory) -> None:
-        if traj.spec.activation not in ANALYTIC:
-            act_c(traj.spec.activation, np.zeros(1))   # raises with the reason
+        _analytic(traj.spec.activation)
         self.fprime = act_prime(traj)
         self.gy = loss_grad(traj)
         self.magnitude = np.zeros(0)
@@ -294,15 +271,13 @@ class ComplexStepOracle:
     def __init__(self, *, wrt: Iterable[str] | None = None, block_floats: int = BLOCK_FLOATS,
                  strategy: str = "auto") -> None:
         if strategy not in STRATEGIES:
-            raise BPTTCheckError(f"unknown complex-step strategy {strategy!r}; choose from {', '.join(STRATEGIES)}")
+            raise UsageError(f"unknown complex-step strategy {strategy!r}; choose from {', '.join(STRATEGIES)}")
         self.wrt = tuple(wrt) if wrt is not None else None
         self.block_floats = block_floats
         self.strategy = strategy
 
     def gradients(self, case: Case) -> OracleResult:
         if case.spec.activation not in ANALYTIC:
-            from .batched_fd import FiniteDifferenceOracle
-
             res = FiniteDifferenceOracle(wrt=self.wrt, block_floats=self.block_floats).gradients(case)
             res.name = self.name
             res.method = "fd"
@@ -321,9 +296,7 @@ class ComplexStepOracle:
             grads, errors = {}, {}
             for name in names:
                 grads[name], errors[name] = tangent_gradient(traj, name, block_floats=self.block_floats)
-        from .. import _model
-
-        loss = _model.window_loss(traj.params, traj.x, traj.y, traj.spec, traj.windows, traj.h)
+        loss = window_loss(traj.params, traj.x, traj.y, traj.spec, traj.windows, traj.h)
         res = OracleResult(self.name, grads, errors, loss, method="tangent")
         res.notes.append(f"by {strategy}")
         return res
@@ -333,39 +306,21 @@ class ComplexStepOracle:
 
 def literal_complex_step(case: Case, *, names: Iterable[str] | None = None, eps: float = EPS_CS
                          ) -> dict[str, np.ndarray]:
-    """Im L(θ + iε e_k)/ε in complex128, one element at a time: slow and plain, the reference for the tests."""
+    """Im L(θ + iε e_k)/ε in complex128, one element at a time, through the one forward (``objective``
+    on complex numpy arrays): slow and plain, the reference for the tests."""
     spec = case.spec
     params = {k: np.array(v, dtype=np.complex128) for k, v in case.params.items()}
     x = np.array(case.x, dtype=np.complex128)
-    T, B, _ = x.shape
-    from .._model import loss_scale
-
-    scale = loss_scale(spec, T, B)
-    windows = spec.windows(T)
+    windows = spec.windows(x.shape[0])
+    # a window starting after 0 starts from a constant: the real forward's entering state
+    states = forward({k: v.real for k, v in params.items()}, x.real, spec).states
     y = np.asarray(case.y)
 
-    def loss() -> complex:
-        W, U, V = params["W"], params["U"], params["V"]
-        b, c = params.get("b"), params.get("c")
-        states = [params["h0"]]                     # the full forward: the states entering windows
-        for t in range(T):
-            z = x[t] @ W.T + states[-1] @ U.T + (b if b is not None else 0.0)
-            states.append(act_c(spec.activation, z))
-        total = 0j
-        for w in windows:
-            # a window starting after 0 starts from a constant: the real part of the entering state
-            h = params["h0"] if w.start == 0 else states[w.start].real.astype(np.complex128)
-            for t in range(w.start, max(w.losses) + 1):
-                h = act_c(spec.activation, x[t] @ W.T + h @ U.T + (b if b is not None else 0.0))
-                if t in w.losses:
-                    yh = h @ V.T + (c if c is not None else 0.0)
-                    target = y if spec.mode == "many-to-one" else y[t]
-                    total += scale * step_loss_c(spec, yh, target).sum()
-        return total
+    def entering(s: int) -> tuple[np.ndarray, ...]:
+        return tuple(part[s].astype(np.complex128) for part in states)
 
     out = {}
-    wanted = [k for k in ("W", "U", "b", "V", "c", "h0", "x") if k == "x" or k in params]
-    for name in wanted:
+    for name in [*params, "x"]:
         if names is not None and name not in names:
             continue
         arr = x if name == "x" else params[name]
@@ -373,7 +328,7 @@ def literal_complex_step(case: Case, *, names: Iterable[str] | None = None, eps:
         flat, gflat = arr.reshape(-1), g.reshape(-1)
         for i in range(flat.size):
             flat[i] += 1j * eps
-            gflat[i] = loss().imag / eps
+            gflat[i] = complex(objective(params, x, y, spec, windows, entering)).imag / eps
             flat[i] -= 1j * eps
         out[name] = g
     return out

@@ -7,10 +7,10 @@ In a joint direction each tensor's ±1 entries carry a weight w_p ∝ 1/‖τ_p�
 (:func:`balance`), so a small tensor's error is not drowned by a large tensor's tolerance.
 Used two ways:
 
-- as the default *witness* of the autograd reference (``consensus.py``): vᵀr of the
+- as the default *witness* of the autograd reference (``verdict/consensus.py``): vᵀr of the
   autograd gradient r must equal the complex-step directional derivative, so the
   torch model and the numpy model compute the same function;
-- as the *fast mode* (``fast.py``): vᵀg of the user's gradient against the same
+- as the *fast mode* (``verdict/fast.py``): vᵀg of the user's gradient against the same
   directional derivative, then per tensor and element-wise to localize a mismatch.
 
 Tolerance, without inflation by the sum of the direction's entries (torch's fast
@@ -27,18 +27,19 @@ step is not valid); a direction whose ±h copies straddle a kink is flagged.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 import numpy as np
 
-from ._batched import STATE_FREE, Trajectory, dense_block, joint_block, run
-from .batched_fd import EPS_FD, DeltaPropagation
+from ..model.tolerance import Tolerance, allowed
+from .batched import STATE_FREE, Trajectory, dense_block, joint_block, run
 from .complex_step import ANALYTIC, TangentPropagation, error_estimate
+from .fd import EPS_FD, DeltaPropagation
 
 if TYPE_CHECKING:
-    from .._cases import Case
-    from .._compare import Tolerance
+    from ..model.cases import Case
 
 DEFAULT_DIRECTIONS = 4
 CONFIDENCE = 6.0     # c in the tolerance c·‖τ‖₂ (false alarm < 2·exp(-c²/2) ≈ 3e-8 per direction)
@@ -66,13 +67,14 @@ class DirectionalResult:
         return JOINT in self.values
 
 
-def rademacher(traj: Trajectory, k: int, seed: tuple[int, ...], names: list[str] | None = None,
-               masks: dict[str, np.ndarray] | None = None) -> dict[str, np.ndarray]:
-    """k random ±1 directions per tensor, reproducible from ``seed``; ``masks`` zero some entries."""
+def rademacher(shapes: Mapping[str, tuple[int, ...]], k: int, seed: tuple[int, ...],
+               masks: Mapping[str, np.ndarray] | None = None) -> dict[str, np.ndarray]:
+    """k random ±1 directions per tensor (name -> shape, in order), reproducible from ``seed``;
+    ``masks`` zero some entries."""
     rng = np.random.default_rng([*seed, 0x5EED])
     out = {}
-    for name in names if names is not None else traj.names():
-        v = rng.integers(0, 2, (k, *traj.shape(name))).astype(np.float64) * 2.0 - 1.0
+    for name, shape in shapes.items():
+        v = rng.integers(0, 2, (k, *shape)).astype(np.float64) * 2.0 - 1.0
         if masks is not None and name in masks:
             v *= masks[name]
         out[name] = v
@@ -167,7 +169,7 @@ def projections(grad: np.ndarray, directions: np.ndarray) -> np.ndarray:
 def tolerance(grad: np.ndarray, tol: Tolerance, scale: float) -> float:
     """c·‖τ‖₂ with τ_i = atol·scale + rtol·|g_i|: what a gradient within the element-wise tolerance may show.
     For joint directions over several tensors: the root of the sum of the squares of theirs."""
-    tau = tol.atol * scale + tol.rtol * np.abs(np.asarray(grad, dtype=np.float64))
+    tau = allowed(grad, tol, scale)
     return CONFIDENCE * float(np.sqrt(np.sum(tau * tau)))
 
 
@@ -214,7 +216,8 @@ class DirectionalOracle:
                     weights: dict[str, float] | None = None) -> DirectionalResult:
         """``weights``: of each tensor's entries in joint directions (see :func:`balance`)."""
         traj = Trajectory.of(case)
-        dirs = rademacher(traj, self.k, (case.seed, case.index), names)
+        names = names if names is not None else traj.names()
+        dirs = rademacher({n: traj.shape(n) for n in names}, self.k, (case.seed, case.index))
         if self.joint:
             weights = weights or {}
             dirs = {k: v * weights.get(k, 1.0) for k, v in dirs.items()}

@@ -16,12 +16,13 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from .._errors import BPTTCheckError
-from .._io import atomic_write_text, write_json
+from ..errors import UsageError
+from . import html, junit, markdown
+from .build import SCHEMA, report_dict
+from .io import atomic_write_text, write_json
 
 FORMATS: tuple[str, ...] = ("json", "md", "junit", "html")
 FILENAMES: dict[str, str] = {"json": "report.json", "md": "report.md", "junit": "junit.xml", "html": "report.html"}
-SCHEMA_VERSION = 2
 
 
 def parse_formats(text: str | Iterable[str]) -> tuple[str, ...]:
@@ -31,7 +32,7 @@ def parse_formats(text: str | Iterable[str]) -> tuple[str, ...]:
         return FORMATS
     unknown = [p for p in items if p not in FORMATS]
     if unknown or not items:
-        raise BPTTCheckError(f"unknown report format(s) {unknown or text!r}; choose from {', '.join(FORMATS)} "
+        raise UsageError(f"unknown report format(s) {unknown or text!r}; choose from {', '.join(FORMATS)} "
                              "(comma-separated) or all")
     return tuple(dict.fromkeys(items))
 
@@ -41,18 +42,12 @@ def render(report: dict[str, Any], fmt: str) -> str:
     if fmt == "json":
         return json.dumps(report, indent=2, allow_nan=False) + "\n"
     if fmt == "md":
-        from .markdown import render_markdown
-
-        return render_markdown(report, FILENAMES["html"])
+        return markdown.render_markdown(report, FILENAMES["html"])
     if fmt == "junit":
-        from .junit import render_junit
-
-        return render_junit(report)
+        return junit.render_junit(report)
     if fmt == "html":
-        from .html import render_html
-
-        return render_html(report)
-    raise BPTTCheckError(f"unknown report format {fmt!r}; choose from {', '.join(FORMATS)}")
+        return html.render_html(report)
+    raise UsageError(f"unknown report format {fmt!r}; choose from {', '.join(FORMATS)}")
 
 
 def write_reports(report: dict[str, Any], folder: str | os.PathLike[str],
@@ -77,12 +72,12 @@ def load_report(path: str | os.PathLike[str]) -> dict[str, Any]:
     try:
         data = json.loads(p.read_text(encoding="utf-8"))
     except FileNotFoundError:
-        raise BPTTCheckError(f"no report at {str(p)!r}; run bptt-check first, or give the path of a report.json",
+        raise UsageError(f"no report at {str(p)!r}; run bptt-check first, or give the path of a report.json",
                              path=str(p)) from None
     except json.JSONDecodeError as err:
-        raise BPTTCheckError(f"{str(p)!r} is not JSON: {err}", path=str(p)) from None
+        raise UsageError(f"{str(p)!r} is not JSON: {err}", path=str(p)) from None
     if not isinstance(data, dict) or data.get("tool") != "bptt-check" or "cases" not in data:
-        raise BPTTCheckError(f"{str(p)!r} is not a bptt-check report (no 'tool': 'bptt-check' and 'cases')",
+        raise UsageError(f"{str(p)!r} is not a bptt-check report (no 'tool': 'bptt-check' and 'cases')",
                              path=str(p))
     return data
 
@@ -92,5 +87,5 @@ def schema() -> dict[str, Any]:
     return json.loads(resources.files(__package__).joinpath("report.schema.json").read_text(encoding="utf-8"))
 
 
-__all__ = ["FORMATS", "FILENAMES", "SCHEMA_VERSION", "parse_formats", "render", "write_reports", "load_report",
-           "schema"]
+__all__ = ["FORMATS", "FILENAMES", "SCHEMA", "parse_formats", "render", "write_reports", "load_report",
+           "schema", "report_dict"]

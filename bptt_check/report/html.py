@@ -6,8 +6,8 @@ import base64
 from html import escape
 from typing import Any
 
-from . import _text as tx
 from . import plots
+from . import text as tx
 from .svg import heatmap_svg
 
 DETAIL_LIMIT = 20      # failed cases shown in full (heatmaps, tables, reproducer)

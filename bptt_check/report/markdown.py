@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from . import _text as tx
+from . import text as tx
 
 MAX_CHARS = 60_000       # under a GitHub comment's 65,536; far under 1 MiB
 GROUP_LIMIT = 40

@@ -10,6 +10,8 @@ from __future__ import annotations
 import io
 from typing import Any
 
+from .text import ranges
+
 MISSING = ("the temporal error maps and error-against-step plots need matplotlib, which is not installed: "
            'pip install "bptt-check[plots]" (or pip install matplotlib), then re-render with: '
            "bptt-check show REPORT.json --format html")
@@ -150,7 +152,7 @@ def steps_png(case: dict[str, Any]) -> bytes | None:
             ax.set_xlabel("time step t", fontsize=7)
             ax.set_ylabel("dx error / tolerance", fontsize=7)
             first = data.get("first_bad_step")
-            ax.set_title("dL/dx per step" + (f": wrong at {_ranges(bad)}" if first is not None else ": right"),
+            ax.set_title("dL/dx per step" + (f": wrong at {ranges(bad)}" if first is not None else ": right"),
                          fontsize=8)
         else:
             runs = data["runs"]
@@ -172,7 +174,3 @@ def steps_png(case: dict[str, Any]) -> bytes | None:
     return _png(fig)
 
 
-def _ranges(steps: list[int]) -> str:
-    from ._text import ranges
-
-    return ranges(steps)

@@ -7,11 +7,10 @@ import os
 import sys
 from typing import IO, Any
 
-from . import _text as tx
+from . import text as tx
 
 TABLE_LIMIT = 20     # rows of the wrong-case table
 LINES_LIMIT = 5      # wrong cases whose three lines are printed
-PROGRESS_MODES = ("auto", "bar", "lines", "none")
 
 
 def console(file: IO[str] | None = None) -> Any:

@@ -13,8 +13,8 @@ import sys
 import time
 
 import bptt_check as bc
-from bptt_check._call import invoke
 from bptt_check.builtin import truncated
+from bptt_check.runner.target import invoke
 
 
 def per_case(fn, cases, repeats=3):

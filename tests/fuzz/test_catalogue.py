@@ -10,7 +10,7 @@ import misbehaviours as mb
 import pytest
 
 import bptt_check as bc
-from bptt_check._call import headline
+from bptt_check.runner.read import headline
 
 ROOT = Path(__file__).resolve().parents[2]
 DOC_SPEC = bc.Spec(sizes={"T": 5, "B": 2, "I": 3, "H": 4, "O": 6})     # the docs table's case

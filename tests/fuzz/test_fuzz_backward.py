@@ -22,7 +22,7 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 import bptt_check as bc
-from bptt_check._call import ERROR_KINDS, headline
+from bptt_check.runner.read import ERROR_KINDS, headline
 
 RESULT_KINDS = ("type", "missing_key", "extra_key", "shape", "dtype", "non_finite")
 HANG_LIMIT = 0.15          # seconds, for the misbehaviours that hang

@@ -9,7 +9,7 @@ import pytest
 from zoo import ALL, BUGS, bptt, grads_text, run_bug, run_zoo, table
 
 import bptt_check as bc
-from bptt_check._diagnosis import CODES
+from bptt_check.verdict.diagnosis import CODES
 
 ISSUE_CODES = {"scaled", "transposed", "input_recurrent_swapped", "missing_first_step", "missing_last_step",
                "state_off_by_one", "no_recurrent_flow", "activation_derivative_wrong", "loss_at_last_step_only",

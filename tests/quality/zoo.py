@@ -23,8 +23,8 @@ from typing import Any
 import numpy as np
 
 import bptt_check as bc
-from bptt_check import _model
-from bptt_check._spec import Window
+from bptt_check.model.functions import act, loss_scale, output
+from bptt_check.model.spec import Window
 
 ALL = frozenset({"W", "U", "b", "V", "c", "h0", "x"})
 PARAMS = ALL - {"x"}
@@ -45,7 +45,7 @@ def _dloss(spec: bc.Spec, yhat: np.ndarray, target: np.ndarray, m: dict[str, Any
         if not m.get("ce_no_onehot"):
             p[np.arange(p.shape[0]), target] -= 1.0          # softmax(ŷ) − onehot(target)
         return p
-    yv = _model.output(spec.output, yhat)
+    yv = output(spec.output, yhat)
     dy = yv - target
     if m.get("sign_flipped"):
         dy = target - yv
@@ -93,9 +93,9 @@ def bptt(params: dict[str, np.ndarray], x: np.ndarray, y: np.ndarray, spec: bc.S
     for t in range(T):
         hhat = x[t] @ W.T + hs[-1] @ U.T + (b if b is not None else 0.0)
         hhats.append(hhat)
-        hs.append(_model.act(spec.activation, hhat))
+        hs.append(act(spec.activation, hhat))
         yhats.append(hs[-1] @ V.T + (c if c is not None else 0.0))
-    scale = _model.loss_scale(spec, T, B) * m.get("factor", 1.0)
+    scale = loss_scale(spec, T, B) * m.get("factor", 1.0)
     trunc = m.get("truncation", spec.truncation)
     mode = m.get("mode", spec.mode)
     windows = spec.replace(truncation=trunc, mode=mode).windows(T)

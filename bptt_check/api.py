@@ -1,0 +1,169 @@
+"""The Python API: check a backward on many random cases, or assert that it is right.
+
+:func:`check` draws the cases of a run and checks each (``verdict/pipeline.py``); :class:`Report`
+holds the run; :func:`assert_backward` raises :class:`~bptt_check.errors.CheckFailed` describing
+the first wrong case, with a reproducer.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from .errors import BPTTCheckError, CheckFailed, UsageError
+from .model.cases import draw_case
+from .model.names import describe
+from .model.reproducer import expression
+from .model.spec import Spec
+from .oracles import parse_oracles
+from .oracles.directional import DEFAULT_DIRECTIONS
+from .report.build import counts_of, report_dict
+from .runner.call import DEFAULT_TIMEOUT, limit
+from .runner.target import Backward, signature_problem
+from .verdict import evidence as evidence_module
+from .verdict.pipeline import DEFAULT_ORACLES, FAST_ORACLES, check_case
+from .verdict.result import GOOD, CaseResult
+
+
+@dataclass
+class Report:
+    """One run: every case checked, and the totals."""
+
+    cases: list[CaseResult]
+    seed: int
+    oracles: tuple[str, ...]
+    seconds: float = 0.0
+    argv: list[str] | None = None
+    interrupted: bool = False      # the run was stopped (Ctrl-C, SIGTERM): ``cases`` is what was done
+
+    @property
+    def counts(self) -> dict[str, int]:
+        return counts_of([{"status": c.status} for c in self.cases])
+
+    @property
+    def passed(self) -> bool:
+        return not self.interrupted and all(c.status in GOOD for c in self.cases)
+
+    def summary(self) -> str:
+        n = self.counts
+        parts = [f"{v} {k}" for k, v in n.items() if v or k in ("passed", "failed")]
+        verdict = "OK" if self.passed else "WRONG GRADIENTS"
+        if not self.passed and not n["failed"] and (n["error"] or n["timeout"]):
+            verdict = "BACKWARD ERRORS"           # the backward misbehaved; no gradient was compared wrong
+        if self.interrupted:
+            verdict = "INTERRUPTED"
+        return f"{verdict}: {len(self.cases)} cases, " + ", ".join(parts) + f" in {self.seconds:.2f}s"
+
+    def to_dict(self) -> dict[str, Any]:
+        data = report_dict([c.to_dict() for c in self.cases], seed=self.seed, oracles=self.oracles,
+                           seconds=self.seconds, argv=self.argv, interrupted=self.interrupted)
+        data["passed"] = self.passed
+        return data
+
+
+def resolve_spec(backward: Any, spec: Spec | None, spec_kwargs: dict[str, Any],
+                 defaults: dict[str, Any] | None = None) -> Spec:
+    """The spec of a check: ``spec`` (or the spec an adapted backward declares, or the default), then
+    ``defaults`` (a pytest marker's) and ``spec_kwargs`` on top."""
+    try:
+        if spec is None:
+            spec = getattr(backward, "bptt_spec", None) or Spec()
+            if defaults:
+                spec = spec.replace(**defaults)
+        return spec.replace(**spec_kwargs) if spec_kwargs else spec
+    except TypeError as err:
+        fields = ", ".join(Spec.__dataclass_fields__)
+        raise UsageError(f"bad spec keyword: {err}; the spec fields are {fields}") from None
+
+
+def _whole(name: str, value: Any, least: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < least:
+        raise UsageError(f"{name} must be a whole number >= {least}, got {value!r}")
+
+
+def check(backward: Backward, spec: Spec | None = None, *, cases: int = 20, seed: int = 0,
+          oracles: Iterable[str] = DEFAULT_ORACLES, target: str = "",
+          on_case: Callable[[CaseResult], None] | None = None, timeout: float | None = DEFAULT_TIMEOUT,
+          fast: bool = False, directions: int = DEFAULT_DIRECTIONS, **spec_kwargs: Any) -> Report:
+    """Check ``backward`` on ``cases`` random cases drawn inside ``spec``.
+
+    ``spec`` may be given as a :class:`Spec` or as keywords
+    (``mode="many-to-one", truncation="window:3"``, ...). ``timeout``: seconds per call of the
+    backward (None or 0: no limit; default 30). ``fast=True`` checks ``directions`` random
+    projections of the gradients instead of every element (see :func:`check_case`).
+    Raises :class:`~bptt_check.errors.UsageError` for bad arguments, before any case.
+    """
+    try:
+        spec = resolve_spec(backward, spec, spec_kwargs)
+        _whole("cases", cases, 1)
+        _whole("seed", seed, 0)
+        _whole("directions", directions, 1)
+        timeout = limit(timeout)
+        names = parse_oracles(oracles)
+        problem = signature_problem(backward)
+        if problem:
+            raise UsageError(problem)
+    except BPTTCheckError as err:
+        raise err.with_context(cases=cases, seed=seed) from None
+    except TypeError as err:
+        raise UsageError(f"bad spec: {err}", cases=cases, seed=seed) from None
+    start = time.perf_counter()
+    results = []
+    full_left = evidence_module.EVIDENCE_LIMIT   # the first failed cases get the full evidence, the rest the cheap one
+    for i in range(cases):
+        r = check_case(backward, draw_case(spec, seed, i), oracles=names, target=target,
+                       evidence="full" if full_left > 0 else "cheap", timeout=timeout, fast=fast,
+                       directions=directions)
+        full_left -= r.status == "failed"
+        results.append(r)
+        if on_case is not None:
+            on_case(r)
+    return Report(results, seed, FAST_ORACLES if fast else names, time.perf_counter() - start)
+
+
+def assert_backward(backward: Backward, spec: Spec | None = None, *, cases: int = 20, seed: int = 0,
+                    oracles: Iterable[str] = DEFAULT_ORACLES, timeout: float | None = DEFAULT_TIMEOUT,
+                    fast: bool = False, directions: int = DEFAULT_DIRECTIONS, **spec_kwargs: Any) -> Report:
+    """Like :func:`check`, but raise :class:`~bptt_check.errors.CheckFailed` describing the first wrong case."""
+    report = check(backward, spec, cases=cases, seed=seed, oracles=oracles, timeout=timeout, fast=fast,
+                   directions=directions, **spec_kwargs)
+    raise_if_wrong(report.cases, report=report, seed=seed)
+    return report
+
+
+def describe_wrong(results: Sequence[CaseResult]) -> list[str]:
+    """The lines that describe the first wrong case of ``results`` (none when every case is right)."""
+    bad = [c for c in results if c.status not in GOOD]
+    if not bad:
+        return []
+    first = bad[0]
+    lines = [f"{len(bad)} of {len(results)} case(s) wrong; first: {first.summary()}"]
+    if first.error:
+        lines.append(f"  {first.error['kind']}: " + first.error["message"].replace("\n", "\n    "))
+    for name in first.failed_grads:
+        g = first.grads[name]
+        lines.append(f"  {describe([name])}: " + (g.problem or
+                     f"{g.mismatched}/{g.size} elements off, worst {tuple(g.worst_index)} "
+                     f"abs {g.max_abs_err:.3e} rel {g.max_rel_err:.3e}, ratio to reference {g.ratio:.4g}"))
+    return lines
+
+
+def raise_if_wrong(results: Sequence[CaseResult], *, report: Report | None = None, seed: int = 0,
+                   notes: bool = False, case: str | None = None) -> None:
+    """Raise :class:`~bptt_check.errors.CheckFailed` describing the first wrong case, with a reproducer
+    (``case``: the expression that rebuilds a case not drawn by ``draw_case``)."""
+    __tracebackhide__ = True       # pytest: show the caller's line
+    lines = describe_wrong(results)
+    if not lines:
+        return
+    first = next(r for r in results if r.status not in GOOD)
+    if notes:
+        lines += [f"  note: {n}" for n in first.notes]
+    lines.append(f"  reproduce: {expression(first.spec, first.seed, first.index, case=case)}")
+    err = CheckFailed("\n".join(lines), spec=str(first.spec), seed=seed, case=first.index)
+    err.report = report
+    raise err

@@ -1,0 +1,168 @@
+"""Random cases inside a spec, drawn so that the recurrence is exercised.
+
+Every case has a non-zero h0 and (for H >= 2) a non-symmetric U with a
+spectral radius in [0.6, 1.05]: a dropped t = 0 term or a missing transpose
+cannot hide. The core of the space has T >= 3 (and T longer than the
+truncation window, so truncation bites); the edges T = 1, H = 1, B = 1 and
+"window >= T" are visited by a fixed rotation of case flavors.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from .coverage import covered
+from .spec import Spec, Window
+
+MAX_REDRAWS = 8
+FLAVORS = ("core", "T=1", "core", "H=1", "core", "B=1", "core", "window>=T")
+
+
+@dataclass
+class Case:
+    """One drawn case: the spec, where it came from, and its arrays."""
+
+    spec: Spec
+    seed: int
+    index: int
+    flavor: str
+    params: dict[str, np.ndarray]
+    x: np.ndarray
+    y: np.ndarray
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def T(self) -> int:
+        return int(self.x.shape[0])
+
+    @property
+    def B(self) -> int:
+        return int(self.x.shape[1])
+
+    @property
+    def shapes(self) -> dict[str, int]:
+        T, B, I = self.x.shape
+        H = self.params["U"].shape[1]
+        O = self.params["V"].shape[0]
+        return {"T": int(T), "B": int(B), "I": int(I), "H": int(H), "O": int(O)}
+
+    @property
+    def windows(self) -> list[Window]:
+        return self.spec.windows(self.T)
+
+    def prefix(self, T: int) -> Case:
+        """The same case on the first T steps of its sequence (nothing else carried over)."""
+        y = self.y if self.spec.mode == "many-to-one" else self.y[:T]
+        return Case(self.spec, self.seed, self.index, self.flavor,
+                    {k: v.copy() for k, v in self.params.items()}, self.x[:T].copy(),
+                    np.array(y, copy=True), {"prefix": T})
+
+
+def _nonsymmetric_recurrent(rng: np.random.Generator, H: int) -> np.ndarray:
+    U = rng.normal(0.0, 1.0, (H, H)) / np.sqrt(H)
+    if H >= 2:
+        asym = U - U.T
+        if np.linalg.norm(asym) < 0.2 * np.linalg.norm(U):
+            U = U + 0.3 * np.triu(np.ones((H, H)), 1)
+    radius = float(np.max(np.abs(np.linalg.eigvals(U))))
+    target = rng.uniform(0.6, 1.05)
+    return U * (target / max(radius, 1e-3))
+
+
+def _draw_T(spec: Spec, rng: np.random.Generator, flavor: str) -> int:
+    T = _draw_T_unaligned(spec, rng, flavor)
+    tr = spec.truncation
+    if spec.mode == "many-to-one" and tr.kind == "window-loss" and T % tr.k1:
+        # the only loss (at T-1) counts only when a window ends at T
+        T += tr.k1 - T % tr.k1
+    return T
+
+
+def _draw_T_unaligned(spec: Spec, rng: np.random.Generator, flavor: str) -> int:
+    lo, hi = spec.sizes.T
+    tr = spec.truncation
+    reach = tr.reach
+    if flavor == "T=1":
+        return 1
+    if flavor == "window>=T" and reach is not None:
+        if tr.kind == "window-loss":
+            # at least one loss window (n = k1 <= T), all of them starting at 0
+            return int(rng.integers(tr.k1, max(tr.k1, tr.k2) + 1))
+        return int(rng.integers(max(1, min(lo, reach)), reach + 1))
+    if reach is not None:
+        # let the truncation bite (issue 6: in every such case, not only in most): the shortest T
+        # at which some window starts after step 0
+        bite = tr.k1 * (tr.k2 // tr.k1 + 1) if tr.kind == "window-loss" else reach + 1
+        hi = max(hi, bite + 1)
+        lo = max(lo, bite)
+    return int(rng.integers(lo, hi + 1))
+
+
+def draw_case(spec: Spec, seed: int, index: int = 0) -> Case:
+    """The case number ``index`` of a run with ``seed``: the same arguments give the same case, bit for bit."""
+    rng = np.random.default_rng([int(seed), int(index)])
+    flavor = FLAVORS[index % len(FLAVORS)]
+    if flavor == "window>=T" and spec.truncation.kind == "none":
+        flavor = "core"
+    s = spec.sizes
+    T = _draw_T(spec, rng, flavor)
+    B = 1 if flavor == "B=1" else int(rng.integers(s.B[0], s.B[1] + 1))
+    H = 1 if flavor == "H=1" else int(rng.integers(s.H[0], s.H[1] + 1))
+    I = int(rng.integers(s.I[0], s.I[1] + 1))  # noqa: E741
+    O = int(rng.integers(s.O[0], s.O[1] + 1))  # noqa: E741
+    if spec.loss == "cross_entropy" or spec.output == "softmax":
+        O = max(O, 2)                               # a softmax over one class is constant: no gradient at all
+
+    # --- coverage guarantee (issue 6): a draw whose gradient vanishes before reaching a window's
+    # start (dead relu units, a sigmoid's σ' <= 1/4 per step) proves little about the early steps;
+    # redraw the arrays (same shapes, the same rng stream, so the case still replays bit for bit),
+    # each time with a stronger recurrence, a few times
+    for attempt in range(MAX_REDRAWS + 1):
+        case = _draw_arrays(spec, rng, seed, index, flavor, T, B, H, I, O, boost=1.0 + 0.5 * attempt)
+        if attempt == MAX_REDRAWS or covered(case.params, case.x, case.y, spec):
+            if attempt:
+                case.extra["redraws"] = attempt
+            return case
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+def _draw_arrays(spec: Spec, rng: np.random.Generator, seed: int, index: int, flavor: str,
+                 T: int, B: int, H: int, I: int, O: int, boost: float = 1.0) -> Case:
+    params: dict[str, np.ndarray] = {
+        "W": rng.normal(0.0, 0.9 / np.sqrt(I), (H, I)),
+        "U": boost * _nonsymmetric_recurrent(rng, H),
+        "V": rng.normal(0.0, 1.0 / np.sqrt(H), (O, H)),
+    }
+    if spec.bias:
+        params["b"] = rng.normal(0.0, 0.3, H)
+        params["c"] = rng.normal(0.0, 0.3, O)
+    h0 = rng.normal(0.0, 0.5, (B, H))
+    params["h0"] = h0 + 0.1 * np.sign(h0)           # never zero, never tiny
+    if spec.activation == "sigmoid":
+        params["h0"] = 1.0 / (1.0 + np.exp(-params["h0"]))   # a state sigmoid can reach
+    # canonical order
+    order = ["W", "U", "b", "V", "c", "h0"]
+    params = {k: params[k] for k in order if k in params}
+
+    x = rng.normal(0.0, 1.0, (T, B, I))
+    ydims = (B,) if spec.mode == "many-to-one" else (T, B)
+    if spec.loss == "cross_entropy":
+        y = rng.integers(0, O, ydims)
+    elif spec.output == "softmax":
+        y = rng.dirichlet(np.ones(O), ydims)
+    elif spec.output in ("sigmoid",):
+        y = rng.uniform(0.05, 0.95, (*ydims, O))
+    elif spec.output == "tanh":
+        y = rng.uniform(-0.9, 0.9, (*ydims, O))
+    else:
+        y = rng.normal(0.0, 1.0, (*ydims, O))
+
+    dtype = np.dtype(spec.dtype)
+    params = {k: v.astype(dtype) for k, v in params.items()}
+    x = x.astype(dtype)
+    if spec.loss != "cross_entropy":
+        y = y.astype(dtype)
+    return Case(spec, int(seed), int(index), flavor, params, x, y)

@@ -1,0 +1,159 @@
+"""The one forward (DESIGN §1-3): a cell's steps over a sequence, and the windowed objective.
+
+    ĥ_t = x_t Wᵀ + h_{t−1} Uᵀ + b,  h_t = f(ĥ_t)       (the cell's step; see ``cell.py``)
+    ŷ_t = h_t Vᵀ + c,               y_t = g(ŷ_t)         (the output layer, for every cell)
+
+:func:`steps` is the recursion itself, written once. :func:`forward` runs it from the initial state
+over the whole sequence in numpy and keeps everything (states as arrays of length T+1 with the
+initial state explicit: ``h[0] = h0``, ``h[t+1] = h_t``). :func:`run_windows` runs it over the windows
+of a truncation schedule — each window from the state entering it, held constant, or from the
+initial state when it starts at 0 — in any namespace: numpy (the variants' objective, the Taylor
+check, a reported loss), complex numpy (the literal complex step), torch (the autograd oracle), with a
+leading axis of perturbed copies (the kinks). :func:`objective` is the truncated loss it defines.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from .cell import RNN, cell_of
+from .functions import loss_scale, step_loss, target_at
+from .ops import NUMPY
+from .spec import Spec, Window
+
+Array = np.ndarray
+
+
+def steps(cell: RNN, p: Mapping[str, Any], x: Any, state: tuple[Any, ...], first: int, stop: int,
+          ops: Any = NUMPY) -> Iterator[tuple[int, tuple[Any, ...], Any]]:
+    """The recursion: ``(t, state_t, cache_t)`` for t = first … stop−1, from the state entering ``first``.
+
+    ``x`` is (..., T, B, I): any leading axes (perturbed copies) broadcast through.
+    """
+    for t in range(first, stop):
+        state, cache = cell.step(p, x[..., t, :, :], state, ops)
+        state = tuple(ops.keep(s) for s in state)
+        yield t, state, cache
+
+
+def dense(p: Mapping[str, Any], h: Any, ops: Any = NUMPY) -> Any:
+    """ŷ = h Vᵀ + c."""
+    yhat = h @ ops.mT(p["V"])
+    c = p.get("c")
+    return yhat if c is None else yhat + c
+
+
+@dataclass
+class Trace:
+    """The forward of one case in numpy: every state, every step's cache, every output."""
+
+    cell: RNN
+    params: dict[str, Array]
+    x: Array
+    states: tuple[Array, ...]   # per part, (T+1, B, H): [0] is the initial state
+    cache: Array                # per step (T, ...): what the cell's step kept (the rnn: ĥ_t)
+    yhat: Array                 # (T, B, O)
+
+    @property
+    def T(self) -> int:
+        return int(self.x.shape[0])
+
+    @property
+    def h(self) -> Array:
+        """The hidden states (T+1, B, H): ``h[0] = h0``, ``h[t+1] = h_t``."""
+        return self.states[0]
+
+    @property
+    def hhat(self) -> Array:
+        """The rnn's pre-activations ĥ_t (T, B, H)."""
+        return self.cache
+
+    def entering(self, start: int) -> tuple[Array, ...]:
+        """The state entering step ``start`` (h_{start−1}; the initial state at 0)."""
+        return tuple(s[start] for s in self.states)
+
+
+def forward(params: Mapping[str, Any], x: Array, spec: Spec, *, ops: Any = NUMPY,
+            cell: RNN | None = None) -> Trace:
+    """The whole sequence from the initial state, in numpy, everything kept."""
+    cell = cell or cell_of(spec)
+    p = dict(params)
+    T, B, _ = x.shape
+    init = tuple(ops.keep(s) for s in cell.initial(p))
+    dtype = np.result_type(*(np.asarray(v) for v in p.values()), x)
+    states = tuple(np.empty((T + 1, *np.shape(s)), dtype=dtype) for s in init)
+    for part, s in zip(states, init):
+        part[0] = s
+    caches: list[Any] = []
+    for t, state, cache in steps(cell, p, x, init, 0, T, ops):
+        for part, s in zip(states, state):
+            part[t + 1] = s
+        caches.append(cache)
+    cache_arr = np.stack(caches) if caches else np.empty((0, B, states[0].shape[-1]), dtype=dtype)
+    yhat = dense(p, states[0][1:], ops)
+    return Trace(cell, p, x, states, cache_arr, np.asarray(yhat, dtype=dtype))
+
+
+def run_windows(params: Mapping[str, Any], x: Any, spec: Spec, windows: Sequence[Window],
+                entering: Callable[[int], tuple[Any, ...]], visit: Callable[[Window, int, tuple[Any, ...], Any], None],
+                *, ops: Any = NUMPY, cell: RNN | None = None) -> None:
+    """Run every window of a schedule: ``visit(window, t, state_t, cache_t)`` at each of its steps.
+
+    A window starting at s > 0 starts from ``entering(s)``, the state entering step s, a constant;
+    a window starting at 0 starts from the initial state in ``params`` (so h0 gets its gradient).
+    The steps from the initial state are shared by every window that starts at 0 (computed once).
+    """
+    cell = cell or cell_of(spec)
+    p = dict(params)
+    from_zero: list[tuple[tuple[Any, ...], Any]] = []
+    shared = steps(cell, p, x, cell.initial(p), 0, x.shape[-3], ops)
+    for w in windows:
+        last = max(w.losses)
+        if w.start == 0:
+            while len(from_zero) <= last:
+                _, state, cache = next(shared)
+                from_zero.append((state, cache))
+            for t in range(0, last + 1):
+                visit(w, t, *from_zero[t])
+            continue
+        for t, state, cache in steps(cell, p, x, entering(w.start), w.start, last + 1, ops):
+            visit(w, t, state, cache)
+
+
+def objective(params: Mapping[str, Any], x: Any, y: Any, spec: Spec, windows: Sequence[Window],
+              entering: Callable[[int], tuple[Any, ...]], *, ops: Any = NUMPY, cell: RNN | None = None) -> Any:
+    """The truncated objective Σ_windows Σ_{t∈L} scale·E_t (per leading copy, when there are copies)."""
+    T, B = x.shape[-3], x.shape[-2]
+    scale = loss_scale(spec, T, B)
+    total: list[Any] = []
+
+    def visit(w: Window, t: int, state: tuple[Any, ...], cache: Any) -> None:
+        if t in w.losses:
+            e = step_loss(spec, dense(params, state[0], ops), target_at(spec, y, t, T), ops)
+            total.append(scale * ops.sum(e, -1))
+
+    run_windows(params, x, spec, windows, entering, visit, ops=ops, cell=cell)
+    if not total:
+        return 0.0
+    out = total[0]
+    for v in total[1:]:
+        out = out + v
+    return out
+
+
+def window_loss(params: Mapping[str, Any], x: Array, y: Array, spec: Spec, windows: Sequence[Window],
+                entering: Trace | Array) -> float:
+    """The truncated objective in numpy, each window started from the fixed states of ``entering``
+    (a :class:`Trace`, or the hidden states (T+1, B, H) of one)."""
+    at = entering.entering if isinstance(entering, Trace) else (lambda s: (entering[s],))
+    return float(objective(params, x, y, spec, windows, at))
+
+
+def total_loss(params: Mapping[str, Any], x: Array, y: Array, spec: Spec) -> float:
+    """The (truncated) objective of the spec at these parameters."""
+    tr = forward(params, x, spec)
+    return window_loss(params, x, y, spec, spec.windows(x.shape[0]), tr)

@@ -1,0 +1,135 @@
+"""Options defined once, shared by the command line and the pytest plugin.
+
+The CLI spells them ``--name``; the pytest plugin exposes the run-level ones
+as ``--bptt-name`` (see ``plugin.py``).
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from .errors import BPTTCheckError
+from .model.spec import ACTIVATIONS, DTYPES, LOSSES, MODES, OUTPUTS, REDUCTIONS
+from .report import parse_formats
+from .runner.call import DEFAULT_TIMEOUT
+
+
+def _positive_int(text: str) -> int:
+    value = _int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
+
+def _nonnegative_int(text: str) -> int:
+    value = _int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
+    return value
+
+
+def _formats(text: str) -> str:
+    try:
+        return ",".join(parse_formats(text))
+    except BPTTCheckError as err:
+        raise argparse.ArgumentTypeError(err.message) from None
+
+
+def _int(text: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of seconds, got {text!r}") from None
+    if not value >= 0:   # also rejects nan
+        raise argparse.ArgumentTypeError(f"must be >= 0 seconds (0: no limit), got {text!r}")
+    return value
+
+
+PROGRESS = ("auto", "bar", "lines", "none")
+
+
+@dataclass(frozen=True)
+class Option:
+    name: str                      # the dest, and the CLI flag without dashes
+    help: str
+    default: Any = None
+    type: Callable[[str], Any] | None = None
+    choices: tuple[str, ...] | None = None
+    flag: bool = False             # a store_true/store_false switch
+    spec: bool = False             # part of the spec (vs. how the run is done)
+    run: bool = False              # shared with the pytest plugin as --bptt-<name>
+
+    @property
+    def cli(self) -> str:
+        return "--" + self.name.replace("_", "-")
+
+
+OPTIONS: tuple[Option, ...] = (
+    Option("mode", "what the loss covers", "many-to-many", choices=MODES, spec=True),
+    Option("truncation", "none, window:K, tbptt:K1,K2, chunk:K or window-loss:K1,K2", "none", spec=True),
+    Option("activation", "hidden activation f", "tanh", choices=ACTIVATIONS, spec=True),
+    Option("output", "output function g", "identity", choices=OUTPUTS, spec=True),
+    Option("loss", "per-step loss", "half_mse", choices=LOSSES, spec=True),
+    Option("reduction", "over batch and time: sum, mean, mean_batch (sum over time, mean over batch), "
+                        "mean_time", "sum", choices=REDUCTIONS, spec=True),
+    Option("no_bias", "the model has no biases b and c", False, flag=True, spec=True),
+    Option("dtype", "the dtype your backward computes in", "float64", choices=DTYPES, spec=True),
+    Option("cases", "random cases per checked spec", 20, type=_positive_int, run=True),
+    Option("seed", "seed of the random cases (a case is replayed from seed and index)", 0,
+           type=_nonnegative_int, run=True),
+    Option("report_dir", "folder the report is written to", "reports", run=True),
+    Option("oracle", "comma-separated oracles, the first is the reference: autograd, complex-step, fd "
+                     "(element-wise), directional (k random projections, a witness only); "
+                     "full element-wise verification: fd,complex-step,autograd", "autograd,directional", run=True),
+    Option("fast", "fast mode: k random projections of the gradients against the complex step, per gradient "
+                   "and element-wise only where one fails (no torch)", False, flag=True, run=True),
+    Option("directions", "k, the random directions of the directional witness and of --fast",
+           4, type=_positive_int, run=True),
+    # issue 3: the report and the terminal
+    Option("format", "comma-separated report formats written to the report folder: json, md, junit, html "
+                     "(or all)", "json,md,junit,html", type=_formats, run=True),
+    Option("case", "check only case N of the seed (what a report's reproducer line uses)", None,
+           type=_nonnegative_int),
+    Option("progress", "per-case feedback: a progress bar (on a terminal), one line per case, or none",
+           "auto", choices=PROGRESS),
+    # robustness (issue 7): a backward that hangs is reported as timed out and the run goes on
+    Option("timeout", "seconds one call of your backward may take before its case is reported as timed "
+                      "out (0: no limit, called in the main thread)", DEFAULT_TIMEOUT, type=_seconds, run=True),
+)
+
+
+def add_to_argparse(parser: argparse.ArgumentParser) -> None:
+    for opt in OPTIONS:
+        if opt.flag:
+            parser.add_argument(opt.cli, dest=opt.name, action="store_true", default=opt.default, help=opt.help)
+        else:
+            parser.add_argument(opt.cli, dest=opt.name, default=opt.default, type=opt.type,
+                                choices=opt.choices, help=opt.help + f" (default: {opt.default})")
+
+
+def default(name: str) -> Any:
+    """The default of an option."""
+    return next(o.default for o in OPTIONS if o.name == name)
+
+
+def spec_kwargs(values: dict[str, Any]) -> dict[str, Any]:
+    """Spec keywords from parsed option values."""
+    out = {}
+    for opt in OPTIONS:
+        if not opt.spec or opt.name not in values:
+            continue
+        if opt.name == "no_bias":
+            out["bias"] = not values["no_bias"]
+        else:
+            out[opt.name] = values[opt.name]
+    return out
