@@ -21,18 +21,11 @@ MAX_REDRAWS = 8
 FLAVORS = ("core", "T=1", "core", "H=1", "core", "B=1", "core", "window>=T")
 
 
-@dataclass
-class Case:
-    """One drawn case: the spec, where it came from, and its arrays."""
+class Shaped:
+    """The sizes of a case's arrays (``x`` (T, B, I), ``params``), for anything that holds them."""
 
-    spec: Spec
-    seed: int
-    index: int
-    flavor: str
-    params: dict[str, np.ndarray]
     x: np.ndarray
-    y: np.ndarray
-    extra: dict[str, Any] = field(default_factory=dict)
+    params: dict[str, np.ndarray]
 
     @property
     def T(self) -> int:
@@ -43,11 +36,34 @@ class Case:
         return int(self.x.shape[1])
 
     @property
+    def H(self) -> int:
+        return int(self.params["U"].shape[1])
+
+    @property
+    def O(self) -> int:  # noqa: E743
+        return int(self.params["V"].shape[0])
+
+    @property
     def shapes(self) -> dict[str, int]:
-        T, B, I = self.x.shape
-        H = self.params["U"].shape[1]
-        O = self.params["V"].shape[0]
-        return {"T": int(T), "B": int(B), "I": int(I), "H": int(H), "O": int(O)}
+        return {"T": self.T, "B": self.B, "I": int(self.x.shape[2]), "H": self.H, "O": self.O}
+
+    def shape(self, name: str) -> tuple[int, ...]:
+        """The shape of a gradient (a parameter's, or ``x``'s)."""
+        return tuple(self.x.shape) if name == "x" else tuple(self.params[name].shape)
+
+
+@dataclass
+class Case(Shaped):
+    """One drawn case: the spec, where it came from, and its arrays."""
+
+    spec: Spec
+    seed: int
+    index: int
+    flavor: str
+    params: dict[str, np.ndarray]
+    x: np.ndarray
+    y: np.ndarray
+    extra: dict[str, Any] = field(default_factory=dict)
 
     @property
     def windows(self) -> list[Window]:

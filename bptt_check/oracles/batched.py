@@ -39,12 +39,12 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from ..model.cases import Case, Shaped
 from ..model.forward import forward
 from ..model.functions import loss_scale
 from ..model.names import OUTPUT_LAYER, ordered
 
 if TYPE_CHECKING:
-    from ..model.cases import Case
     from ..model.spec import Spec, Window
 
 # the extra memory of one block stays near this many float64 numbers per work array: 1 MiB, 128
@@ -81,7 +81,7 @@ def blas_threads() -> contextlib.AbstractContextManager[Any]:
 # ----------------------------------------------------------------- the base trajectory
 
 @dataclass
-class Trajectory:
+class Trajectory(Shaped):
     """The unperturbed forward of a case in float64, shared by every copy."""
 
     spec: Spec
@@ -104,25 +104,6 @@ class Trajectory:
         tr = forward(params, x, spec)
         T, B, _ = x.shape
         return cls(spec, params, x, y, tr.h, tr.hhat, tr.yhat, spec.windows(T), loss_scale(spec, T, B))
-
-    @property
-    def T(self) -> int:
-        return int(self.x.shape[0])
-
-    @property
-    def B(self) -> int:
-        return int(self.x.shape[1])
-
-    @property
-    def H(self) -> int:
-        return int(self.params["U"].shape[0])
-
-    @property
-    def O(self) -> int:  # noqa: E743
-        return int(self.params["V"].shape[0])
-
-    def shape(self, name: str) -> tuple[int, ...]:
-        return tuple(self.x.shape) if name == "x" else tuple(self.params[name].shape)
 
     def names(self) -> list[str]:
         return ordered([*self.params, "x"])
