@@ -7,6 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from bptt_check.cli import main
+
 HERE = Path(__file__).parent
 
 
@@ -66,10 +68,12 @@ def test_target_as_module_path_with_spec_flags(tmp_path):
     (["--cases", "0"], "must be >= 1"),
     (["--oracle", "magic"], "unknown oracle"),
 ])
-def test_bad_usage_exits_2_with_one_clear_line(tmp_path, args, words):
-    proc = run(*args, "--report-dir", str(tmp_path / "r"))
-    assert proc.returncode == 2, proc.stdout + proc.stderr
-    assert words in proc.stderr
+def test_bad_usage_exits_2_with_one_clear_line(tmp_path, capsys, args, words):
+    # in process: argument handling needs no interpreter of its own (the end-to-end runs above have one)
+    code = main([*args, "--report-dir", str(tmp_path / "r")])
+    out = capsys.readouterr()
+    assert code == 2, out.out + out.err
+    assert words in out.err and len(out.err.strip().splitlines()) == 1
     assert not (tmp_path / "r").exists()
 
 

@@ -53,17 +53,19 @@ class Judgement:
         """Some element that matters is in dispute between the oracles."""
         return any(m.any() for m in self.open.values())
 
-    def exclusion_notes(self) -> list[str]:
-        out = []
+    def kink_note(self) -> str | None:
         kinked = {k: int(m.sum()) for k, m in self.kinks.items() if m.any() and k in self.grads}
-        if kinked:
-            out.append("relu kinks: " + ", ".join(f"d{k} ({n})" for k, n in kinked.items())
-                       + " element(s) whose finite-difference step straddles a kink are "
-                       "non-differentiable there and were not judged")
-        if self.unjudged:
-            out.append(f"precision: float32 rounding on this case is as large as {', '.join(sorted(self.unjudged))} "
-                       "itself (a saturated or cancelling output): not judged")
-        return out
+        if not kinked:
+            return None
+        return ("relu kinks: " + ", ".join(f"d{k} ({n})" for k, n in kinked.items())
+                + " element(s) whose finite-difference step straddles a kink are non-differentiable there and "
+                "were not judged")
+
+    def unjudged_note(self) -> str | None:
+        if not self.unjudged:
+            return None
+        return (f"precision: float32 rounding on this case is as large as {', '.join(sorted(self.unjudged))} "
+                "itself (a saturated or cancelling output): not judged")
 
     def error_of(self, name: str) -> Any:
         """What is allowed besides the tolerance: the reference's error and the rounding allowance."""

@@ -141,7 +141,7 @@ def check_case(backward: Backward, case: Case, *, oracles: Iterable[str] = DEFAU
         if j.precision_note:
             v.notes.append(j.precision_note)
         v.dispute_notes = list(j.dispute_notes)
-        v.tail += j.exclusion_notes()
+        v.tail += [n for n in (j.kink_note(), j.unjudged_note()) if n]
 
     def reference_of_all() -> _Reference:        # fast mode computes it only when something is wrong
         nonlocal whole
@@ -175,7 +175,10 @@ def check_case(backward: Backward, case: Case, *, oracles: Iterable[str] = DEFAU
                 full=evidence == "full", run=run))
     elif j is not None and (j.disputed or j.unjudged):
         v.status = "inconclusive"
-        if j.disputed and whole is not None and whole.consensus is not None:
+        if not j.disputed:                   # float32 cannot resolve some gradient: that is the reason
+            v.lead = j.unjudged_note()
+            v.tail.remove(v.lead)
+        elif whole is not None and whole.consensus is not None:
             which = [f"{k} ({int(d.sum())}/{d.size})" for k, d in j.open.items() if d.any()]
             v.lead = ("oracles disagree on " + ", ".join(which) + ": those elements prove nothing ("
                       + whole.consensus.explain() + ")")
