@@ -1,6 +1,7 @@
 """Structure numbers of a package: files, import edges and levels, function-local imports, longest functions.
 
-    python scripts/structure_stats.py bptt_check
+    python scripts/structure_stats.py bptt_check          # module-level edges
+    python scripts/structure_stats.py bptt_check --all    # function-local imports count as edges too
 
 Edges are module-level imports of the package's own modules (TYPE_CHECKING blocks aside); the level
 of a module is 1 + the deepest level among the modules it imports (a module importing nothing of the
@@ -44,7 +45,7 @@ def resolve(mods: dict[str, str], cur: str, node: ast.AST) -> list[str]:
     return [a.name for a in node.names if a.name in mods]
 
 
-def main(root: str) -> None:
+def main(root: str, include_local: bool = False) -> None:
     mods = modules(root)
     pkg = os.path.basename(os.path.abspath(root))
     edges: dict[str, set[str]] = {m: set() for m in mods}
@@ -63,7 +64,7 @@ def main(root: str) -> None:
                     targets = [t for t in resolve(mods, m, ch) if t.split(".")[0] == pkg and t != m]
                     if targets and in_func:
                         local.append(f"{m}:{ch.lineno}")
-                    elif targets and not in_tc:
+                    if targets and not in_tc and (include_local or not in_func):
                         edges[m].update(t for t in targets if t != pkg)
                 walk(ch, in_func or func, tc)
 
@@ -93,4 +94,5 @@ def main(root: str) -> None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1] if len(sys.argv) > 1 else "bptt_check")
+    args = [a for a in sys.argv[1:] if a != "--all"]
+    main(args[0] if args else "bptt_check", include_local="--all" in sys.argv)

@@ -15,41 +15,10 @@ from typing import Any
 import numpy as np
 
 from .coverage import covered
-from .spec import Spec, Window
+from .spec import Shaped, Spec, Window
 
 MAX_REDRAWS = 8
 FLAVORS = ("core", "T=1", "core", "H=1", "core", "B=1", "core", "window>=T")
-
-
-class Shaped:
-    """The sizes of a case's arrays (``x`` (T, B, I), ``params``), for anything that holds them."""
-
-    x: np.ndarray
-    params: dict[str, np.ndarray]
-
-    @property
-    def T(self) -> int:
-        return int(self.x.shape[0])
-
-    @property
-    def B(self) -> int:
-        return int(self.x.shape[1])
-
-    @property
-    def H(self) -> int:
-        return int(self.params["U"].shape[1])
-
-    @property
-    def O(self) -> int:  # noqa: E743
-        return int(self.params["V"].shape[0])
-
-    @property
-    def shapes(self) -> dict[str, int]:
-        return {"T": self.T, "B": self.B, "I": int(self.x.shape[2]), "H": self.H, "O": self.O}
-
-    def shape(self, name: str) -> tuple[int, ...]:
-        """The shape of a gradient (a parameter's, or ``x``'s)."""
-        return tuple(self.x.shape) if name == "x" else tuple(self.params[name].shape)
 
 
 @dataclass

@@ -194,6 +194,37 @@ class Sizes:
                 )
 
 
+class Shaped:
+    """The sizes of a case's arrays (``x`` (T, B, I), ``params``), for anything that holds them."""
+
+    x: np.ndarray
+    params: dict[str, np.ndarray]
+
+    @property
+    def T(self) -> int:
+        return int(self.x.shape[0])
+
+    @property
+    def B(self) -> int:
+        return int(self.x.shape[1])
+
+    @property
+    def H(self) -> int:
+        return int(self.params["U"].shape[1])
+
+    @property
+    def O(self) -> int:  # noqa: E743
+        return int(self.params["V"].shape[0])
+
+    @property
+    def shapes(self) -> dict[str, int]:
+        return {"T": self.T, "B": self.B, "I": int(self.x.shape[2]), "H": self.H, "O": self.O}
+
+    def shape(self, name: str) -> tuple[int, ...]:
+        """The shape of a gradient (a parameter's, or ``x``'s)."""
+        return tuple(self.x.shape) if name == "x" else tuple(self.params[name].shape)
+
+
 @dataclass(frozen=True)
 class Spec:
     """What the backward under test implements (DESIGN §1-3)."""

@@ -39,12 +39,13 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ..model.cases import Case, Shaped
 from ..model.forward import forward
 from ..model.functions import loss_scale
 from ..model.names import OUTPUT_LAYER, ordered
+from ..model.spec import Shaped
 
 if TYPE_CHECKING:
+    from ..model.cases import Case
     from ..model.spec import Spec, Window
 
 # the extra memory of one block stays near this many float64 numbers per work array: 1 MiB, 128
