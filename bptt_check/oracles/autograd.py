@@ -13,6 +13,7 @@ several times faster. ``device="cuda"`` runs either on a GPU.
 
 from __future__ import annotations
 
+import re
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -25,6 +26,27 @@ from .base import OracleResult
 
 if TYPE_CHECKING:
     from ..model.cases import Case
+
+DEVICES = re.compile(r"cpu|cuda(:\d+)?")
+
+
+def device_problem(device: str | None) -> str | None:
+    """What keeps the reference from running on the torch ``device`` (None: nothing): a name other than
+    cpu, cuda, cuda:N, or a GPU torch does not see (torch is imported only for a GPU)."""
+    if device is None or device == "cpu":
+        return None
+    if not isinstance(device, str) or not DEVICES.fullmatch(device):
+        return f"device must be cpu, cuda or cuda:N, got {device!r}"
+    import torch
+
+    if not torch.cuda.is_available():
+        return (f"device {device!r}: torch.cuda.is_available() is False (torch {torch.__version__}, "
+                f"{'built without CUDA' if torch.version.cuda is None else 'no GPU visible'}); "
+                "check without a device (the CPU) or on a machine with a GPU")
+    index = int(device.partition(":")[2] or 0)
+    if index >= torch.cuda.device_count():
+        return f"device {device!r}: torch sees {torch.cuda.device_count()} GPU(s) (cuda:0 … )"
+    return None
 
 
 class AutogradOracle:

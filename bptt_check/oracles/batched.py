@@ -360,8 +360,9 @@ def _run_dense(traj: Trajectory, block: Block, prop: Propagation, fprime: np.nda
             steps = np.asarray(at)
             n = len(at)
             dyhat = np.zeros((K, n, B, O))
-            if KS:
-                dyhat[:KS] = (arr[steps - lo] @ VT).transpose(1, 0, 2, 3)
+            if KS:                   # dh_t Vᵀ of every copy and loss step: one matmul
+                dh = arr if n == hi - lo else arr[steps - lo]
+                dyhat[:KS] = (dh.reshape(-1, H) @ VT).reshape(n, KS, B, O).transpose(1, 0, 2, 3)
             for g in outputs:
                 if g.name == "V":    # h_t dVᵀ of every copy and loss step: one matmul
                     dyhat[g.sl] += (traj.h[steps + 1].reshape(n * B, H) @ g.dense.transpose(2, 0, 1).reshape(
