@@ -22,9 +22,11 @@ calling the backward twice, the oracles, the judging, the settling):
   full_elementwise_fd  oracles=("fd",): every element by batched central differences (not at large)
   fast_check        fast=True: 4 joint random projections against the complex step, no torch
 
-Rows are timed in interleaved rounds (one run of each per round; the median over rounds), so that a
-change of load on a shared machine hits every row alike; the slow rows (seconds each) are timed
-separately, fewer times. Then, per size, the ratios with their two baselines and the targets.
+Rows are timed in CPU seconds of the process (``time.process_time``: one thread does everything, so this is
+the work itself, not the time other jobs on a shared machine hold the core) in interleaved rounds (one run
+of each per round; the median over rounds), so that a change of load hits every row alike; the slow rows
+(seconds each) are timed separately, fewer times. Then, per size, the ratios with their two baselines and
+the targets.
 
 Also:
 - the default check's cost broken down (the backward's two calls, reading them, the reference, the
@@ -78,6 +80,9 @@ RATIOS = (  # name: (numerator, denominator)
     ("default_check / tight_fwd_bwd", "default_check", "tight_fwd_bwd"),
 )
 SCALE_T = (50, 100, 200, 500, 1000, 2000)
+# CPU seconds of this process (every thread): everything runs on one thread, one thing at a time, so this
+# is the time the work takes, without the time the shared machine's other jobs hold the core
+clock = time.process_time
 SCALE_H = (16, 32, 64, 128, 256, 512)
 
 
@@ -97,12 +102,12 @@ def rounds(methods: dict[str, Callable[[], Any]], n: int, budget: float) -> dict
     runs: dict[str, list[float]] = {k: [] for k in methods}
     spent = 0.0
     for done in range(1, n + 1):
-        start = time.perf_counter()
+        start = clock()
         for name, fn in methods.items():
-            t0 = time.perf_counter()
+            t0 = clock()
             fn()
-            runs[name].append(time.perf_counter() - t0)
-        spent += time.perf_counter() - start
+            runs[name].append(clock() - t0)
+        spent += clock() - start
         if spent + spent / done > budget:
             break
     return runs
@@ -112,9 +117,9 @@ def timed(fn: Callable[[], Any], repeat: int, budget: float) -> list[float]:
     """Run ``fn`` up to ``repeat`` times (once more only while the runs so far stay within ``budget`` s)."""
     runs: list[float] = []
     for _ in range(repeat):
-        t0 = time.perf_counter()
+        t0 = clock()
         fn()
-        runs.append(time.perf_counter() - t0)
+        runs.append(clock() - t0)
         if sum(runs) + runs[-1] > budget:
             break
     return runs
@@ -130,6 +135,8 @@ def checked(backward: Any, case: Any, **kw: Any) -> Callable[[], Any]:
     def run() -> Any:
         r = bc.check_case(backward, case, **kw)
         assert r.status == "passed", r.summary()
+        off = r.oracles.get("consensus", {}).get("off")
+        assert not off, f"the oracles disagreed (a third one was asked): {off}"
         return r
 
     return run
@@ -248,11 +255,11 @@ def breakdown(cell: CellBench, I: int, H: int, O: int, T: int, B: int, runs: int
     def wrap(fn: Callable[..., Any], key: str) -> Callable[..., Any]:
         @functools.wraps(fn)
         def inner(*a: Any, **kw: Any) -> Any:
-            t0 = time.perf_counter()
+            t0 = clock()
             try:
                 return fn(*a, **kw)
             finally:
-                spent[key] = spent.get(key, 0.0) + time.perf_counter() - t0
+                spent[key] = spent.get(key, 0.0) + clock() - t0
         return inner
 
     rows = []
@@ -261,9 +268,9 @@ def breakdown(cell: CellBench, I: int, H: int, O: int, T: int, B: int, runs: int
             setattr(obj, name, wrap(getattr(obj, name), key))
         for _ in range(runs):
             spent.clear()
-            t0 = time.perf_counter()
+            t0 = clock()
             r = bc.check_case(backward, case)
-            total = time.perf_counter() - t0
+            total = clock() - t0
             assert r.status == "passed", r.summary()
             rows.append({"total": total, **spent})
     finally:
@@ -286,16 +293,10 @@ def breakdown(cell: CellBench, I: int, H: int, O: int, T: int, B: int, runs: int
 
 # ----------------------------------------------------------------- the default check against T and H
 
-def fused_time(cell: CellBench, case: Any, runs: int) -> float:
-    import torch
-
-    step, _ = cell.fused(torch, case)
-    step()
-    return statistics.median(timed(step, runs, 60.0))
-
-
 def scaling(cell: CellBench, Ts: tuple[int, ...], Hs: tuple[int, ...], runs: int, budget: float,
             log: Callable[[str], None]) -> dict[str, Any]:
+    import torch
+
     out: dict[str, Any] = {"T": [], "H": []}
     for axis, values in (("T", Ts), ("H", Hs)):
         log(f"  default check against {axis} (I 32, O 8, B 8, {'H 128' if axis == 'T' else 'T 200'}):")
@@ -303,9 +304,10 @@ def scaling(cell: CellBench, Ts: tuple[int, ...], Hs: tuple[int, ...], runs: int
             I, H, O, T, B = 32, (v if axis == "H" else 128), 8, (v if axis == "T" else 200), 8  # noqa: E741
             case = make_case(cell, I, H, O, T, B)
             check = checked(cell.backward(), case)
+            fused_step, _ = cell.fused(torch, case)
             check()
-            t_check = statistics.median(timed(check, runs, budget))
-            t_fused = fused_time(cell, case, runs)
+            timing = rounds({"check": check, "fused": fused_step}, runs, budget)
+            t_check, t_fused = statistics.median(timing["check"]), statistics.median(timing["fused"])
             row = {"I": I, "H": H, "O": O, "T": T, "B": B, "default_check_s": t_check, "fused_fwd_bwd_s": t_fused,
                    "ratio": t_check / t_fused, "per_step_s": t_check / T}
             out[axis].append(row)

@@ -16,6 +16,7 @@ from bptt_check.oracles import (
     DirectionalOracle,
     FiniteDifferenceOracle,
     OracleResult,
+    batched,
     fused,
 )
 from bptt_check.oracles.batched import Trajectory
@@ -355,10 +356,19 @@ def test_a_broken_fused_reference_is_caught_by_the_witness(monkeypatch):
 
 @settings(max_examples=30, deadline=None)
 @given(spec=specs(truncation=truncations(), activations=["tanh", "sigmoid", "identity"]),
-       seed=st.integers(0, 2**16), index=st.integers(0, 15), joint=st.booleans())
-def test_dense_tangents_vectorized_over_time_are_the_step_by_step_ones(spec, seed, index, joint):
+       seed=st.integers(0, 2**16), index=st.integers(0, 15), joint=st.booleans(),
+       run_floats=st.sampled_from([1, 300, batched.DENSE_FLOATS]))
+def test_dense_tangents_vectorized_over_time_are_the_step_by_step_ones(spec, seed, index, joint, run_floats):
     """Directions through ``_run_dense`` (the witness, the fast mode) equal the step-by-step propagation
-    within their own error estimate, with the same error estimate."""
+    within their own error estimate, with the same error estimate, however many steps run at a time."""
+    saved, batched.DENSE_FLOATS = batched.DENSE_FLOATS, run_floats
+    try:
+        _dense_against_plain(spec, seed, index, joint)
+    finally:
+        batched.DENSE_FLOATS = saved
+
+
+def _dense_against_plain(spec, seed, index, joint):
     from bptt_check.oracles.batched import dense_block, joint_block, run
     from bptt_check.oracles.complex_step import TangentPropagation
     from bptt_check.oracles.directional import rademacher

@@ -53,8 +53,9 @@ if TYPE_CHECKING:
 # matmuls and faster for the element-wise passes of finite differences, which then stay in cache)
 BLOCK_FLOATS = 2**17
 # dense tangent runs (directions: a few copies over many steps) take their direct terms for this many
-# numbers at a time: 8 MiB, the whole sequence of 4 copies at B=8, H=128, T=256, in a few long matmuls
-DENSE_FLOATS = 2**20
+# numbers at a time, in one buffer: 1 MiB, 32 steps of 4 copies at B=8, H=128 (long matmuls; fresh memory
+# is slow to touch, so the buffer is reused from one run of steps to the next)
+DENSE_FLOATS = 2**17
 
 
 # BLAS threads inside the engine: 1 unless BPTT_CHECK_THREADS says otherwise. Measured on the shared
@@ -291,6 +292,7 @@ class _DenseTerms:
         self.steps = max(1, floats // max(1, self.KS * traj.B * traj.H))
         self.lo, self.hi = 0, 0
         self.arr: np.ndarray | None = None
+        self.spans: dict[tuple[int, int], tuple[np.ndarray, np.ndarray]] | None = None
 
     def at(self, t: int, last: int) -> np.ndarray | None:
         if not self.groups:
@@ -299,25 +301,60 @@ class _DenseTerms:
             self.lo, self.hi = t, min(last + 1, t + self.steps)
             self.arr = self.fill(self.lo, self.hi)
         assert self.arr is not None
-        return self.arr[t - self.lo]
+        return self.arr[t - self.lo].transpose(1, 0, 2)
 
-    def fill(self, lo: int, hi: int) -> np.ndarray:
-        """The direct terms of steps lo..hi-1, time-major: a new array (hi - lo, K_state, B, H)."""
+    def fill(self, lo: int, hi: int, out: np.ndarray | None = None) -> np.ndarray:
+        """The direct terms of steps lo..hi-1, time-major (hi - lo, B, K_state, H): in ``out`` (reused by
+        the caller: fresh memory is slow to touch) or a new array.
+
+        x_t dWᵀ + h_{t-1} dUᵀ + db of the copies of one slice are one matmul of [x_t, h_{t-1}, 1] (every step
+        and row) with the stacked directions, written straight into the array when the slice is every copy;
+        dx_t Wᵀ is one more."""
         traj = self.traj
         n, B, H = hi - lo, traj.B, traj.H
-        arr = np.zeros((n, self.KS, B, H))
+        rows = n * B
+        arr = np.zeros((n, B, self.KS, H)) if out is None else out
+        spans = self._spans()
+        if out is not None and (0, self.KS) not in spans:
+            arr[:] = 0.0
+        for (start, stop), (src, rhs) in spans.items():
+            k = stop - start
+            if k == self.KS:
+                np.matmul(src[lo * B:hi * B], rhs, out=arr.reshape(rows, k * H))
+            else:
+                arr[:, :, start:stop] += (src[lo * B:hi * B] @ rhs).reshape(n, B, k, H)
         for g in self.groups:
-            v, k = g.dense, g.size
-            if g.name in ("W", "U"):   # x_t dWᵀ, h_{t-1} dUᵀ of every copy and step: one matmul
-                src = (traj.x[lo:hi] if g.name == "W" else traj.h[lo:hi]).reshape(n * B, -1)
-                arr[:, g.sl] += (src @ v.transpose(2, 0, 1).reshape(src.shape[1], k * H)
-                                 ).reshape(n, B, k, H).transpose(0, 2, 1, 3)
-            elif g.name == "b":
-                arr[:, g.sl] += v[None, :, None, :]
-            else:                      # dx_t Wᵀ
-                arr[:, g.sl] += (v[:, lo:hi].reshape(-1, v.shape[-1]) @ self.WT).reshape(k, n, B, H
-                                                                                         ).transpose(1, 0, 2, 3)
+            if g.name == "x":          # dx_t Wᵀ
+                v = g.dense[:, lo:hi]
+                arr[:, :, g.sl] += (v.reshape(-1, v.shape[-1]) @ self.WT).reshape(g.size, n, B, H).transpose(1, 2, 0, 3)
         return arr
+
+    def _spans(self) -> dict[tuple[int, int], tuple[np.ndarray, np.ndarray]]:
+        """Per slice of copies: [x_t, h_{t-1}, 1] of every step and row (T·B, ·) and the stacked directions
+        (·, k·H) whose column block j is copy j's (dWᵀ; dUᵀ; db) — computed once."""
+        if self.spans is None:
+            traj = self.traj
+            T, B, H = traj.T, traj.B, traj.H
+            by: dict[tuple[int, int], list[Group]] = {}
+            for g in self.groups:
+                if g.name != "x":
+                    by.setdefault((g.start, g.stop), []).append(g)
+            self.spans = {}
+            for (start, stop), gs in by.items():
+                k = stop - start
+                src, rhs = [], []
+                for g in gs:
+                    if g.name == "W":
+                        src.append(traj.x.reshape(T * B, -1))
+                    elif g.name == "U":    # the states entering each step
+                        src.append(traj.h[:T].reshape(T * B, H))
+                    else:
+                        src.append(np.ones((T * B, 1)))
+                    d = g.dense if g.name != "b" else g.dense[:, :, None]
+                    rhs.append(d.transpose(2, 0, 1).reshape(-1, k * H))
+                self.spans[(start, stop)] = (src[0] if len(src) == 1 else np.concatenate(src, axis=1),
+                                             rhs[0] if len(rhs) == 1 else np.concatenate(rhs, axis=0))
+        return self.spans
 
 
 def _run_dense(traj: Trajectory, block: Block, prop: Propagation, fprime: np.ndarray, gy: np.ndarray
@@ -336,24 +373,32 @@ def _run_dense(traj: Trajectory, block: Block, prop: Propagation, fprime: np.nda
     out, magnitude = np.zeros(K), np.zeros(K)
     terms = _DenseTerms(traj, block, p["W"].T, DENSE_FLOATS)
     outputs = [g for g in block.groups if g.name in STATE_FREE]
-    carry = np.empty((KS * B, H))
+    carry, state = np.empty((B * KS, H)), np.empty((B * KS, H))
+    buffer = np.empty((terms.steps, B, KS, H))     # every run of steps in the same memory
     for w in traj.windows:
         losses = sorted(w.losses)
         last = losses[-1]
-        prev = None                  # the copies' state dh_{t-1}, (KS·B, H); None: still zero
+        prev = None                  # the copies' state dh_{t-1}, (B·KS, H); None: still zero
         initial = _initial(traj, block, w.start) if KS else None
         if initial is not None:
-            prev = initial.reshape(KS * B, H)
+            prev = initial.transpose(1, 0, 2).reshape(B * KS, H)
         for lo in range(w.start, last + 1, terms.steps):
             hi = min(last + 1, lo + terms.steps)
-            arr = terms.fill(lo, hi) if terms.groups else np.zeros((hi - lo, KS, B, H))
+            arr = buffer[:hi - lo]
+            if terms.groups:
+                terms.fill(lo, hi, out=arr)
+            else:
+                arr[:] = 0.0
             for t in range(lo, hi) if KS else ():
-                z = arr[t - lo]                          # (KS, B, H): the direct terms of step t
+                z = arr[t - lo]                          # (B, KS, H): the direct terms of step t
                 if prev is not None:
                     np.matmul(prev, UT, out=carry)       # + dh_{t-1} Uᵀ
-                    z += carry.reshape(KS, B, H)
-                z *= fprime[t]                           # dh_t, kept in place for the output layer
-                prev = z.reshape(KS * B, H)
+                    z += carry.reshape(B, KS, H)
+                z *= fprime[t][:, None, :]               # dh_t, kept in place for the output layer
+                prev = z.reshape(B * KS, H)
+            if prev is not None and hi <= last:          # the next run of steps reuses the buffer
+                state[:] = prev
+                prev = state
             at = [t for t in losses if lo <= t < hi]
             if not at:
                 continue
@@ -362,7 +407,7 @@ def _run_dense(traj: Trajectory, block: Block, prop: Propagation, fprime: np.nda
             dyhat = np.zeros((K, n, B, O))
             if KS:                   # dh_t Vᵀ of every copy and loss step: one matmul
                 dh = arr if n == hi - lo else arr[steps - lo]
-                dyhat[:KS] = (dh.reshape(-1, H) @ VT).reshape(n, KS, B, O).transpose(1, 0, 2, 3)
+                dyhat[:KS] = (dh.reshape(-1, H) @ VT).reshape(n, B, KS, O).transpose(2, 0, 1, 3)
             for g in outputs:
                 if g.name == "V":    # h_t dVᵀ of every copy and loss step: one matmul
                     dyhat[g.sl] += (traj.h[steps + 1].reshape(n * B, H) @ g.dense.transpose(2, 0, 1).reshape(
