@@ -227,18 +227,25 @@ def bench_size(cell: CellBench, size: str, n_rounds: int, budget: float, log: Ca
             "methods": methods, "ratios": ratios, "fused_agrees_with_autograd": agree}
 
 
-# ----------------------------------------------------------------- where the default check's time goes
+# ----------------------------------------------------------------- where a check's time goes
 
-PARTS = ("backward calls", "reading the calls", "reference", "witness", "comparing oracles", "judging",
-         "coverage", "everything else")
+PARTS = ("backward calls", "reading the calls", "reference", "witness", "directions", "comparing oracles",
+         "judging", "coverage", "everything else")
+CHECKS = {"default": {}, "full_elementwise": {"oracles": ("complex-step",)}, "fast": {"fast": True}}
 
 
-def breakdown(cell: CellBench, I: int, H: int, O: int, T: int, B: int, runs: int) -> dict[str, float]:  # noqa: E741
-    """Median seconds of each stage of the default check, measured by wrapping the functions that do them."""
+def breakdown(cell: CellBench, I: int, H: int, O: int, T: int, B: int, runs: int,  # noqa: E741
+              check: str = "default") -> dict[str, float]:
+    """Median CPU seconds of each stage of a check (``CHECKS``), measured by wrapping the functions doing them:
+    the backward's two calls (``Target._once``), reading them (the rest of ``Target.call``), the reference
+    (the autograd or complex-step oracle), the witness (the directional oracle), fast mode's directions,
+    comparing the oracles (the rest of ``consensus.reference``), judging, coverage, and the rest."""
     import bptt_check as bc
     import bptt_check.oracles.autograd as autograd
+    import bptt_check.oracles.complex_step as complex_step
     import bptt_check.oracles.directional as directional
     import bptt_check.runner.target as target
+    import bptt_check.verdict.fast as fast
     import bptt_check.verdict.pipeline as pipeline
     import bptt_check.verdict.settle as settle
 
@@ -247,7 +254,8 @@ def breakdown(cell: CellBench, I: int, H: int, O: int, T: int, B: int, runs: int
     spent: dict[str, float] = {}
     wrapped = [(target.Target, "_once", "calls"), (target.Target, "call", "call"),
                (autograd.AutogradOracle, "gradients", "reference"),
-               (directional.DirectionalOracle, "directional", "witness"),
+               (complex_step.ComplexStepOracle, "gradients", "reference"),
+               (directional.DirectionalOracle, "directional", "witness"), (fast, "directions", "directions"),
                (pipeline, "reference", "consensus"), (pipeline, "judge", "judging"),
                (settle, "coverage", "coverage")]
     saved = [(obj, name, getattr(obj, name)) for obj, name, _ in wrapped]
@@ -269,22 +277,24 @@ def breakdown(cell: CellBench, I: int, H: int, O: int, T: int, B: int, runs: int
         for _ in range(runs):
             spent.clear()
             t0 = clock()
-            r = bc.check_case(backward, case)
+            r = bc.check_case(backward, case, **CHECKS[check])
             total = clock() - t0
             assert r.status == "passed", r.summary()
             rows.append({"total": total, **spent})
     finally:
         for obj, name, fn in saved:
             setattr(obj, name, fn)
-    med = {k: statistics.median(r.get(k, 0.0) for r in rows) for k in rows[0]}
+    med = {k: statistics.median(r.get(k, 0.0) for r in rows) for k in {k for r in rows for k in r}}
+    get = med.get
     parts = {
-        "backward calls": med["calls"],
-        "reading the calls": med["call"] - med["calls"],
-        "reference": med["reference"],
-        "witness": med["witness"],
-        "comparing oracles": med["consensus"] - med["reference"] - med["witness"],
-        "judging": med["judging"],
-        "coverage": med["coverage"],
+        "backward calls": get("calls", 0.0),
+        "reading the calls": get("call", 0.0) - get("calls", 0.0),
+        "reference": get("reference", 0.0),
+        "witness": get("witness", 0.0),
+        "directions": get("directions", 0.0),
+        "comparing oracles": max(0.0, get("consensus", 0.0) - get("reference", 0.0) - get("witness", 0.0)),
+        "judging": get("judging", 0.0),
+        "coverage": get("coverage", 0.0),
     }
     parts["everything else"] = med["total"] - sum(parts.values())
     parts["total"] = med["total"]
@@ -486,14 +496,18 @@ def main(argv: list[str] | None = None) -> int:
             log(f"{name} {size} (I, H, O, T, B = {SIZES[size]}):")
             res["sizes"][size] = bench_size(cell, size, args.rounds, args.budget, log)
         if args.breakdown:
-            log(f"{name}: where the default check's time goes (median of {args.breakdown_runs} runs):")
             res["breakdown"] = {}
-            for size in sizes:
-                parts = breakdown(cell, *SIZES[size], args.breakdown_runs)
-                res["breakdown"][size] = parts
-                total = parts["total"]
-                log(f"  {size:<6} total {ms(total)}: " + ", ".join(
-                    f"{k} {ms(parts[k])} ({parts[k] / total:.0%})" for k in PARTS))
+            for check in CHECKS:
+                log(f"{name}: where the {check} check's time goes (median of {args.breakdown_runs} runs):")
+                res["breakdown"][check] = {}
+                for size in sizes:
+                    if check == "full_elementwise" and size == "large":
+                        continue               # seconds a run: its reference is all of it
+                    parts = breakdown(cell, *SIZES[size], args.breakdown_runs, check)
+                    res["breakdown"][check][size] = parts
+                    total = parts["total"]
+                    log(f"  {size:<6} total {ms(total)}: " + ", ".join(
+                        f"{k} {ms(parts[k])} ({parts[k] / total:.0%})" for k in PARTS if parts[k] > 0.005 * total))
         if args.scaling:
             log(f"{name}: the default check against T and H:")
             res["scaling"] = scaling(cell, args.scale_T, args.scale_H, args.scale_runs, args.budget, log)

@@ -217,8 +217,8 @@ def preactivation_gradients(traj: Trajectory, names: Iterable[str], *, block_flo
                         nxt[:, before:now] = 0.0
                         nxt[:, before + ones, ones] = fp[t]
                     dh, nxt = nxt, dh
-                    if t in losses:
-                        dy = np.matmul(dh[:, :now], VT)                                  # (B, now, O)
+                    if t in losses:                     # (B, now, O): one matmul once every copy runs
+                        dy = (dh.reshape(B * K, H) @ VT).reshape(B, K, -1) if now == K else dh[:, :now] @ VT
                         acc[:, :now] += np.matmul(dy, gy[t][:, :, None])[..., 0]
                         acc_mag[:, :now] += np.matmul(np.abs(dy), np.abs(gy[t])[:, :, None])[..., 0]
                 lam[s0 - w.start:s1 - w.start] = acc.reshape(B, s1 - s0, H).transpose(1, 0, 2)
