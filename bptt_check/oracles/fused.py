@@ -109,12 +109,12 @@ def fused_gradients(case: Case, device: str | None = None) -> tuple[dict[str, np
     scale = loss_scale(spec, T, B)
     total = 0.0
     with torch.inference_mode(False), torch.enable_grad():
-        leaves = {k: torch.tensor(v, device=dev, requires_grad=True) for k, v in params.items()}
-        x = torch.tensor(np.asarray(case.x, dtype=np.float64), device=dev, requires_grad=True)
+        leaves = {k: _tensor(torch, v, dev).requires_grad_() for k, v in params.items()}
+        x = _tensor(torch, np.asarray(case.x, dtype=np.float64), dev).requires_grad_()
         if spec.loss == "cross_entropy":
             y = torch.as_tensor(np.asarray(case.y), dtype=torch.long, device=dev)
         else:
-            y = torch.tensor(np.asarray(case.y, dtype=np.float64), device=dev)
+            y = _tensor(torch, np.asarray(case.y, dtype=np.float64), dev)
         W, U, b = leaves["W"], leaves["U"], leaves.get("b")
         weights = [W, U] if b is None else [W, U, b, torch.zeros_like(b)]
         H = U.shape[0]
@@ -152,24 +152,38 @@ def _window_loss(group: _Group, x: Any, y: Any, leaves: dict[str, Any], weights:
     i, j = np.nonzero(group.weights)                                                # the loss positions
     if len(i) == 0:
         return None
-    hs = out.reshape(n, m, B, -1)[torch.as_tensor(i, device=x.device), torch.as_tensor(j, device=x.device)]
+    every = len(i) == n * m and group.from_h0          # windows from 0 with a loss at every step: no gather
+    if every:
+        hs = out
+    else:
+        hs = out.reshape(n, m, B, -1)[torch.as_tensor(i, device=x.device), torch.as_tensor(j, device=x.device)]
     yhat = hs @ leaves["V"].T
     if "c" in leaves:
         yhat = yhat + leaves["c"]
     if spec.mode == "many-to-one":
         target = y
+    elif every:
+        target = y[:n]
     else:
-        t = torch.as_tensor(group.starts[j] + i, device=x.device)
-        target = y[t]
+        target = y[torch.as_tensor(group.starts[j] + i, device=x.device)]
     e = ops.sum(step_loss(spec, yhat, target, ops), -1)                                # (positions,)
+    if (group.weights[i, j] == 1).all():
+        return scale * e.sum()
     count = torch.as_tensor(group.weights[i, j], dtype=e.dtype, device=x.device)
     return scale * (count * e).sum()
+
+
+def _tensor(torch: Any, a: np.ndarray, device: Any) -> Any:
+    """A float64 tensor of ``a`` on ``device``, sharing its memory where it can (only read)."""
+    if device.type == "cpu" and a.flags.writeable and a.flags.c_contiguous:
+        return torch.from_numpy(a)
+    return torch.tensor(a, device=device)
 
 
 def _numpy(grad: Any, like: Any) -> np.ndarray:
     if grad is None:
         return np.zeros(tuple(like.shape))
-    return grad.detach().cpu().numpy().astype(np.float64, copy=True)
+    return np.asarray(grad.detach().cpu().numpy(), dtype=np.float64)
 
 
 __all__ = ["supported", "fused_gradients", "groups", "FUSED_ACTIVATIONS"]
