@@ -461,7 +461,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--device", default=None, help="also time the autograd reference on this torch device")
     parser.add_argument("--json", dest="json_path", default=None, help="write the results here")
     parser.add_argument("--txt", dest="txt_path", default=None, help="write the printed output here")
+    parser.add_argument("--markdown-from", default=None, metavar="JSON",
+                        help="print the Markdown tables of docs/speed.md from a recorded run, and stop")
     args = parser.parse_args(argv)
+    if args.markdown_from:
+        print(markdown(json.loads(Path(args.markdown_from).read_text())))
+        return 0
     sizes = [s.strip() for s in args.sizes.split(",") if s.strip()]
     cells = [c.strip() for c in args.cells.split(",") if c.strip()]
     bad = [s for s in sizes if s not in SIZES] + [c for c in cells if c not in CELLS]
@@ -590,6 +595,69 @@ def table(out: dict[str, Any]) -> str:
         lines.append(f"Detection over {det['totals']['visible']} (planted bug, case) pairs: gradcheck fast_mode "
                      f"{det['rates'].get('gradcheck_fast', 0):.0%}, bptt-check --fast "
                      f"{det['rates'].get('fast_mode', 0):.0%}.")
+    return "\n".join(lines)
+
+
+def markdown(out: dict[str, Any]) -> str:
+    """The tables of docs/speed.md, from a recorded run."""
+    targets = {(t["cell"], t["size"], t["ratio"]): t for t in out["targets"]}
+    lines: list[str] = []
+    for name, res in out["cells"].items():
+        sizes = list(res["sizes"])
+        heads = [f"{s} (I{SIZES[s][0]} H{SIZES[s][1]} O{SIZES[s][2]} T{SIZES[s][3]} B{SIZES[s][4]})" for s in sizes]
+        lines += [f"**{name}**: CPU time of each row (median)", "",
+                  "| row | " + " | ".join(heads) + " |", "| --- |" + " --- |" * len(sizes)]
+        for m in ("fused_fwd_bwd", "tight_fwd_bwd", "gradcheck_slow", "gradcheck_fast", "default_check",
+                  "full_elementwise", "full_elementwise_fd", "fast_check"):
+            cells = []
+            for s in sizes:
+                r = res["sizes"][s]["methods"].get(m)
+                cells.append("-" if r is None or r["median_s"] is None else
+                             ms(r["median_s"]) + (" (est.)" if r["note"].startswith("estimated") else ""))
+            lines.append(f"| `{m}` | " + " | ".join(cells) + " |")
+        lines += ["", "| ratio (numerator / denominator) | " + " | ".join(sizes) + " | target |",
+                  "| --- |" + " --- |" * (len(sizes) + 1)]
+        for key, a, b in RATIOS:
+            cells, goal = [], ""
+            for s in sizes:
+                r = res["sizes"][s]["ratios"].get(key)
+                if r is None:
+                    cells.append("-")
+                    continue
+                t = targets.get((name, s, key))
+                mark = "" if t is None else (" ✓" if t["met"] else " ✗")
+                cells.append(f"**{r['ratio']:.1f}x**{mark} ({ms(r[a])} / {ms(r[b])})")
+                if t is not None:
+                    goal += f"{s} {t['target']}x; "
+            lines.append(f"| {key} | " + " | ".join(cells) + f" | {goal.rstrip('; ') or '-'} |")
+        for check, by_size in res.get("breakdown", {}).items():
+            bsizes = list(by_size)
+            lines += ["", f"Where the {check.replace('_', ' ')} check's time goes (median CPU time):", "",
+                      "| stage | " + " | ".join(bsizes) + " |", "| --- |" + " --- |" * len(bsizes)]
+            for part in (*PARTS, "total"):
+                if all(by_size[s][part] <= 0.005 * by_size[s]["total"] for s in bsizes):
+                    continue
+                lines.append(f"| {part} | " + " | ".join(
+                    f"{ms(by_size[s][part])} ({by_size[s][part] / by_size[s]['total']:.0%})" for s in bsizes) + " |")
+        sc = res.get("scaling")
+        if sc:
+            for axis, fixed in (("T", "H 128"), ("H", "T 200")):
+                lines += ["", f"The default check against {axis} (I 32, O 8, B 8, {fixed}):", "",
+                          f"| {axis} | default check | per step | fused nn.RNN fwd+bwd | ratio |",
+                          "| --- | --- | --- | --- | --- |"]
+                for r in sc[axis]:
+                    lines.append(f"| {r[axis]} | {ms(r['default_check_s'])} | {r['per_step_s'] * 1e6:.0f} us | "
+                                 f"{ms(r['fused_fwd_bwd_s'])} | {r['ratio']:.2f}x |")
+            if "T_exponent" in sc:
+                lines.append(f"\nFitted exponent of T: **{sc['T_exponent']:.2f}** (1 = linear).")
+    det = out.get("detection")
+    if det:
+        lines += ["", "| planted bug | visible in | gradcheck fast_mode | bptt-check --fast |",
+                  "| --- | --- | --- | --- |"]
+        for bug, r in det["bugs"].items():
+            lines.append(f"| {bug} | {r['visible']} | {r['gradcheck_fast']} | {r['fast_mode']} |")
+        lines.append(f"| **total ({det['totals']['visible']} pairs)** | | "
+                     f"**{det['rates'].get('gradcheck_fast', 0):.1%}** | **{det['rates'].get('fast_mode', 0):.1%}** |")
     return "\n".join(lines)
 
 

@@ -413,13 +413,18 @@ def test_the_trajectory_loss_is_the_windowed_objective(spec):
                                             rel=1e-14, abs=1e-300)
 
 
-def test_coverage_is_remembered_per_content_of_the_arrays():
+def test_coverage_and_the_forward_are_remembered_per_content_of_the_arrays():
     from bptt_check.model import coverage as cov
+    from bptt_check.model.forward import forward
 
-    case = bc.draw_case(bc.Spec(truncation="window:3"), 2, 0)
-    first = cov.coverage(case)
+    case = bc.draw_case(bc.Spec(truncation="window:3", dtype="float32"), 2, 0)
+    first, traj = cov.coverage(case), Trajectory.of(case)
     assert cov.coverage(case) is first                    # drawing measured it; the verdict reuses it
-    case.params["U"][...] *= 0.01                          # changed in place: measured again
-    again = cov.coverage(case)
+    assert Trajectory.of(case).h is traj.h                # and the forward it ran
+    case.params["U"][...] *= 0.01                          # changed in place: measured and run again
+    again, moved = cov.coverage(case), Trajectory.of(case)
     assert again is not first and again.value < first.value
     assert again == cov._measure(case.params, case.x, case.y, case.spec)
+    assert moved.h is not traj.h
+    assert np.array_equal(moved.h, forward({k: v.astype(np.float64) for k, v in case.params.items()},
+                                           case.x.astype(np.float64), case.spec).h)

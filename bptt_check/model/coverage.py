@@ -13,14 +13,12 @@ coverage is the smallest over its windows. Below ``threshold(dtype, T)`` a case 
 would have passed is *inconclusive*: its early steps were not really tested.
 
 Drawing a case measures its coverage (it decides redraws) and the verdict needs it again:
-the value is remembered per content of the arrays (a digest of their bytes, shapes and
-dtypes, and the spec), so a case whose arrays did not change is measured once.
+the value is remembered per content of the arrays (``memo.py``), so a case whose arrays
+did not change is measured once.
 """
 
 from __future__ import annotations
 
-import hashlib
-from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -28,7 +26,7 @@ from typing import Any
 import numpy as np
 
 from .backprop import backprop
-from .forward import forward
+from .memo import forward_of, remember
 from .spec import Spec, Window
 from .tolerance import tolerance_for
 
@@ -44,38 +42,16 @@ class Coverage:
     window: Window | None      # the window where it is smallest
 
 
-# coverages remembered by content: (spec, digest of the arrays) -> Coverage, the most recent last
-_MEMO: OrderedDict[tuple[Spec, bytes], Coverage] = OrderedDict()
-MEMO_SIZE = 256
-
-
-def _digest(params: Mapping[str, Any], x: Any, y: Any) -> bytes:
-    h = hashlib.sha256()
-    for name, a in [*sorted(params.items()), ("x", x), ("y", y)]:
-        a = np.ascontiguousarray(a)
-        h.update(f"{name}{a.dtype.str}{a.shape}".encode())
-        h.update(a.data)
-    return h.digest()
-
-
 def coverage_of(params: Mapping[str, Any], x: np.ndarray, y: Any, spec: Spec) -> Coverage:
     """The coverage of a case's arrays, computed on the reference model in float64 (once per content)."""
-    key = (spec, _digest(params, x, y))
-    known = _MEMO.get(key)
-    if known is None:
-        known = _MEMO[key] = _measure(params, x, y, spec)
-        while len(_MEMO) > MEMO_SIZE:
-            _MEMO.popitem(last=False)
-    else:
-        _MEMO.move_to_end(key)
-    return known
+    return remember("coverage", spec, {**params, "x": x, "y": y}, lambda: _measure(params, x, y, spec))
 
 
 def _measure(params: Mapping[str, Any], x: np.ndarray, y: Any, spec: Spec) -> Coverage:
     p = {n: np.asarray(v, dtype=np.float64) for n, v in params.items()}
     x = np.asarray(x, dtype=np.float64)
     y = y if spec.loss == "cross_entropy" else np.asarray(y, dtype=np.float64)
-    tr = forward(p, x, spec)
+    tr = forward_of(p, x, spec)
     norms: dict[str, float] = {}
 
     def visit(w: Window, t: int, dstate: tuple[np.ndarray, ...], contrib: Any) -> None:
