@@ -447,7 +447,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--sizes", default="small,medium,large")
     parser.add_argument("--cells", default="rnn", help=f"cells to run: {', '.join(CELLS)}")
-    parser.add_argument("--rounds", type=int, default=9, help="interleaved rounds of the fast rows (median)")
+    parser.add_argument("--rounds", type=int, default=15, help="interleaved rounds of the fast rows (median)")
     parser.add_argument("--budget", type=float, default=120.0,
                         help="stop repeating a row once its runs would pass this many seconds")
     parser.add_argument("--breakdown-runs", type=int, default=9)
