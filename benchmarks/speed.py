@@ -563,21 +563,27 @@ def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
     return out
 
 
+ROWS = ("fused_fwd_bwd", "tight_fwd_bwd", "gradcheck_slow", "gradcheck_fast", "default_check", "full_elementwise",
+        "full_elementwise_fd", "fast_check")
+
+
+def _times(res: dict[str, Any], sizes: list[str], method: str) -> list[str]:
+    """The median time of one row at each size, for a table."""
+    cells = []
+    for s in sizes:
+        r = res["sizes"][s]["methods"].get(method)
+        cells.append("-" if r is None or r["median_s"] is None else
+                     ms(r["median_s"]) + (" (est.)" if r["note"].startswith("estimated") else ""))
+    return cells
+
+
 def table(out: dict[str, Any]) -> str:
     lines = []
     for name, res in out["cells"].items():
         sizes = list(res["sizes"])
         lines.append(f"{name}: | method | " + " | ".join(sizes) + " |")
         lines.append("| --- |" + " --- |" * len(sizes))
-        order = ("fused_fwd_bwd", "tight_fwd_bwd", "gradcheck_slow", "gradcheck_fast", "default_check",
-                 "full_elementwise", "full_elementwise_fd", "fast_check")
-        for m in order:
-            cells = []
-            for s in sizes:
-                r = res["sizes"][s]["methods"].get(m)
-                cells.append("-" if r is None or r["median_s"] is None else
-                             ms(r["median_s"]) + (" (est.)" if r["note"].startswith("estimated") else ""))
-            lines.append(f"| {m} | " + " | ".join(cells) + " |")
+        lines += [f"| {m} | " + " | ".join(_times(res, sizes, m)) + " |" for m in ROWS]
         for key, _, _ in RATIOS:
             cells = [f"{res['sizes'][s]['ratios'][key]['ratio']:.1f}x" if key in res["sizes"][s]["ratios"] else "-"
                      for s in sizes]
@@ -607,14 +613,7 @@ def markdown(out: dict[str, Any]) -> str:
         heads = [f"{s} (I{SIZES[s][0]} H{SIZES[s][1]} O{SIZES[s][2]} T{SIZES[s][3]} B{SIZES[s][4]})" for s in sizes]
         lines += [f"**{name}**: CPU time of each row (median)", "",
                   "| row | " + " | ".join(heads) + " |", "| --- |" + " --- |" * len(sizes)]
-        for m in ("fused_fwd_bwd", "tight_fwd_bwd", "gradcheck_slow", "gradcheck_fast", "default_check",
-                  "full_elementwise", "full_elementwise_fd", "fast_check"):
-            cells = []
-            for s in sizes:
-                r = res["sizes"][s]["methods"].get(m)
-                cells.append("-" if r is None or r["median_s"] is None else
-                             ms(r["median_s"]) + (" (est.)" if r["note"].startswith("estimated") else ""))
-            lines.append(f"| `{m}` | " + " | ".join(cells) + " |")
+        lines += [f"| `{m}` | " + " | ".join(_times(res, sizes, m)) + " |" for m in ROWS]
         lines += ["", "| ratio (numerator / denominator) | " + " | ".join(sizes) + " | target |",
                   "| --- |" + " --- |" * (len(sizes) + 1)]
         for key, a, b in RATIOS:
