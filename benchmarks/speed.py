@@ -528,6 +528,7 @@ def main(argv: list[str] | None = None) -> int:
 
     out = {
         "schema": 2,
+        "started_utc": time.strftime("%Y-%m-%d %H:%M", time.gmtime(started)),
         "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version(),
                     "numpy": np.__version__, "torch": torch.__version__, "threads": 1,
                     "load_before": list(load0), "load_after": list(os.getloadavg())},
