@@ -35,6 +35,7 @@ from .api import Report, check
 from .builtin import BUILTINS, supports
 from .errors import BPTTCheckError, UsageError
 from .model.cases import draw_case
+from .model.cell import parse_cell, register
 from .model.spec import Spec, Truncation
 from .options import OPTIONS, add_to_argparse, spec_kwargs
 from .oracles import parse_oracles
@@ -42,7 +43,7 @@ from .report import load_report, parse_formats, write_reports
 from .report.io import report_lock, writable_folder_problem
 from .report.terminal import CaseProgress, print_failures, print_report
 from .runner.call import limit
-from .runner.load import load_target, resolve
+from .runner.load import load_object, load_target, resolve
 from .runner.target import signature_problem
 from .verdict.pipeline import check_case
 from .verdict.result import CaseResult
@@ -61,6 +62,13 @@ MAIN_JOB: tuple[tuple[str, str], ...] = (
     ("many-to-one", "window:3"),
     ("many-to-one", "tbptt:2,3"),
 )
+# the other built-in cells, each checked with its own built-in backward on these (mode, truncation) pairs
+CELL_JOB: tuple[tuple[str, str], ...] = (
+    ("many-to-many", "none"),
+    ("many-to-many", "tbptt:2,4"),
+    ("many-to-one", "window:3"),
+)
+CELLS_CHECKED = ("rnn", "lstm", "gru")
 
 
 class _ArgumentParser(argparse.ArgumentParser):
@@ -134,6 +142,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _jobs(args: argparse.Namespace, given: set[str]) -> list[tuple[str, Callable[..., Any], Spec]]:
     base = spec_kwargs(vars(args))
+    base["cell"] = _cell(args.cell)
     if args.target:
         # an adapted backward (bptt_check.adapt) or a factory returning one: its declared spec is the
         # default, the spec flags typed on the command line override it
@@ -142,18 +151,36 @@ def _jobs(args: argparse.Namespace, given: set[str]) -> list[tuple[str, Callable
         if problem:
             raise UsageError(f"TARGET {args.target!r}: {problem}")
         return [(args.target, fn, spec)]
-    pairs = [(m, t) for m, t in MAIN_JOB
-             if ("mode" not in given or m == args.mode)
-             and ("truncation" not in given or Truncation.parse(t) == Truncation.parse(args.truncation))]
-    if not pairs:  # a mode/truncation the main job does not list: check exactly that
-        pairs = [(args.mode, args.truncation)]
+    if "cell" in given:
+        cells = [base["cell"]]
+    else:   # --activation applies to the rnn cell only
+        cells = ["rnn"] if "activation" in given else list(CELLS_CHECKED)
     jobs = []
-    for mode, trunc in pairs:
-        spec = Spec(**{**base, "mode": mode, "truncation": trunc})
-        for name, fn in BUILTINS.items():
-            if supports(name, spec):
-                jobs.append((f"builtin:{name}", fn, spec))
+    for cell in cells:
+        pairs = [(m, t) for m, t in (MAIN_JOB if cell == "rnn" else CELL_JOB)
+                 if ("mode" not in given or m == args.mode)
+                 and ("truncation" not in given or Truncation.parse(t) == Truncation.parse(args.truncation))]
+        if not pairs:  # a mode/truncation the main job does not list: check exactly that
+            pairs = [(args.mode, args.truncation)]
+        for mode, trunc in pairs:
+            spec = Spec(**{**base, "cell": cell, "mode": mode, "truncation": trunc})
+            for name, fn in BUILTINS.items():
+                if supports(name, spec):
+                    jobs.append((f"builtin:{name}", fn, spec))
+    if not jobs:
+        raise UsageError(f"no built-in backward implements cell {base['cell']!r}: give a TARGET")
     return jobs
+
+
+def _cell(text: str) -> str:
+    """The --cell value as a spec's cell: a built-in cell's name, or a cell of yours loaded by name."""
+    try:
+        return parse_cell(text)[1]
+    except UsageError:
+        if ":" not in text:
+            raise
+    register(text, load_object(text))        # path.py:NAME or module:NAME: your cell, known by that name
+    return text
 
 
 def _given(argv: Sequence[str]) -> set[str]:

@@ -41,6 +41,7 @@ import numpy as np
 from ..errors import UsageError
 from .functions import act, act_grad
 from .ops import NUMPY
+from .usercell import UserCell, check_user_cell
 
 if TYPE_CHECKING:
     from .backprop import Knobs
@@ -378,7 +379,7 @@ class GRU:
             # a_n = x W_nᵀ + b_n + r ⊙ (h U_nᵀ + bu_n)
             seen = hn - (p["bu"][2 * H:] if k.cell == "bn_outside_reset" and "bu" in p else 0.0)
             dr_pre = dan * seen * r * (1.0 - r)
-            dgh_n = dan * r
+            dgh_n = dan if k.cell == "r_factor_missing" else dan * r
             dgh = np.concatenate([dr_pre, dz_pre, dgh_n], axis=-1)
             u_terms = (Term(dgh, hu),)
             bu_delta = np.concatenate([dr_pre, dz_pre, dan if k.cell == "bn_outside_reset" else dgh_n], axis=-1)
@@ -404,6 +405,8 @@ class GRU:
     def can(self, k: Knobs, params: Mapping[str, Any]) -> bool:
         if k.recur == "W" and np.shape(params["W"]) != np.shape(params["U"]):
             return False
+        if k.cell == "r_factor_missing" and self.reset != "after":
+            return False
         return not (k.cell == "bn_outside_reset" and (self.reset != "after" or "bu" not in params))
 
     def mistakes(self) -> list[tuple[str, str, str]]:
@@ -419,6 +422,9 @@ class GRU:
                ("r_path_dropped", "gru_reset_path_dropped",
                 "the path through the reset gate r back to h_{t−1} is dropped: dh_{t−1} lacks dr̂ U_r")]
         if self.reset == "after":
+            out.append(("r_factor_missing", "gru_reset_factor_missing",
+                        "the reset factor r is missing from the recurrent term's gradient: d(h U_nᵀ + bu_n) = dn̂ "
+                        "instead of dn̂ ⊙ r (dU_n, dbu_n and dh_{t−1} wrong)"))
             out.append(("bn_outside_reset", "gru_bias_outside_reset",
                         "the recurrent bias of n is treated as outside the reset product: dbu_n = dn̂ instead of "
                         "dn̂ ⊙ r, and dr uses h U_nᵀ without bu_n"))
@@ -474,6 +480,14 @@ _USER_CELLS: dict[str, Any] = {}
 
 
 def register(name: str, cell: Any) -> None:
+    """Know a cell of the user's by ``name`` (a class is made into its instance, with no arguments)."""
+    if isinstance(cell, type):
+        try:
+            cell = cell()
+        except TypeError as exc:
+            raise UsageError(f"cell {name!r} is a class that cannot be made without arguments ({exc}); "
+                             "pass an instance") from None
+    check_user_cell(cell, name)
     _USER_CELLS[name] = cell
 
 
@@ -488,7 +502,7 @@ def cell_name(cell: Any) -> str:
 
 def user_cell(name: str) -> Any:
     try:
-        return _USER_CELLS[name]
+        return UserCell(name, _USER_CELLS[name])
     except KeyError:
         raise UsageError(f"cell {name!r} is not a built-in cell and no cell object of that name was given in this "
                          f"process: pass the object (Spec(cell=obj)) or load it (bptt_check.cli.load_target"

@@ -125,8 +125,12 @@ def error_estimate(traj: Trajectory, magnitude: np.ndarray) -> np.ndarray:
 def tangent_values(traj: Trajectory, name: str, index: np.ndarray, *, block_floats: int = BLOCK_FLOATS
                    ) -> tuple[np.ndarray, np.ndarray]:
     """∂L/∂name at the flat ``index`` (x: in increasing order) and the error estimates."""
-    if traj.spec.cell != "rnn":       # any other cell: the one forward on complex copies
-        return generic.element_values(generic.Evaluator(traj), name, np.asarray(index), "complex")
+    if traj.spec.cell != "rnn":       # any other cell: the one forward on complex copies (else differences)
+        ev = generic.Evaluator(traj)
+        try:
+            return generic.element_values(ev, name, np.asarray(index), "complex")
+        except generic.NotAnalytic:
+            return generic.element_values(ev, name, np.asarray(index), "fd")
     n = len(index)
     grad = np.empty(n)
     err = np.empty(n)
@@ -288,7 +292,12 @@ class ComplexStepOracle:
                                 "valid, this is the batched finite-difference oracle instead")
             return res
         if case.spec.cell != "rnn":       # any other cell: the one forward on complex copies
-            grads, errors, loss = generic.gradients(case, self.wrt, "complex")
+            try:
+                grads, errors, loss = generic.gradients(case, self.wrt, "complex")
+            except generic.NotAnalytic as why:
+                grads, errors, loss = generic.gradients(case, self.wrt, "fd")
+                return OracleResult(self.name, grads, errors, loss, method="fd",
+                                    notes=[generic.NOT_ANALYTIC.format(why=why)])
             return OracleResult(self.name, grads, errors, loss, method="complex",
                                 notes=[f"the {case.spec.cell} cell's forward in complex128, copies batched"])
         traj = Trajectory.of(case)

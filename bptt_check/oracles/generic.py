@@ -24,6 +24,7 @@ import numpy as np
 
 from ..model.forward import forward, objective
 from ..model.names import ordered
+from ..model.usercell import NotAnalytic
 from .batched import BLOCK_FLOATS
 
 if TYPE_CHECKING:
@@ -84,6 +85,7 @@ def complex_values(ev: Evaluator, items: Sequence[Item], joint: bool = False) ->
             out.append(np.broadcast_to(L.imag / EPS_CS, (sl.stop - sl.start,)))
             # rounding of a tangent through T steps: a few ulps of each copy's magnitude, per step
             err.append(8.0 * EPS_M * ev.x.shape[0] * (np.abs(out[-1]) + abs(ev.base) * 1e-3))
+            err[-1] = np.broadcast_to(err[-1], out[-1].shape)
     return np.concatenate(out) if out else np.zeros(0), np.concatenate(err) if err else np.zeros(0)
 
 
@@ -102,9 +104,18 @@ def fd_values(ev: Evaluator, items: Sequence[Item], joint: bool = False, eps: fl
             d = (up - down) / (2 * h)
             second = np.abs(up + down - 2 * ev.base) / (2 * h)
             out.append(np.broadcast_to(d, (sl.stop - sl.start,)))
-            err.append(4.0 * EPS_M * (abs(ev.base) + np.abs(up) + np.abs(down)) / h + 10.0 * eps * second
-                       + 100.0 * h ** 2 * np.abs(d))
+            err.append(np.broadcast_to(4.0 * EPS_M * (abs(ev.base) + np.abs(up) + np.abs(down)) / h
+                                       + 10.0 * eps * second + 100.0 * h ** 2 * np.abs(d), out[-1].shape))
     return np.concatenate(out) if out else np.zeros(0), np.concatenate(err) if err else np.zeros(0)
+
+
+def along(ev: Evaluator, items: Sequence[Item], joint: bool = False) -> tuple[np.ndarray, np.ndarray, str]:
+    """Directional derivatives by the complex step, or — for a step that is not analytic — by finite
+    differences: (values, error estimates, the method used)."""
+    try:
+        return (*complex_values(ev, items, joint), "complex")
+    except NotAnalytic:
+        return (*fd_values(ev, items, joint), "fd")
 
 
 def onehot(shape: tuple[int, ...], index: np.ndarray) -> np.ndarray:
@@ -138,3 +149,7 @@ def gradients(case: Case, names: Iterable[str] | None, method: str) -> tuple[dic
         v, e = element_values(ev, n, np.arange(int(np.prod(shape))), method)
         grads[n], errors[n] = v.reshape(shape), e.reshape(shape)
     return grads, errors, ev.base
+
+
+NOT_ANALYTIC = ("the cell's step is not analytic in complex128 ({why}): the complex step does not apply; "
+                "these are central finite differences instead")

@@ -22,6 +22,14 @@ from .adapters import Adapted
 
 def load_target(text: str) -> Callable[..., Any]:
     """Load ``path/to/file.py:function`` or ``package.module:function``."""
+    fn = load_object(text)
+    if not callable(fn):
+        raise UsageError(f"{text!r} is a {type(fn).__name__}, not a function")
+    return fn
+
+
+def load_object(text: str) -> Any:
+    """Load the object ``path/to/file.py:NAME`` or ``package.module:NAME`` names (a TARGET, a cell)."""
     where, sep, attr = text.rpartition(":")
     if not sep or not where or not attr:
         raise UsageError(f"TARGET {text!r} must be path/to/file.py:function or package.module:function")
@@ -58,8 +66,6 @@ def load_target(text: str) -> Callable[..., Any]:
         public = sorted(n for n in vars(module) if callable(getattr(module, n)) and not n.startswith("_"))
         raise UsageError(f"{where!r} has no attribute {attr!r}; "
                          f"callables there: {', '.join(public) or 'none'}") from None
-    if not callable(fn):
-        raise UsageError(f"{text!r} is a {type(fn).__name__}, not a function")
     return fn
 
 

@@ -68,6 +68,7 @@ CODES = (
     "gru_z_convention",
     "gru_reset_convention",
     "gru_reset_path_dropped",
+    "gru_reset_factor_missing",
     "gru_bias_outside_reset",
     "transposed",
     "input_recurrent_swapped",
