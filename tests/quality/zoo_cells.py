@@ -246,8 +246,9 @@ BUGS: tuple[Bug, ...] = (
         "h0_gradient_missing"),
     Bug("gru_recurrent_transposed", "dh_{t−1} = Σ_g dĝ U_gᵀ", _planted(G, recur_transposed=True), _gru(),
         GRU_UPSTREAM, "transposed"),
-    Bug("gru_tbptt_k2_short", "tbptt:2,4 implemented as tbptt:2,3", _planted(G, truncation=bc.Truncation("tbptt", 2, 3)),
-        _gru(truncation="tbptt:2,4"), GRU_UPSTREAM, "truncation_window"),
+    Bug("gru_tbptt_k2_short", "tbptt:2,4 implemented as tbptt:2,3",
+        _planted(G, truncation=bc.Truncation("tbptt", 2, 3)), _gru(truncation="tbptt:2,4"), GRU_UPSTREAM,
+        "truncation_window"),
     Bug("gru_m2o_every_step", "many-to-one spec, a loss at every step", _planted(G, mode="many-to-many"),
         _gru(mode="many-to-one"), GRU_ALL, "loss_at_every_step"),
 )
