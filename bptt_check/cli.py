@@ -35,7 +35,6 @@ from .api import Report, check
 from .builtin import BUILTINS, supports
 from .errors import BPTTCheckError, UsageError
 from .model.cases import draw_case
-from .model.cell import parse_cell, register
 from .model.spec import Spec, Truncation
 from .options import OPTIONS, add_to_argparse, spec_kwargs
 from .oracles import parse_oracles
@@ -43,7 +42,7 @@ from .report import load_report, parse_formats, write_reports
 from .report.io import report_lock, writable_folder_problem
 from .report.terminal import CaseProgress, print_failures, print_report
 from .runner.call import limit
-from .runner.load import load_object, load_target, resolve
+from .runner.load import load_target, resolve
 from .runner.target import signature_problem
 from .verdict.pipeline import check_case
 from .verdict.result import CaseResult
@@ -142,7 +141,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _jobs(args: argparse.Namespace, given: set[str]) -> list[tuple[str, Callable[..., Any], Spec]]:
     base = spec_kwargs(vars(args))
-    base["cell"] = _cell(args.cell)
+    base["cell"] = load_cell(args.cell)
     if args.target:
         # an adapted backward (bptt_check.adapt) or a factory returning one: its declared spec is the
         # default, the spec flags typed on the command line override it
@@ -172,15 +171,10 @@ def _jobs(args: argparse.Namespace, given: set[str]) -> list[tuple[str, Callable
     return jobs
 
 
-def _cell(text: str) -> str:
-    """The --cell value as a spec's cell: a built-in cell's name, or a cell of yours loaded by name."""
-    try:
-        return parse_cell(text)[1]
-    except UsageError:
-        if ":" not in text:
-            raise
-    register(text, load_object(text))        # path.py:NAME or module:NAME: your cell, known by that name
-    return text
+def load_cell(text: str) -> str:
+    """The --cell value as a spec's cell: a built-in cell's name, or a cell of yours (``path.py:NAME``,
+    ``module:NAME``) loaded and known by that name from now on (what reproducers of such a case call)."""
+    return Spec(cell=text).cell           # a cell of yours (path.py:NAME, module:NAME) is imported by its name
 
 
 def _given(argv: Sequence[str]) -> set[str]:

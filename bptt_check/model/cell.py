@@ -39,6 +39,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ..errors import UsageError
+from ..importer import import_object
 from .functions import act, act_grad
 from .ops import NUMPY
 from .usercell import UserCell, check_user_cell
@@ -501,12 +502,13 @@ def cell_name(cell: Any) -> str:
 
 
 def user_cell(name: str) -> Any:
-    try:
-        return UserCell(name, _USER_CELLS[name])
-    except KeyError:
-        raise UsageError(f"cell {name!r} is not a built-in cell and no cell object of that name was given in this "
-                         f"process: pass the object (Spec(cell=obj)) or load it (bptt_check.cli.load_target"
-                         f"({name!r}))") from None
+    """A cell of the user's by its name: given as an object before, or importable as path.py:NAME / module:NAME."""
+    if name not in _USER_CELLS:
+        if ":" not in name:
+            raise UsageError(f"cell {name!r} is not a built-in cell (rnn, lstm, gru) and no cell object of that "
+                             "name was given: pass the object (Spec(cell=obj)) or name it path.py:NAME / module:NAME")
+        register(name, import_object(name))
+    return UserCell(name, _USER_CELLS[name])
 
 
 __all__ = ["RNN", "LSTM", "GRU", "Term", "cell_of", "parse_cell", "summed", "per_sample", "CELLS"]

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import UsageError
-from .cell import cell_name, parse_cell, register, user_cell
+from .cell import CELLS, cell_name, parse_cell, register, user_cell
 
 ACTIVATIONS = ("tanh", "sigmoid", "relu", "identity")
 OUTPUTS = ("identity", "tanh", "sigmoid", "softmax")
@@ -281,6 +281,8 @@ class Spec:
         try:
             base, name = parse_cell(cell)
         except UsageError:
+            if ":" not in cell or cell.partition(":")[0].strip().lower() in CELLS:
+                raise
             user_cell(cell)                      # a user cell's name: it must have been given as an object
             return
         object.__setattr__(self, "cell", name)
