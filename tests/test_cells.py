@@ -289,3 +289,57 @@ def test_the_command_line_takes_your_cell_and_its_reproducer_runs(mine, tmp_path
     snippet = subprocess.run([sys.executable, "-c", case["evidence"]["reproducer"]["python"]], capture_output=True,
                              text=True, timeout=300, cwd=tmp_path)
     assert snippet.returncode == 0 and "FAILED" in snippet.stdout, snippet.stdout + snippet.stderr
+
+
+# ----------------------------------------------------------------- real LSTM code: gate orders, (in, out), c0
+
+@pytest.mark.parametrize("order", ["ifgo", "ifog", "fgio", "oigf"])
+@pytest.mark.parametrize("weights", ["out_in", "in_out"])
+def test_an_lstm_in_any_gate_order_and_orientation_passes_and_its_wrong_block_is_located(order, weights):
+    canonical = "ifgo"
+    perm = [canonical.index(g) for g in order]               # the canonical block of each of your blocks
+
+    def to_canonical(a, H):
+        blocks = np.split(a if weights == "out_in" or a.ndim == 1 else a.T, 4)
+        inverse = [blocks[order.index(g)] for g in canonical]
+        return np.concatenate(inverse)
+
+    def to_user(a):
+        blocks = np.split(a, 4)
+        mine = np.concatenate([blocks[i] for i in perm])
+        return mine if weights == "out_in" or a.ndim == 1 else mine.T
+
+    def make(bug):
+        def user(params, x, y, spec):
+            H = params["h0"].shape[1]
+            p = {k: (to_canonical(v, H) if k in ("Wx", "Wh", "bias") else v) for k, v in params.items()}
+            flip = (lambda a: a.T) if weights == "in_out" else (lambda a: a)
+            p = {"W": p["Wx"], "U": p["Wh"], "b": p["bias"], "V": flip(p["V"]), "c": p["c"], "h0": p["h0"],
+                 "c0": np.zeros_like(p["h0"])}
+            g = lstm(p, x, y, spec)
+            out = {"Wx": to_user(g["W"]), "Wh": to_user(g["U"]), "bias": to_user(g["b"]), "V": flip(g["V"]),
+                   "c": g["c"], "h0": g["h0"], "x": g["x"]}
+            if bug:
+                out["Wx"] = out["Wx"].copy()
+                out["Wx"][(0, -1) if weights == "out_in" else (-1, 0)] += 1.0     # your first gate row, last input
+            return out
+        return bc.adapt(user, bc.Layout(names={"W": "Wx", "U": "Wh", "b": "bias"}, weights=weights, gates=order,
+                                        c0="zero", args=("params", "x", "y", "spec")), cell="lstm")
+
+    case = bc.draw_case(bc.Spec(cell="lstm"), 3, 0)
+    good = bc.check_case(make(False), case)
+    assert good.status == "passed", good.summary()
+    assert set(good.grads) == {"W", "U", "b", "V", "c", "h0", "x"}           # c0 = 0 is not returned
+    bad = bc.check_case(make(True), case)
+    assert bad.status == "failed" and bad.failed_grads == ["W"], bad.summary()
+    last = case.shapes["I"] - 1
+    where = f"Wx[0, {last}]" if weights == "out_in" else f"Wx[{last}, 0]"
+    assert any(f"its worst element is {where}" in n for n in bad.notes), bad.notes
+
+
+def test_a_gate_order_that_names_other_gates_is_refused():
+    with pytest.raises(bc.UsageError, match="permutation of 'ifgo'"):
+        bc.Layout(gates="ifgx")
+    adapted = bc.adapt(lambda p, x, y: {}, bc.Layout(gates="zrn"), cell="lstm")
+    r = bc.check_case(adapted, bc.draw_case(bc.Spec(cell="lstm"), 0, 0))
+    assert r.status == "error" and "does not name the lstm cell's gates" in r.error["message"]

@@ -340,15 +340,21 @@ class Spec:
         return args
 
     def __str__(self) -> str:
-        parts = [self.cell] if self.cell != "rnn" else []
-        parts.append(self.mode)
-        if self.truncation.kind != "none":
-            parts.append(str(self.truncation))
-        if self.cell == "rnn":
-            parts.append(self.activation)
-        parts += [f"out={self.output}", self.loss, self.reduction]
-        if not self.bias:
-            parts.append("no-bias")
-        if self.dtype != "float64":
-            parts.append(self.dtype)
-        return " ".join(parts)
+        return spec_line(self.to_dict())
+
+
+def spec_line(spec: dict[str, Any]) -> str:
+    """The one-line spec (``lstm many-to-one tbptt:2,3 out=softmax cross_entropy mean``) of a spec's dict."""
+    cell = spec.get("cell", "rnn")
+    parts = [cell] if cell != "rnn" else []
+    parts.append(spec.get("mode", "?"))
+    if spec.get("truncation", "none") != "none":
+        parts.append(spec["truncation"])
+    if cell == "rnn":
+        parts.append(spec.get("activation", "?"))
+    parts += [f"out={spec.get('output', '?')}", spec.get("loss", "?"), spec.get("reduction", "?")]
+    if spec.get("bias") is False:
+        parts.append("no-bias")
+    if spec.get("dtype", "float64") != "float64":
+        parts.append(spec["dtype"])
+    return " ".join(parts)

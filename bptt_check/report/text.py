@@ -7,7 +7,7 @@ from typing import Any
 
 from ..model.names import ordered
 from ..model.reproducer import expression
-from ..model.spec import Spec
+from ..model.spec import Spec, spec_line
 
 BAD_STATUSES = ("failed", "error", "timeout")
 
@@ -49,16 +49,7 @@ def ranges(steps: Iterable[int]) -> str:
 
 def spec_text(spec: dict[str, Any]) -> str:
     """The one-line spec, as ``Spec.__str__`` writes it."""
-    parts = [spec.get("mode", "?")]
-    if spec.get("truncation", "none") != "none":
-        parts.append(spec["truncation"])
-    parts += [spec.get("activation", "?"), f"out={spec.get('output', '?')}", spec.get("loss", "?"),
-              spec.get("reduction", "?")]
-    if spec.get("bias") is False:
-        parts.append("no-bias")
-    if spec.get("dtype", "float64") != "float64":
-        parts.append(spec["dtype"])
-    return " ".join(parts)
+    return spec_line(spec)
 
 
 def shapes_text(shapes: dict[str, int]) -> str:
