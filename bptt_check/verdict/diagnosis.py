@@ -397,18 +397,13 @@ class _Diagnosis:
 
     def zeros(self) -> None:
         s = self.s
-        if "h0" in s.failed and s.fit_one("h0", np.zeros_like(s.ref["h0"])) >= 0.9:
-            fit = s.mean({"h0": s.fit_one("h0", np.zeros_like(s.ref["h0"]))})
-            self.add("h0_gradient_missing", fit,
-                     "dh0 is zero: the gradient flowing into the initial state (dh_{−1} = dĥ_0 U) is "
-                     "never returned" + ("" if len(s.failed) == 1 else
-                                         f"; other gradients are wrong too ({_names(s.failed)})"))
-        if "c0" in s.failed and s.fit_one("c0", np.zeros_like(s.ref["c0"])) >= 0.9:
-            fit = s.mean({"c0": s.fit_one("c0", np.zeros_like(s.ref["c0"]))})
-            self.add("c0_gradient_missing", fit,
-                     "dc0 is zero: the gradient flowing into the initial cell state (dc_{−1} = dc_0 ⊙ f_0) is "
-                     "never returned" + ("" if len(s.failed) == 1 else
-                                         f"; other gradients are wrong too ({_names(s.failed)})"))
+        for name, what in (("h0", "the initial state (dh_{−1} = dĥ_0 U)"),
+                           ("c0", "the initial cell state (dc_{−1} = dc_0 ⊙ f_0)")):
+            fit = s.fit_one(name, np.zeros_like(s.ref[name])) if name in s.failed else 0.0
+            if fit >= 0.9:
+                self.add(f"{name}_gradient_missing", s.mean({name: fit}),
+                         f"d{name} is zero: the gradient flowing into {what} is never returned"
+                         + ("" if len(s.failed) == 1 else f"; other gradients are wrong too ({_names(s.failed)})"))
         others = {n: np.zeros_like(s.ref[n]) for n in s.failed if n not in ("h0", "c0")}
         fit, explained = s.local(others)
         if explained:
