@@ -36,8 +36,8 @@ def num(v: Any, digits: int = 3) -> str:
     """A number in a few significant digits; None (a nan in the JSON) as 'nan'."""
     if v is None:
         return "nan"
-    if isinstance(v, bool) or not isinstance(v, (int, float)):
-        return str(v)
+    if isinstance(v, bool) or not isinstance(v, (int, float)):     # a hand-edited report: never markup
+        return str(v) if re.fullmatch(r"[\w.+\- ]{0,40}", str(v)) else "?"
     if isinstance(v, int):
         return str(v)
     if v == 0:
