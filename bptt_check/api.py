@@ -27,7 +27,7 @@ from .runner.call import DEFAULT_TIMEOUT, limit
 from .runner.target import Backward, signature_problem
 from .verdict import evidence as evidence_module
 from .verdict.pipeline import DEFAULT_ORACLES, FAST_ORACLES, check_case
-from .verdict.result import GOOD, CaseResult
+from .verdict.result import GOOD, CaseResult, plain
 
 
 @dataclass
@@ -152,7 +152,7 @@ def describe_wrong(results: Sequence[CaseResult]) -> list[str]:
     first = bad[0]
     lines = [f"{len(bad)} of {len(results)} case(s) wrong; first: {first.summary()}"]
     if first.error:
-        lines.append(f"  {first.error['kind']}: " + first.error["message"].replace("\n", "\n    "))
+        lines.append(f"  {first.error['kind']}: " + plain(first.error["message"]).replace("\n", "\n    "))
     for name in first.failed_grads:
         g = first.grads[name]
         lines.append(f"  {describe([name])}: " + (g.problem or

@@ -101,10 +101,7 @@ def _bad_table(bad: list[dict[str, Any]], report: dict[str, Any]) -> str:
         name = _e(tx.case_title(c))
         if i < DETAIL_LIMIT:
             name = f'<a href="#{tx.case_id(c)}">{name}</a>'
-        if c.get("status") in ("error", "timeout"):
-            what = _e(tx.error_line(c))
-        else:
-            what = _e(tx.grad_line(c).removeprefix("wrong: "))
+        what = _e(tx.wrong_text(c))
         first = ev.get("first_bad_step")
         rows.append([name, _e(c.get("status", "")), _e(tx.shapes_text(c.get("shapes", {}))), what,
                      "" if first is None else str(first),

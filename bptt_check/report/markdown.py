@@ -142,11 +142,7 @@ def render_markdown(report: dict[str, Any], html_name: str = "report.html") -> s
         rows = []
         for c in bad[:TABLE_LIMIT]:
             ev = c.get("evidence") or {}
-            if c.get("status") in ("error", "timeout"):
-                where = tx.user_frame(c.get("error"))
-                what = tx.error_line(c) + (f" (at {where[0]})" if where else "")
-            else:
-                what = tx.grad_line(c).removeprefix("wrong: ")
+            what = tx.wrong_text(c)
             first = ev.get("first_bad_step")
             sfl = ev.get("shortest_failing_length")
             rows.append([tx.case_title(c), tx.shapes_text(c.get("shapes", {})), what,

@@ -107,6 +107,8 @@ def _table(title: str, columns: list[str]) -> Any:
 def print_failures(report: dict[str, Any], con: Any = None) -> None:
     """The wrong cases: one compact table per target and spec, then the lines of each of the first few."""
     from rich.markup import escape
+    from rich.padding import Padding
+    from rich.text import Text
 
     con = con or console()
     bad = tx.bad_cases(report)
@@ -121,11 +123,7 @@ def print_failures(report: dict[str, Any], con: Any = None) -> None:
                        ["case", "shapes", "wrong", "first bad step", "fails from T"])
         for c in cases:
             ev = c.get("evidence") or {}
-            if c.get("status") in ("error", "timeout"):
-                where = tx.user_frame(c.get("error"))
-                what = tx.error_line(c) + (f" (at {where[0]})" if where else "")
-            else:
-                what = tx.grad_line(c).removeprefix("wrong: ")
+            what = tx.wrong_text(c)
             first, sfl = ev.get("first_bad_step"), ev.get("shortest_failing_length")
             table.add_row(str(c.get("index")), tx.shapes_text(c.get("shapes", {})), escape(tx.plain(what)),
                           "" if first is None else str(first), "" if sfl is None else str(sfl))
@@ -136,7 +134,9 @@ def print_failures(report: dict[str, Any], con: Any = None) -> None:
         title, *lines = tx.failure_lines(c, report, shell=True)
         con.print(f"[bold red]{escape(title)}[/]")
         for line in lines:
-            if line.startswith(" "):
+            if line.startswith(" ") and con.is_terminal:   # prose: wrapped between words, under its own indent
+                con.print(Padding(Text(line.lstrip(" ")), (0, 0, 0, len(line) - len(line.lstrip(" ")))))
+            elif line.startswith(" "):
                 con.print(line, markup=False, highlight=False)
             else:      # a command to paste: one line, never broken (the terminal wraps it for the eye)
                 con.print(line, markup=False, highlight=False, soft_wrap=True)

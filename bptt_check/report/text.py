@@ -10,27 +10,9 @@ from ..model.names import ordered
 from ..model.reproducer import reproducer
 from ..model.spec import Spec
 from ..verdict.pipeline import FAST_ORACLES
-from ..verdict.result import user_frame
+from ..verdict.result import plain, user_frame
 
 BAD_STATUSES = ("failed", "error", "timeout")
-
-# terminal escape sequences (CSI ``ESC [ … final``, OSC ``ESC ] … BEL/ST``, two-byte ``ESC x``), C0/C1
-# controls but tab and newline, and the bidirectional overrides that reorder what a reader sees
-_ESCAPES = re.compile(r"\x1b\[[0-?]*[ -/]*[@-~]|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)?|\x1b[ -~]?|\x9b[0-?]*[ -/]*[@-~]")
-_CONTROLS = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
-_SURROGATES = re.compile("[\ud800-\udfff]")
-
-
-def plain(text: Any) -> str:
-    """Text from the user's code made safe to show anywhere: terminal escape sequences and control
-    characters removed (a carriage return too: it would let a line overwrite itself), lone surrogates
-    (which no file encoding can hold) replaced by U+FFFD. Every renderer passes user text through it."""
-    s = str(text)
-    if s.isprintable() or not s:
-        return _SURROGATES.sub("\ufffd", s)
-    s = _ESCAPES.sub("", s.replace("\r\n", "\n"))
-    return _SURROGATES.sub("\ufffd", _CONTROLS.sub("", s))
-
 
 def num(v: Any, digits: int = 3) -> str:
     """A number in a few significant digits; None (a nan in the JSON) as 'nan'."""
@@ -196,6 +178,14 @@ def error_line(case: dict[str, Any]) -> str:
     kind = err.get("kind", "?")
     last = msg[-1].strip() if msg and kind == "exception" else (msg[0].strip() if msg else "")
     return f"{case.get('status')}: " + ("" if kind == case.get("status") else f"{kind}: ") + last
+
+
+def wrong_text(case: dict[str, Any]) -> str:
+    """The "wrong" cell of a wrong-case table: the gradients and their counts, or the finding and where."""
+    if case.get("status") in ("error", "timeout"):
+        where = user_frame(case.get("error"))
+        return error_line(case) + (f" (at {plain(where[0])})" if where else "")
+    return grad_line(case).removeprefix("wrong: ")
 
 
 def frame_line(case: dict[str, Any]) -> str:

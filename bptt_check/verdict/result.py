@@ -27,6 +27,24 @@ from ..runner.read import headline
 STATUSES = ("passed", "failed", "inconclusive", "error", "timeout")
 GOOD = ("passed", "inconclusive")
 
+# terminal escape sequences (CSI ``ESC [ … final``, OSC ``ESC ] … BEL/ST``, two-byte ``ESC x``), C0/C1
+# controls but tab and newline, and the bidirectional overrides that reorder what a reader sees
+_ESCAPES = re.compile(r"\x1b\[[0-?]*[ -/]*[@-~]|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)?|\x1b[ -~]?|\x9b[0-?]*[ -/]*[@-~]")
+_CONTROLS = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
+_SURROGATES = re.compile("[\ud800-\udfff]")
+
+
+def plain(text: Any) -> str:
+    """Text from the user's code made safe to show anywhere: terminal escape sequences and control
+    characters removed (a carriage return too: it would let a line overwrite itself), lone surrogates
+    (which no file encoding can hold) replaced by U+FFFD. Every renderer passes user text through it."""
+    s = str(text)
+    if s.isprintable() or not s:
+        return _SURROGATES.sub("\ufffd", s)
+    s = _ESCAPES.sub("", s.replace("\r\n", "\n"))
+    return _SURROGATES.sub("\ufffd", _CONTROLS.sub("", s))
+
+
 # a frame of a Python traceback: File "path", line N, in name (then, indented, the line of code)
 _FRAME = re.compile(r'^\s*File "(?P<file>[^"\n]+)", line (?P<line>\d+), in (?P<name>[^\n]+)\n(?P<code>[ \t]+\S[^\n]*)?',
                     re.MULTILINE)
@@ -111,14 +129,15 @@ class CaseResult:
                 line += f" — likely {best['code']} (fit {best['fit']:.2f})"
                 if not brief:
                     line += f": {best['message']}"
-            return line
+            return plain(line)
         if self.status in ("error", "timeout") and self.error:
             kind = "" if self.error["kind"] == self.status else f"{self.error['kind']}: "
             where = user_frame(self.error)
-            return head + f" — {kind}{headline(self.error)}" + (f" (at {where[0]})" if where else "")
+            said = headline({**self.error, "message": plain(self.error.get("message", ""))})
+            return plain(head + f" — {kind}{said}" + (f" (at {where[0]})" if where else ""))
         if self.status == "inconclusive" and self.notes:
-            return head + " — " + self.notes[0]
-        return head
+            return plain(head + " — " + self.notes[0])
+        return plain(head)
 
     def to_dict(self) -> dict[str, Any]:
         return {
