@@ -86,12 +86,17 @@ def target_name(obj: Any, cwd: str | None = None) -> str | None:
     ``__main__`` and interactive sessions are never named: loading them again would re-run a script.
     """
     cwd = os.path.abspath(cwd or os.getcwd())
+    try:
+        own = [getattr(h, "__module__", None) for h in (obj, getattr(obj, "fn", None), getattr(obj, "__wrapped__", None))]
+    except Exception:         # an object whose attributes raise cannot be named
+        return None
+    # the modules that define it (or the function it wraps) first, then the user's modules in cwd: a
+    # backward made by a factory (``wrong = mutant("du_from_t1")``) is named where it is bound
+    local = [name for name, m in list(sys.modules.items())
+             if os.path.normcase(str(getattr(m, "__file__", None) or "")).startswith(os.path.normcase(cwd + os.sep))
+             and os.sep + "site-packages" + os.sep not in str(getattr(m, "__file__", ""))]
     seen: set[str] = set()
-    for holder in (obj, getattr(obj, "fn", None), getattr(obj, "__wrapped__", None)):
-        try:
-            modname = getattr(holder, "__module__", None)
-        except Exception:     # an object whose attributes raise cannot be named
-            return None
+    for modname in [*own, *local]:
         if not isinstance(modname, str) or modname in seen or modname == "__main__":
             continue
         seen.add(modname)
@@ -120,8 +125,7 @@ def import_lines(target: str) -> list[str]:
     if loadable(target):
         return ["from bptt_check.runner.load import load_target, resolve",
                 f"backward = resolve(load_target({target!r}))"]
-    what = f" ({target}: it cannot be imported by name)" if target else ""
-    return [REPLACE + what]
+    return [f"{REPLACE}: {target or 'it'} cannot be imported by name"]
 
 
 def cli_target(target: str) -> str | None:
@@ -146,7 +150,8 @@ def check_source(oracles: Sequence[str] | None = DEFAULT_ORACLES, *, fast: bool 
 
 def python_lines(target: str, case: str, how: str = "") -> list[str]:
     """The statements of the Python reproducer: import, bind ``backward``, draw the case, check and print."""
-    return ["import bptt_check", *import_lines(target), f"case = {case}",
+    first = "import bptt_check.strategies" if "bptt_check.strategies." in case else "import bptt_check"
+    return [first, *import_lines(target), f"case = {case}",
             f"print(bptt_check.check_case(backward, case{how}).summary())"]
 
 
