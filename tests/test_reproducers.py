@@ -57,7 +57,7 @@ def _run_all(snippets, cwd):
         procs.append(subprocess.Popen(argv, cwd=cwd, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                       text=True))
     outs = []
-    for (kind, text), p in zip(snippets, procs):
+    for p in procs:
         out, _ = p.communicate(timeout=300)
         outs.append((p.returncode, out))
     return outs
@@ -126,7 +126,7 @@ def _cli_reproducers(cli_run):
 
 
 def _check_reproduced(snippets, where):
-    for (text, kind, status), (rc, out) in zip(snippets, _run_all([(k, t) for t, k, _ in snippets], where)):
+    for (text, kind, status), (_rc, out) in zip(snippets, _run_all([(k, t) for t, k, _ in snippets], where)):
         got = _status_line(out)
         assert got is not None, (kind, text, out[-2000:])
         assert got[1] == status, (text, out[-2000:])
@@ -170,7 +170,7 @@ def test_assert_backward_and_fast_mode_print_runnable_reproducers(tmp_path, monk
             line = next(ln for ln in msg.splitlines() if ln.strip().startswith(label.strip()))
             snippets.append((kind, line.split(label, 1)[1]))
     outs = _run_all(snippets, tmp_path)
-    for (kind, text), (rc, out) in zip(snippets, outs):
+    for (_kind, text), (_rc, out) in zip(snippets, outs):
         assert _status_line(out) == (0, "failed"), (text, out[-2000:])
 
 
@@ -190,7 +190,7 @@ def test_a_backward_that_cannot_be_named_says_what_to_replace(tmp_path, monkeypa
     define = (f"import sys; sys.path.insert(0, {str(HERE)!r}); from bugs import mutant; "
               "backward = mutant('du_from_t1')")
     snippets = [("python", rep["python"].replace(rep["python"].splitlines()[1], define))]
-    for (kind, text), (rc, out) in zip(snippets, _run_all(snippets, tmp_path)):
+    for (_kind, text), (_rc, out) in zip(snippets, _run_all(snippets, tmp_path)):
         assert _status_line(out) == (0, "failed"), (text, out[-2000:])
 
 
@@ -217,7 +217,7 @@ def test_the_plugins_failure_prints_a_runnable_reproducer(pytester):
     python = next(ln.split("reproduce in Python: ", 1)[1] for ln in lines if "reproduce in Python: " in ln)
     assert "test_plugged:wrong" in shell
     snippets = [("shell", shell), ("python", python)]
-    for (kind, text), (rc, got) in zip(snippets, _run_all(snippets, pytester.path)):
+    for (_kind, text), (_rc, got) in zip(snippets, _run_all(snippets, pytester.path)):
         assert _status_line(got) == (0, "failed"), (text, got[-2000:])
 
 

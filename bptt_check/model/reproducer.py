@@ -87,7 +87,8 @@ def target_name(obj: Any, cwd: str | None = None) -> str | None:
     """
     cwd = os.path.abspath(cwd or os.getcwd())
     try:
-        own = [getattr(h, "__module__", None) for h in (obj, getattr(obj, "fn", None), getattr(obj, "__wrapped__", None))]
+        holders = (obj, getattr(obj, "fn", None), getattr(obj, "__wrapped__", None))
+        own = [getattr(h, "__module__", None) for h in holders]
     except Exception:         # an object whose attributes raise cannot be named
         return None
     # the modules that define it (or the function it wraps) first, then the user's modules in cwd: a

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import base64
+import struct
 from html import escape as _escape
 from typing import Any
 
 from . import plots
 from . import text as tx
 from .svg import heatmap_svg
-
 
 
 def _e(text: Any) -> str:
@@ -30,6 +30,7 @@ table{border-collapse:collapse;margin:.6em 0;font-size:13px}th,td{border:1px sol
  text-align:left;vertical-align:top}th{background:#eef0f6}td.num{text-align:right;font-variant-numeric:tabular-nums}
 tr.fail td:first-child{border-left:4px solid #b00000}
 pre,code{font:12px ui-monospace,Menlo,Consolas,monospace;background:#f5f5f7}pre{padding:.6em;overflow-x:auto}
+pre.cmd,td code{white-space:pre-wrap;overflow-wrap:anywhere}
 .lines{background:#fff4f4;border-left:4px solid #b00000;padding:.4em .8em;white-space:pre-wrap}
 .figs{display:flex;flex-wrap:wrap;gap:10px;align-items:flex-start}figure{margin:0}
 figcaption{font-size:11px;color:#555;max-width:520px}.note{background:#fff8e0;padding:.4em .8em}
@@ -38,9 +39,12 @@ section.case{border-top:2px solid #ddd;margin-top:1.6em}
 
 
 def _img(png: bytes, alt: str, kind: str, param: str = "") -> str:
+    """A PNG drawn at :data:`plots.SCALE` pixels per CSS pixel, shown at its CSS size: sharp on any screen."""
     data = base64.b64encode(png).decode("ascii")
     extra = f' data-param="{_e(param)}"' if param else ""
-    return (f'<img data-kind="{kind}"{extra} alt="{_e(alt)}" '
+    width, height = struct.unpack(">II", png[16:24]) if png[12:16] == b"IHDR" else (0, 0)
+    size = f' width="{width // plots.SCALE}" height="{height // plots.SCALE}"' if width else ""
+    return (f'<img data-kind="{kind}"{extra}{size} alt="{_e(alt)}" '
             f'src="data:image/png;base64,{data}">')
 
 
@@ -176,7 +180,7 @@ def _figures(case: dict[str, Any], draw: bool) -> str:
         return f'<div class="figs">{"".join(figs)}</div>'
     tm = ev.get("temporal")
     if tm:
-        png = plots.temporal_png(tm, ev)
+        png = plots.temporal_png(tm, ev, (case["params"].get("U") or {}).get("rtol"))
         cap = ("rows: the loss step t; columns: the step s its gradient reaches; outlined: the cells the "
                "truncation windows cover. Right: dU's error (in tolerances) on each prefix of the sequence.")
         figs.append(f"<figure>{_img(png, 'temporal error map', 'temporal')}<figcaption>{_e(cap)}"
@@ -214,8 +218,8 @@ def _case_section(case: dict[str, Any], draw: bool, report: dict[str, Any]) -> s
     if rep:
         out.append("<h4>Reproduce this case alone</h4>")
         if rep.get("cli"):
-            out.append(f"<pre>{_e(rep['cli'])}</pre>")
-        out.append(f"<pre>{_e(rep['python'])}</pre>")
+            out.append(f'<pre class="cmd">{_e(rep["cli"])}</pre>')
+        out.append(f'<pre class="cmd">{_e(rep["python"])}</pre>')
         if rep.get("note"):
             out.append(f'<p class="note">{_e(rep["note"])}</p>')
     if ev.get("skipped"):
