@@ -175,8 +175,8 @@ def test_given_tests_work_shrink_and_print_the_reproducer(pytester):
     assert "FailedHealthCheck" not in out and "function-scoped fixture" not in out
     # the smallest failing case: two steps (the bug needs a recurrence), every other size 1, seed 0
     reproducer = "bptt_check.strategies.make_case(bptt_check.Spec(), seed=0, T=2, B=1, I=1, H=1, O=1)"
-    result.stdout.fnmatch_lines([f"*reproduce in Python: *case = {reproducer}; print(bptt_check.check_case(backward, case*",
-                                 f"*case={reproducer}*"])
+    again = f"*reproduce in Python: *case = {reproducer}; print(bptt_check.check_case(backward, case*"
+    result.stdout.fnmatch_lines([again, f"*case={reproducer}*"])
     data = report_of(pytester)
     mine = data["tests"]["test_given.py::test_with_the_fixture"]
     assert mine["counts"]["failed"] >= 1 and mine["cases_kept"] <= 100
