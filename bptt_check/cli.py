@@ -128,7 +128,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser = _ArgumentParser(
         prog="bptt-check",
         description="Verify a hand-written backward pass through time against autograd and finite differences.",
-        epilog="Exit status: 0 all gradients match, 1 a gradient is wrong or the backward misbehaved, "
+        epilog="Re-render an earlier report: bptt-check show [reports/report.json] [--format ...] "
+               "(bptt-check show --help). "
+               "Exit status: 0 all gradients match, 1 a gradient is wrong or the backward misbehaved, "
                "2 bad usage, 3 internal error, 130/143 interrupted (a partial report is written).",
     )
     parser.add_argument("target", nargs="?", metavar="TARGET",
@@ -264,7 +266,7 @@ def run(argv: Sequence[str]) -> int:
     with _signals_ignored(), report_lock(args.report_dir):
         paths = write_reports(data, args.report_dir, args.format.split(","))
     print_failures(data)
-    print(total.summary())
+    print(total.headline())
     print("report: " + ", ".join(str(p) for p in paths.values()))
     if stopped_by:
         print(f"bptt-check: interrupted by {signal.Signals(stopped_by).name} after {len(cases)} case(s); "
