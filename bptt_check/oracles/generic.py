@@ -83,8 +83,10 @@ def complex_values(ev: Evaluator, items: Sequence[Item], joint: bool = False) ->
             moves = {n: 1j * EPS_CS * np.asarray(v[sl], dtype=np.float64) for n, v in group}
             L = np.asarray(ev.loss(moves))
             out.append(np.broadcast_to(L.imag / EPS_CS, (sl.stop - sl.start,)))
-            # rounding of a tangent through T steps: a few ulps of each copy's magnitude, per step
-            err.append(8.0 * EPS_M * ev.x.shape[0] * (np.abs(out[-1]) + abs(ev.base) * 1e-3))
+            # rounding of a tangent through T steps: a few ulps per step of each copy's magnitude and of
+            # the block's largest (the sums that give a small element cancel terms of that size)
+            size = np.abs(out[-1])
+            err.append(16.0 * EPS_M * ev.x.shape[0] * (size + size.max(initial=0.0) + abs(ev.base) * 1e-3))
             err[-1] = np.broadcast_to(err[-1], out[-1].shape)
     return np.concatenate(out) if out else np.zeros(0), np.concatenate(err) if err else np.zeros(0)
 
