@@ -98,7 +98,7 @@ def _bad_table(bad: list[dict[str, Any]]) -> str:
         else:
             what = escape(tx.grad_line(c).removeprefix("wrong: "))
         first = ev.get("first_bad_step")
-        rows.append([name, escape(c.get("status", "")), escape(tx.shapes_text(c.get("shapes", {}))), what,
+        rows.append([name, escape(c.get("status", "")), escape(tx.case_shapes(c)), what,
                      "" if first is None else str(first),
                      "" if ev.get("shortest_failing_length") is None else str(ev["shortest_failing_length"]),
                      f"<code>{escape(tx.reproduce_line(c))}</code>"])
@@ -186,7 +186,7 @@ def _case_section(case: dict[str, Any], draw: bool) -> str:
     ev = case.get("evidence") or {}
     out = [f'<section class="case" id="{tx.case_id(case)}"><h3 class="bad">{escape(tx.case_title(case))} '
            f"— {escape(case.get('status', '').upper())}</h3>",
-           f"<p>shapes {escape(tx.shapes_text(case.get('shapes', {})))}, seed {case.get('seed')}, "
+           f"<p>shapes {escape(tx.case_shapes(case))}, seed {case.get('seed')}, "
            f"flavor {escape(str(case.get('flavor', '')))}</p>",
            f'<div class="lines">{escape(chr(10).join(tx.three_lines(case)))}</div>']
     diag = case.get("diagnosis")

@@ -30,7 +30,7 @@ def _table(head: list[str], rows: list[list[Any]]) -> list[str]:
 def _details(case: dict[str, Any]) -> list[str]:
     ev = case.get("evidence") or {}
     out = [f"### {_cell(tx.case_title(case))} — {case.get('status', '').upper()}", "",
-           f"shapes {tx.shapes_text(case.get('shapes', {}))}, seed {case.get('seed')}", "", "```"]
+           f"shapes {tx.case_shapes(case)}, seed {case.get('seed')}", "", "```"]
     out += tx.three_lines(case)
     out += ["```", ""]
     diag = case.get("diagnosis")
@@ -102,7 +102,7 @@ def render_markdown(report: dict[str, Any], html_name: str = "report.html") -> s
             what = tx.error_line(c) if c.get("status") in ("error", "timeout") else tx.grad_line(c)[7:]
             first = ev.get("first_bad_step")
             sfl = ev.get("shortest_failing_length")
-            rows.append([tx.case_title(c), tx.shapes_text(c.get("shapes", {})), what,
+            rows.append([tx.case_title(c), tx.case_shapes(c), what,
                          "" if first is None else first, "" if sfl is None else sfl])
         out += _table(["case", "shapes", "wrong", "first bad step", "shortest failing length"], rows)
         if len(bad) > TABLE_LIMIT:

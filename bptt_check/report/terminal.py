@@ -87,7 +87,7 @@ def print_failures(report: dict[str, Any], con: Any = None) -> None:
         what = tx.error_line(c) if c.get("status") in ("error", "timeout") else tx.grad_line(c)[7:]
         first, sfl = ev.get("first_bad_step"), ev.get("shortest_failing_length")
         table.add_row(str(c.get("index")), escape(c.get("target") or "-"), escape(tx.spec_text(c.get("spec", {}))),
-                      tx.shapes_text(c.get("shapes", {})), escape(what),
+                      tx.case_shapes(c), escape(what),
                       "" if first is None else str(first), "" if sfl is None else str(sfl))
     if len(bad) > TABLE_LIMIT:
         table.caption = f"… and {len(bad) - TABLE_LIMIT} more in the report"

@@ -56,6 +56,14 @@ def shapes_text(shapes: dict[str, int]) -> str:
     return " ".join(f"{k}={v}" for k, v in shapes.items())
 
 
+def case_shapes(case: dict[str, Any]) -> str:
+    """A case's sizes, and the lengths of its sequences when the batch is padded."""
+    text = shapes_text(case.get("shapes") or {})
+    if case.get("lengths") is not None:
+        text += f" lengths=({','.join(str(n) for n in case['lengths'])})"
+    return text
+
+
 def case_id(case: dict[str, Any]) -> str:
     """A stable anchor for a case: target, spec and index make it unique within a run."""
     raw = f"{case.get('target', '')}-{spec_text(case.get('spec', {}))}-{case.get('index')}"

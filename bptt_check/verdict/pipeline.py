@@ -109,7 +109,8 @@ def check_case(backward: Backward, case: Case, *, oracles: Iterable[str] = DEFAU
     start = time.perf_counter()
     runner = Target(backward, timeout=timeout)
     case = runner.prepare(case)
-    result = CaseResult(case.index, case.seed, case.spec, case.flavor, case.shapes, status="passed", target=target)
+    result = CaseResult(case.index, case.seed, case.spec, case.flavor, case.shapes, status="passed", target=target,
+                        lengths=None if case.lengths is None else [int(n) for n in case.lengths])
     v = _Verdict()
 
     # 1. call

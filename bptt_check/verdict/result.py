@@ -47,6 +47,8 @@ class CaseResult:
     stdout: str = ""
     # failed cases: the named causes that fit, best first ({"code", "fit", "message"}, DESIGN §7)
     diagnosis: list[dict[str, Any]] = field(default_factory=list)
+    # a padded batch: the length of each sequence (None: every sequence is T steps long)
+    lengths: list[int] | None = None
 
     @property
     def passed(self) -> bool:
@@ -58,6 +60,8 @@ class CaseResult:
 
     def summary(self) -> str:
         shp = " ".join(f"{k}={v}" for k, v in self.shapes.items())
+        if self.lengths is not None:
+            shp += f" lengths=({','.join(map(str, self.lengths))})"
         who = f"{self.target} " if self.target else ""
         head = f"case {self.index:>3} {self.status.upper():<12} {who}[{self.spec}] {shp}"
         if self.status == "failed":
@@ -89,6 +93,7 @@ class CaseResult:
             "spec": self.spec.to_dict(),
             "flavor": self.flavor,
             "shapes": self.shapes,
+            "lengths": self.lengths,
             "params": {k: g.to_dict() for k, g in self.grads.items()},
             "oracles": self.oracles,
             "notes": list(self.notes),
