@@ -201,13 +201,17 @@ def never_visiting(windows: Sequence[Window], step: int) -> tuple[Window, ...]:
     return tuple(out)
 
 
-def rounding_estimate(case: Case, ref: Mapping[str, Array], dtype: type = np.float32) -> dict[str, float]:
+def rounding_estimate(case: Case, ref: Mapping[str, Array], dtype: type = np.float32, *,
+                      lower: Callable[..., dict[str, Any]] | None = None) -> dict[str, float]:
     """Per gradient, max |reference recomputed in ``dtype`` − reference|: the rounding this case incurs.
 
     A correct implementation in ``dtype`` makes errors of this order (other operation
-    orders round differently, but the cancellations of the case are the same).
+    orders round differently, but the cancellations of the case are the same). ``lower``: the
+    layout ``ref`` is in (canonical gradients -> what a backward returns), applied to the recomputation.
     """
     low = variant_grads(case, RIGHT, dtype=dtype)
+    if lower is not None:
+        low = lower(case, {n: v.astype(np.float64) for n, v in low.items()})
     out = {}
     for n, r in ref.items():
         v = low.get(n)

@@ -179,7 +179,8 @@ def draw_case(spec: Spec, seed: int, index: int = 0) -> Case:
     if _needs_classes(spec):
         O = max(O, 2)                               # a softmax over one class is constant: no gradient at all
     if spec.tie:
-        T, B, I, H, O = (_tie(spec, rng, {"T": T, "B": B, "I": I, "H": H, "O": O})[n] for n in SIZE_NAMES)  # noqa: E741
+        tied = _tie(spec, rng, {"T": T, "B": B, "I": I, "H": H, "O": O})
+        T, B, I, H, O = (tied[n] for n in SIZE_NAMES)  # noqa: E741
     if not spec.output_layer:
         O = H                                       # the hidden state is the output
     lengths = _draw_lengths(spec, rng, T, B) if spec.lengths else None

@@ -236,6 +236,10 @@ class Shaped:
         return int(self.x.shape[1])
 
     @property
+    def I(self) -> int:  # noqa: E743
+        return int(self.x.shape[2])
+
+    @property
     def H(self) -> int:
         return int(self.params["h0"].shape[-1])
 
@@ -245,7 +249,7 @@ class Shaped:
 
     @property
     def shapes(self) -> dict[str, int]:
-        return {"T": self.T, "B": self.B, "I": int(self.x.shape[2]), "H": self.H, "O": self.O}
+        return {"T": self.T, "B": self.B, "I": self.I, "H": self.H, "O": self.O}
 
     def shape(self, name: str) -> tuple[int, ...]:
         """The shape of a gradient (a parameter's, or ``x``'s)."""

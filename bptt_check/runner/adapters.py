@@ -53,6 +53,7 @@ H0_MODES = ("learned", "shared", "given", "zero")
 # a forward that reports a loss must agree with the reference loss this closely (relative), by dtype
 FORWARD_RTOL = {"float64": 1e-9, "float32": 1e-4}
 _IGNORED = (None, "_")
+GRADS = "grads"          # in a returned tuple: a mapping of gradients (``return loss, grads``)
 
 
 def _choice(field_name: str, value: Any, allowed: Sequence[Any]) -> None:
@@ -87,7 +88,8 @@ class Layout:
              Default ``("params", "x", "y")``; ``("x", "y")`` for :func:`adapt_module`.
     returns  ``"dict"`` (a mapping, keys your names with or without a ``d`` prefix, ``"dx"``,
              ``"loss"``), ``"loss"`` (only the loss: torch and modules), or a tuple naming each
-             returned item in order, ``None`` for items to ignore (``("loss", "dWxh", ..., None)``), a set
+             returned item in order, ``None`` for items to ignore (``("loss", "dWxh", ..., None)``),
+             ``"grads"`` for a mapping of gradients (``("loss", "grads")``), a set
              of names (a mapping holding only those), or one name (that gradient, bare). A tuple, set or
              name declares what is returned: the other gradients are "not returned", not missing.
     clip     your code clips every parameter gradient to ±clip before returning it.
@@ -203,9 +205,10 @@ class Layout:
                                  "with or without a 'd' prefix, or 'dx')")
         elif not isinstance(self.returns, str):
             for r in self.returns:
-                if r not in _IGNORED and self.resolve(r) is None:
-                    raise UsageError(f"Layout(returns=...): {r!r} is not 'loss', 'dx', None or one of your "
-                                         f"parameter names with or without a 'd' prefix ({', '.join(flat)})")
+                if r not in _IGNORED and r != GRADS and self.resolve(r) is None:
+                    raise UsageError(f"Layout(returns=...): {r!r} is not 'loss', 'dx', 'grads' (a mapping of "
+                                     f"gradients), None or one of your parameter names with or without a 'd' "
+                                     f"prefix ({', '.join(flat)})")
 
     # ------------------------------------------------------------ names
 
@@ -243,7 +246,7 @@ class Layout:
     def declared(self) -> set[str] | None:
         """The report keys your code returns, when ``returns`` declares them (None: every gradient)."""
         r = self.returns
-        if r == "dict" or r == "loss":
+        if r == "dict" or r == "loss" or (isinstance(r, tuple) and GRADS in r):
             return None
         names = (r,) if isinstance(r, str) else tuple(r)
         return {k for k in (self.resolve(n) for n in names if n not in _IGNORED) if k not in (None, "loss")}
@@ -552,7 +555,15 @@ def _split_returned(layout: Layout, raw: Any, what: str) -> tuple[dict[str, Any]
         if len(raw) != len(layout.returns):
             raise UsageError(f"{what} returned {len(raw)} values; the layout declares {len(layout.returns)}: "
                                  f"{layout.returns}")
-        items = [(str(n), v) for n, v in zip(layout.returns, raw) if n not in _IGNORED]
+        items = []
+        for n, v in zip(layout.returns, raw):
+            if n == GRADS:
+                if not isinstance(v, Mapping):
+                    raise UsageError(f"{what} returned a {type(v).__name__} where the layout's returns has "
+                                     "'grads': a mapping of gradients")
+                items += [(str(k), g) for k, g in v.items()]
+            elif n not in _IGNORED:
+                items.append((str(n), v))
     grads: dict[str, Any] = {}
     loss = None
     for name, value in items:

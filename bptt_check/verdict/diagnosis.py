@@ -266,8 +266,11 @@ class _Diagnosis:
         self._cache: dict[Knobs, dict[str, Array]] = {}
 
     def variant(self, k: Knobs) -> dict[str, Array]:
+        """The gradients a backward with the mistake ``k`` returns, as the backward's layout returns them
+        (an adapter's shared h0 summed, a second bias, a declared clip applied to the variant itself)."""
         if k not in self._cache:
-            self._cache[k] = variant_grads(self.case, k)
+            grads = variant_grads(self.case, k)
+            self._cache[k] = self.target.lower(self.case, grads) if self.target is not None and grads else grads
         return self._cache[k]
 
     def add(self, code: str, fit: float, message: str) -> None:
