@@ -35,7 +35,7 @@ import numpy as np
 from ..errors import UsageError
 from ..model.cases import Case
 from ..model.forward import total_loss
-from ..model.names import ORDER
+from ..model.names import ORDER, ordered
 from ..model.spec import SIZE_NAMES, Spec, Truncation
 from .read import to_numpy
 
@@ -858,7 +858,7 @@ class Adapted:
             notes.append(f"global-norm clip at {lay.clip_norm:g} (declared): "
                          + (f"the reference was scaled by {factor:.4g}" if factor < 1
                             else "the reference's norm stayed below it; the clip itself was not exercised by this case"))
-        skipped = sorted(self.not_returned() & ({*case.params, "x"} - set(lay.absent)))
+        skipped = ordered(self.not_returned() & ({*case.params, "x"} - set(lay.absent)))
         if skipped:
             notes.append(f"not returned (declared by Layout.returns): {', '.join(skipped)}")
         return notes
@@ -868,6 +868,10 @@ class Adapted:
         names = self.layout.user_names()
         out = []
         for key, g in failed.items():
+            if key in self.layout.unused:
+                out.append(f"{key} takes no part in the loss (Layout.unused): its gradient is zero, yours is not "
+                           f"(largest |d{key}| {g.max_abs_err:.3g})")
+                continue
             yours = "x" if key == "x" else names.get(key, key)
             if g.problem or not g.worst_index:
                 if yours != key:

@@ -41,8 +41,8 @@ def tie_hint(case: Case) -> str | None:
     """On a case with I ≠ O, the likeliest reason for a shape error in code written for one vocabulary."""
     if case.I == case.O or {"I", "O"} <= set(case.spec.tie):
         return None
-    return (f"{HINT} this case has I = {case.I} ≠ O = {case.O}: does your code assume I = O (one vocabulary in "
-            "and out)? tie them: tie=('I', 'O') (--tie I,O)")
+    return (f"{HINT} this case has I = {case.I} ≠ O = {case.O}: does your code assume I = O? tie them: "
+            "tie=('I', 'O') (--tie I,O), one vocabulary in and out")
 
 
 def headline(error: dict[str, Any]) -> str:
