@@ -16,8 +16,8 @@ from bptt_check.oracles import (
     DirectionalOracle,
     FiniteDifferenceOracle,
     OracleResult,
+    generic,
 )
-from bptt_check.oracles import generic
 from bptt_check.oracles.batched import Trajectory
 from bptt_check.oracles.complex_step import literal_complex_step
 from bptt_check.oracles.directional import joint_projections, projections

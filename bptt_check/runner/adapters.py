@@ -857,7 +857,8 @@ class Adapted:
             factor = self._norm_factor(case, ref)
             notes.append(f"global-norm clip at {lay.clip_norm:g} (declared): "
                          + (f"the reference was scaled by {factor:.4g}" if factor < 1
-                            else "the reference's norm stayed below it; the clip itself was not exercised by this case"))
+                            else "the reference's norm stayed below it; the clip itself was not exercised by "
+                                 "this case"))
         skipped = ordered(self.not_returned() & ({*case.params, "x"} - set(lay.absent)))
         if skipped:
             notes.append(f"not returned (declared by Layout.returns): {', '.join(skipped)}")

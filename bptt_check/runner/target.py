@@ -276,5 +276,5 @@ def call_backward(backward: Backward, case: Case) -> Any:
     return backward(params, x, y, **keywords(backward, case))
 
 
-__all__ = ["Target", "CallOutcome", "invoke", "call_backward", "wants_spec", "takes", "keywords", "signature_problem", "Backward",
-           "PROTOCOL", "PROTOCOL_CALL"]
+__all__ = ["Target", "CallOutcome", "invoke", "call_backward", "wants_spec", "takes", "keywords",
+           "signature_problem", "Backward", "PROTOCOL", "PROTOCOL_CALL"]

@@ -223,8 +223,9 @@ def _causes(runner: Target, case: Case, got: Mapping[str, np.ndarray], ref: Mapp
             v: _Verdict) -> list[dict[str, Any]]:
     """The named causes of a failed case; a diagnosis that breaks never hides the verdict."""
     try:
+        allowance = rounding_allowance(case, dict(ref), j.tol, runner.lower)
         found = diagnosis_module.diagnose(case, got, ref, result.grads, j.tol, scale_floor=j.floor, target=runner,
-                                          repeat=repeat, allowance=rounding_allowance(case, dict(ref), j.tol, runner.lower))
+                                          repeat=repeat, allowance=allowance)
     except Exception as exc:  # a diagnosis must never hide the verdict itself
         v.tail.append(f"diagnosis failed ({type(exc).__name__}: {exc}); the verdict stands")
         return []
