@@ -111,7 +111,7 @@ def check(backward: Backward, spec: Spec | None = None, *, cases: int = 20, seed
         _whole("directions", directions, 1)
         timeout = limit(timeout)
         names = parse_oracles(oracles)
-        problem = signature_problem(backward)
+        problem = signature_problem(backward, lengths=spec.lengths)
         if problem:
             raise UsageError(problem)
     except BPTTCheckError as err:

@@ -148,7 +148,7 @@ def _jobs(args: argparse.Namespace, given: set[str]) -> list[tuple[str, Callable
         # an adapted backward (bptt_check.adapt) or a factory returning one: its declared spec is the
         # default, the spec flags typed on the command line override it
         fn, spec = target_and_spec(load_target(args.target), vars(args), given)
-        problem = signature_problem(fn)
+        problem = signature_problem(fn, lengths=spec.lengths)
         if problem:
             raise UsageError(f"TARGET {args.target!r}: {problem}")
         return [(args.target, fn, spec)]

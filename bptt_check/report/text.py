@@ -10,6 +10,7 @@ from ..model.names import ordered
 from ..model.reproducer import reproducer
 from ..model.spec import Spec, spec_line
 from ..verdict.pipeline import FAST_ORACLES
+from ..runner.read import headline as finding_headline
 from ..verdict.result import plain, user_frame
 
 BAD_STATUSES = ("failed", "error", "timeout")
@@ -56,6 +57,14 @@ def spec_text(spec: dict[str, Any]) -> str:
 
 def shapes_text(shapes: dict[str, int]) -> str:
     return " ".join(f"{k}={v}" for k, v in shapes.items())
+
+
+def case_shapes(case: dict[str, Any]) -> str:
+    """A case's sizes, and the lengths of its sequences when the batch is padded."""
+    text = shapes_text(case.get("shapes") or {})
+    if case.get("lengths") is not None:
+        text += f" lengths=({','.join(str(n) for n in case['lengths'])})"
+    return text
 
 
 def case_id(case: dict[str, Any]) -> str:
@@ -165,10 +174,9 @@ def diagnosis_lines(case: dict[str, Any], limit: int = 3) -> list[str]:
 def error_line(case: dict[str, Any]) -> str:
     """``error: exception: IndexError: …`` (the kind once when it is the status: ``timeout: the backward …``)."""
     err = case.get("error") or {}
-    msg = [ln for ln in plain(err.get("message") or "").strip().splitlines() if ln.strip()]
     kind = err.get("kind", "?")
-    last = msg[-1].strip() if msg and kind == "exception" else (msg[0].strip() if msg else "")
-    return f"{case.get('status')}: " + ("" if kind == case.get("status") else f"{kind}: ") + last
+    said = finding_headline({**err, "message": plain(err.get("message") or "").strip()}) if err.get("message") else ""
+    return f"{case.get('status')}: " + ("" if kind == case.get("status") else f"{kind}: ") + said
 
 
 def wrong_text(case: dict[str, Any]) -> str:
