@@ -9,8 +9,8 @@ from typing import Any
 from ..model.names import ordered
 from ..model.reproducer import reproducer
 from ..model.spec import Spec, spec_line
-from ..verdict.pipeline import FAST_ORACLES
 from ..runner.read import headline as finding_headline
+from ..verdict.pipeline import FAST_ORACLES
 from ..verdict.result import plain, user_frame
 
 BAD_STATUSES = ("failed", "error", "timeout")
