@@ -18,6 +18,7 @@ from bptt_check.oracles import (
     OracleResult,
     batched,
     fused,
+    generic,
 )
 from bptt_check.oracles.batched import Trajectory
 from bptt_check.oracles.complex_step import literal_complex_step
@@ -42,7 +43,8 @@ def test_complex_step_and_fd_agree_with_autograd_element_wise(spec, seed, index)
     auto = AutogradOracle().gradients(case)
     cs = ComplexStepOracle().gradients(case)
     fd = FiniteDifferenceOracle().gradients(case)
-    assert cs.method == "tangent" and fd.method == "fd"
+    # the vanilla engine (tangent propagation), or the one forward on complex copies beyond it (bce)
+    assert cs.method == ("complex" if generic.needed(spec) else "tangent") and fd.method == "fd"
     assert auto.grads.keys() == cs.grads.keys() == fd.grads.keys()
     for k in auto.grads:
         assert _rel(cs.grads[k], auto.grads[k]) <= 1e-10, (k, spec)
@@ -270,7 +272,8 @@ def test_the_trajectory_is_the_numpy_forward():
 # ----------------------------------------------------------------- issue 14: the fast paths are the plain ones
 
 @settings(max_examples=60, deadline=None)
-@given(spec=specs(truncation=truncations(), activations=["tanh", "relu"], dtypes=("float64", "float32")),
+@given(spec=specs(truncation=truncations(), activations=["tanh", "relu"], dtypes=("float64", "float32"),
+                  losses=["half_mse", "sse", "cross_entropy"]),
        seed=st.integers(0, 2**16), index=st.integers(0, 15))
 def test_the_fused_reference_is_the_autograd_reference(spec, seed, index):
     """torch's fused RNN kernel, run per window (windows from 0 share a run, the others side by side in the
@@ -284,6 +287,24 @@ def test_the_fused_reference_is_the_autograd_reference(spec, seed, index):
         assert _rel(quick.grads[k], plain.grads[k]) <= 1e-13, (k, spec, _rel(quick.grads[k], plain.grads[k]))
         assert np.all(np.abs(quick.grads[k] - plain.grads[k]) <= quick.error[k] + plain.error[k]), k
     assert quick.loss == pytest.approx(plain.loss, rel=1e-13, abs=1e-300)
+
+
+@settings(max_examples=40, deadline=None)
+@given(spec=specs(truncation=truncations(), cells=["rnn", "lstm", "gru"], lengths=None, output_layer=None),
+       seed=st.integers(0, 2**8))
+def test_the_fused_path_is_only_for_what_torch_fuses(spec, seed):
+    """Other cells, padded batches, no output layer, the binary cross-entropy: the step-by-step graph."""
+    expected = (spec.cell == "rnn" and spec.activation in ("tanh", "relu") and not spec.lengths
+                and spec.output_layer and spec.loss != "bce")
+    assert fused.supported(spec) is expected
+    calls = []
+    original = fused.fused_gradients
+    fused.fused_gradients = lambda *a, **k: calls.append(1) or original(*a, **k)
+    try:
+        AutogradOracle().gradients(bc.draw_case(spec, seed, 0))
+    finally:
+        fused.fused_gradients = original
+    assert bool(calls) is expected
 
 
 @pytest.mark.parametrize("spec, fast", [

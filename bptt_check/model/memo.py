@@ -56,5 +56,9 @@ def remember(kind: str, spec: Spec, arrays: Mapping[str, Any], make: Callable[[]
 
 def forward_of(params: Mapping[str, np.ndarray], x: np.ndarray, spec: Spec) -> Trace:
     """The numpy forward of the whole sequence (``model.forward.forward``), once per content. Read only."""
-    return remember("forward", spec, {**params, "x": x}, lambda: forward(params, x, spec),
-                    lambda tr: sum(a.nbytes for a in (*tr.states, tr.cache, tr.yhat)))
+    return remember("forward", spec, {**params, "x": x}, lambda: forward(params, x, spec), _nbytes)
+
+
+def _nbytes(trace: Trace) -> int:
+    cache = trace.cache if isinstance(trace.cache, tuple) else (trace.cache,)
+    return sum(int(np.asarray(a).nbytes) for a in (*trace.states, *cache, trace.yhat))

@@ -64,7 +64,7 @@ class AutogradOracle:
 
         spec = case.spec
         T = case.x.shape[0]
-        allowed = fused_module.supported(spec)
+        allowed = fused_module.supported(spec) and getattr(case, "lengths", None) is None
         if self.fused and not allowed:
             raise UsageError(f"torch's fused RNN kernel does not compute this spec ({spec}): it takes the "
                              f"built-in rnn cell with {' or '.join(fused_module.FUSED_ACTIVATIONS)}; use fused=None")
@@ -87,7 +87,8 @@ class AutogradOracle:
             def entering(s: int) -> tuple[torch.Tensor, ...]:
                 return tuple(torch.from_numpy(part[s]).to(dev) for part in states)
 
-            total = objective(leaves, x, y, spec, spec.windows(T), entering, ops=ops)
+            weights = None if case.lengths is None else case.weights
+            total = objective(leaves, x, y, spec, case.windows, entering, ops=ops, weights=weights)
             inputs = [*leaves.values(), x]
             if isinstance(total, torch.Tensor) and total.requires_grad:
                 grads = torch.autograd.grad(total, inputs, allow_unused=True)

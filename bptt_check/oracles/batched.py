@@ -39,7 +39,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ..model.functions import loss_scale, step_loss
+from ..model.functions import loss_scale, loss_weights, step_loss
 from ..model.memo import forward_of
 from ..model.names import OUTPUT_LAYER, ordered
 from ..model.spec import Shaped
@@ -99,6 +99,7 @@ class Trajectory(Shaped):
     windows: list[Window]
     scale: float                  # the weight of one sample's loss at one step
     cache: dict[str, Any] = field(default_factory=dict)
+    lengths: np.ndarray | None = None   # a padded batch (only the generic engine computes those)
 
     @classmethod
     def of(cls, case: Case) -> Trajectory:
@@ -108,10 +109,17 @@ class Trajectory(Shaped):
         y = np.array(case.y) if spec.loss == "cross_entropy" else np.array(case.y, dtype=np.float64)
         tr = forward_of(params, x, spec)       # drawing the case ran it already (for its coverage)
         T, B, _ = x.shape
-        return cls(spec, params, x, y, tr.h, tr.hhat, tr.yhat, spec.windows(T), loss_scale(spec, T, B))
+        lengths = getattr(case, "lengths", None)
+        return cls(spec, params, x, y, tr.h, tr.hhat, tr.yhat, spec.windows(T, lengths), loss_scale(spec, T, B),
+                   lengths=lengths)
 
     def names(self) -> list[str]:
         return ordered([*self.params, "x"])
+
+    @property
+    def weights(self) -> np.ndarray | None:
+        """Each sample's loss weight per step (T, B) for a padded batch; None: ``scale`` everywhere."""
+        return None if self.lengths is None else loss_weights(self.spec, self.T, self.B, self.lengths)
 
     def target(self, t: int) -> np.ndarray:
         return self.y if self.spec.mode == "many-to-one" else self.y[t]
@@ -124,8 +132,10 @@ class Trajectory(Shaped):
             counts[list(w.losses)] += 1
         steps = np.nonzero(counts)[0]
         target = self.y if self.spec.mode == "many-to-one" else self.y[steps]
-        per_step = step_loss(self.spec, self.yhat[steps], target).sum(axis=-1)
-        return float(self.scale * np.sum(counts[steps] * per_step))
+        e = step_loss(self.spec, self.yhat[steps], target)                        # (steps, B)
+        weights = self.weights
+        per_step = self.scale * e.sum(axis=-1) if weights is None else (e * weights[steps]).sum(axis=-1)
+        return float(np.sum(counts[steps] * per_step))
 
     def memo(self, key: str, make: Callable[[], Any]) -> Any:
         if key not in self.cache:

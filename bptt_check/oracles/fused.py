@@ -31,6 +31,7 @@ from ..model.cell import RNN, cell_of
 from ..model.functions import loss_scale, step_loss
 from ..model.ops import torch_ops
 from ..model.spec import Spec, Window
+from . import generic
 
 if TYPE_CHECKING:
     from ..model.cases import Case
@@ -43,7 +44,10 @@ CHUNK_FLOATS = 2**22
 
 
 def supported(spec: Spec) -> bool:
-    """Whether the spec is a plain (full or truncated) schedule of the built-in rnn cell that torch fuses."""
+    """Whether the spec is a plain (full or truncated) schedule of the built-in rnn cell that torch fuses:
+    tanh or relu, full-length sequences, an output layer, a loss of ``model.functions``."""
+    if spec.cell != "rnn" or generic.needed(spec):
+        return False
     cell = cell_of(spec)
     return type(cell) is RNN and cell.activation in FUSED_ACTIVATIONS
 

@@ -36,11 +36,10 @@ import numpy as np
 
 from ..model.backprop import (
     Knobs,
-    last_step_only_windows,
     never_visiting,
-    target_every_step_windows,
     variant_grads,
 )
+from ..model.cell import cell_of
 from ..model.compare import GradResult, compare
 from ..model.functions import loss_scale
 from ..model.names import describe
@@ -57,14 +56,24 @@ Array = np.ndarray
 CODES = (
     "stale_accumulation",
     "h0_gradient_missing",
+    "c0_gradient_missing",
     "missing_first_step",
     "missing_last_step",
     "state_off_by_one",
+    "forget_gate_missing",
+    "cell_tanh_derivative_missing",
+    "gate_order",
+    "gru_z_convention",
+    "gru_reset_convention",
+    "gru_reset_path_dropped",
+    "gru_reset_factor_missing",
+    "gru_bias_outside_reset",
     "transposed",
     "input_recurrent_swapped",
     "batch_not_summed",
     "scaled",
     "clipped",
+    "lengths_ignored",
     "loss_at_last_step_only",
     "loss_at_every_step",
     "no_recurrent_flow",
@@ -89,6 +98,11 @@ class Finding:
 
     def to_dict(self) -> dict[str, Any]:
         return {"code": self.code, "fit": round(float(self.fit), 4), "message": self.message}
+
+
+def describe_lengths(lengths: Any, T: int) -> str:
+    """``lengths (3, 5, 2) of T = 5``: a padded batch in a few words."""
+    return f"lengths ({', '.join(str(int(n)) for n in np.asarray(lengths))}) of T = {T}"
 
 
 def _names(ns: list[str]) -> str:
@@ -252,8 +266,11 @@ class _Diagnosis:
         self._cache: dict[Knobs, dict[str, Array]] = {}
 
     def variant(self, k: Knobs) -> dict[str, Array]:
+        """The gradients a backward with the mistake ``k`` returns, as the backward's layout returns them
+        (an adapter's shared h0 summed, a second bias, a declared clip applied to the variant itself)."""
         if k not in self._cache:
-            self._cache[k] = variant_grads(self.case, k)
+            grads = variant_grads(self.case, k)
+            self._cache[k] = self.target.lower(self.case, grads) if self.target is not None and grads else grads
         return self._cache[k]
 
     def add(self, code: str, fit: float, message: str) -> None:
@@ -387,13 +404,14 @@ class _Diagnosis:
 
     def zeros(self) -> None:
         s = self.s
-        if "h0" in s.failed and s.fit_one("h0", np.zeros_like(s.ref["h0"])) >= 0.9:
-            fit = s.mean({"h0": s.fit_one("h0", np.zeros_like(s.ref["h0"]))})
-            self.add("h0_gradient_missing", fit,
-                     "dh0 is zero: the gradient flowing into the initial state (dh_{−1} = dĥ_0 U) is "
-                     "never returned" + ("" if len(s.failed) == 1 else
-                                         f"; other gradients are wrong too ({_names(s.failed)})"))
-        others = {n: np.zeros_like(s.ref[n]) for n in s.failed if n != "h0"}
+        for name, what in (("h0", "the initial state (dh_{−1} = dĥ_0 U)"),
+                           ("c0", "the initial cell state (dc_{−1} = dc_0 ⊙ f_0)")):
+            fit = s.fit_one(name, np.zeros_like(s.ref[name])) if name in s.failed else 0.0
+            if fit >= 0.9:
+                self.add(f"{name}_gradient_missing", s.mean({name: fit}),
+                         f"d{name} is zero: the gradient flowing into {what} is never returned"
+                         + ("" if len(s.failed) == 1 else f"; other gradients are wrong too ({_names(s.failed)})"))
+        others = {n: np.zeros_like(s.ref[n]) for n in s.failed if n not in ("h0", "c0")}
         fit, explained = s.local(others)
         if explained:
             self.add("gradient_zero", fit, f"{_names(explained)} {'are' if len(explained) > 1 else 'is'} "
@@ -444,6 +462,12 @@ class _Diagnosis:
     def flow(self) -> None:
         case, s = self.case, self.s
         spec = case.spec
+        cell = cell_of(spec)
+        for knob, code, msg in cell.mistakes():       # the mistakes a backward of this very cell makes
+            v = self.variant(Knobs(cell=knob))
+            if v:
+                fit, _ = s.joint(v)
+                self.add(code, fit, msg)
         for recur, code, msg in (
             ("UT", "transposed", "the recurrent flow uses Uᵀ where U belongs: dh_{t−1} = dĥ_t Uᵀ instead of dĥ_t U"),
             ("W", "input_recurrent_swapped", "the recurrent flow uses the input matrix W where U belongs: "
@@ -465,7 +489,7 @@ class _Diagnosis:
                      "the input one (the seed 001 naming)")
         act = spec.activation
         form = {"tanh": "1 − h²", "sigmoid": "h(1 − h)", "relu": "[h > 0]"}.get(act, "1")
-        if act != "identity":
+        if act != "identity" and cell.name == "rnn":
             for dact, msg in (
                 ("formula_on_pre", f"{act}′ written as {form} but fed the pre-activation ĥ_t instead of h_t"),
                 ("at_output", f"{act}′ evaluated at the output h_t = {act}(ĥ_t) instead of at ĥ_t"),
@@ -494,20 +518,38 @@ class _Diagnosis:
         if T < 2:
             return
         if spec.mode == "many-to-many":
-            windows = last_step_only_windows(case)
             for sc in {loss_scale(spec, T, B), loss_scale(spec.replace(mode="many-to-one"), T, B)}:
-                fit, _ = s.joint(self.variant(Knobs(windows=windows, scale=sc)))
+                fit, _ = s.joint(self.variant(Knobs(mode="many-to-one", scale=sc)))
                 self.add("loss_at_last_step_only", fit,
                          "only the loss at the last step is back-propagated (many-to-one), but the spec "
                          "is many-to-many: the output-layer gradient is missing at the intermediate steps")
         else:
-            windows = target_every_step_windows(case)
             base = loss_scale(spec, T, B)
             for sc in {base, base / T}:
-                fit, _ = s.joint(self.variant(Knobs(windows=windows, scale=sc)))
+                fit, _ = s.joint(self.variant(Knobs(mode="many-to-many", scale=sc)))
                 self.add("loss_at_every_step", fit,
                          "a loss is back-propagated at every step (many-to-many, the target reused), but the "
                          "spec is many-to-one: only the last step has a loss")
+
+    def lengths(self) -> None:
+        """A padded batch treated as full-length sequences: the many-to-one loss read at T − 1 (in the
+        padding), or the many-to-many losses of padded steps counted."""
+        case = self.case
+        if case.lengths is None or int(np.min(case.lengths)) >= case.T:
+            return
+        fit, _ = self.s.joint(self.variant(Knobs(ignore_lengths=True)))
+        if case.spec.mode == "many-to-many" and case.spec.reduction == "mean":
+            # the padded steps' losses counted, divided by the number of real ones (a token mean)
+            token = 1.0 / float(np.sum(case.lengths))
+            fit = max(fit, self.s.joint(self.variant(Knobs(ignore_lengths=True, scale=token)))[0])
+        short = describe_lengths(case.lengths, case.T)
+        if case.spec.mode == "many-to-one":
+            msg = (f"the loss of every sequence is read at the last step T − 1 = {case.T - 1}, in the padding of "
+                   f"the shorter sequences ({short}): each sequence's loss belongs at its own last step ℓ − 1")
+        else:
+            msg = (f"losses at padded steps are counted ({short}): sequence b has losses only at t < ℓ_b "
+                   "(mask the loss, and its gradient, with the lengths)")
+        self.add("lengths_ignored", fit, msg)
 
     def truncation(self) -> None:
         case, s = self.case, self.s
@@ -516,7 +558,7 @@ class _Diagnosis:
         seen = {own}
         for alt in _truncation_candidates(case):
             try:
-                windows = tuple(spec.replace(truncation=alt).windows(T))
+                windows = tuple(spec.replace(truncation=alt).windows(T, case.lengths))
             except Exception:  # noqa: BLE001 - a candidate the spec rejects is simply skipped
                 continue
             if windows in seen:
@@ -577,7 +619,7 @@ class _Diagnosis:
         if not self.s.failed:
             return []
         for step in (self.stale, self.zeros, self.dropped_steps, self.state_shift, self.transposed,
-                     self.swapped_returns, self.batch, self.scaled, self.clipped, self.loss_steps,
+                     self.swapped_returns, self.batch, self.scaled, self.clipped, self.lengths, self.loss_steps,
                      self.flow, self.truncation, self.precision):
             step()
         order = {c: i for i, c in enumerate(CODES)}
