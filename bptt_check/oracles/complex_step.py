@@ -198,7 +198,7 @@ def preactivation_gradients(traj: Trajectory, names: Iterable[str], *, block_flo
     fp, gy = act_prime(traj), loss_grad(traj)
     p = traj.params
     UT, VT = p["U"].T, p["V"].T
-    B, H = traj.B, traj.H
+    B, H, O = traj.B, traj.H, traj.O
     grads = {k: np.zeros(traj.shape(k)) for k in names}
     mags = {k: np.zeros(traj.shape(k)) for k in names}
     ones = np.arange(H)
@@ -214,22 +214,27 @@ def preactivation_gradients(traj: Trajectory, names: Iterable[str], *, block_flo
                 s1 = min(last + 1, s0 + per)
                 K = (s1 - s0) * H
                 # copy (s, i) of row b is dh[b, (s - s0)·H + i]: rows do not interact, so the step's
-                # f′ scales the columns of Uᵀ per row and each row's copies take one matmul per step
+                # f′ scales the columns of Uᵀ per row and each row's copies take one matmul per step;
+                # that matmul also gives the previous step's output dŷ_{t-1} = dh_{t-1} Vᵀ (Vᵀ as O more
+                # columns): ``cur[..., :H]`` is the state dh_t, ``cur[..., H:]`` the output of t - 1
                 acc, acc_mag = np.zeros((B, K)), np.zeros((B, K))
-                dh, nxt = np.zeros((B, K, H)), np.zeros((B, K, H))
+                cur, nxt = np.zeros((B, K, H + O)), np.zeros((B, K, H + O))
+                maps = np.empty((B, H, H + O))
+                maps[:, :, H:] = VT
                 for t in range(s0, last + 1):
                     before = min(K, (t - s0) * H)       # copies started before t: the others are still 0
                     now = min(K, before + H) if t < s1 else K
-                    if before:                          # dh_t = f′(ĥ_t) ⊙ (dh_{t-1} Uᵀ)
-                        np.matmul(dh[:, :before], UT[None] * fp[t][:, None, :], out=nxt[:, :before])
+                    if before:                          # dh_t = f′(ĥ_t) ⊙ (dh_{t-1} Uᵀ), and dh_{t-1} Vᵀ
+                        np.multiply(UT[None], fp[t][:, None, :], out=maps[:, :, :H])
+                        np.matmul(cur[:, :before, :H], maps, out=nxt[:, :before])
+                        if t - 1 in losses:
+                            _output(nxt[:, :before, H:], gy[t - 1], acc[:, :before], acc_mag[:, :before])
                     if t < s1:                          # the copies of step t start here: f′(ĥ_t) ⊙ e_i
                         nxt[:, before:now] = 0.0
                         nxt[:, before + ones, ones] = fp[t]
-                    dh, nxt = nxt, dh
-                    if t in losses:                     # (B, now, O): one matmul once every copy runs
-                        dy = (dh.reshape(B * K, H) @ VT).reshape(B, K, -1) if now == K else dh[:, :now] @ VT
-                        acc[:, :now] += np.matmul(dy, gy[t][:, :, None])[..., 0]
-                        acc_mag[:, :now] += np.matmul(np.abs(dy), np.abs(gy[t])[:, :, None])[..., 0]
+                    cur, nxt = nxt, cur
+                if last in losses:                      # the output of the last step
+                    _output(cur[:, :, :H] @ VT, gy[last], acc, acc_mag)
                 lam[s0 - w.start:s1 - w.start] = acc.reshape(B, s1 - s0, H).transpose(1, 0, 2)
                 mag[s0 - w.start:s1 - w.start] = acc_mag.reshape(B, s1 - s0, H).transpose(1, 0, 2)
             _assemble(traj, w, lam, grads, names)
@@ -247,6 +252,12 @@ def preactivation_gradients(traj: Trajectory, names: Iterable[str], *, block_flo
     for k in names:
         errors[k] = mags[k] if k not in ("V", "c") else error_estimate(traj, mags[k])
     return grads, errors
+
+
+def _output(dy: np.ndarray, gy: np.ndarray, acc: np.ndarray, acc_mag: np.ndarray) -> None:
+    """acc += ⟨∂(scale·E)/∂ŷ, dŷ⟩ per copy and row, acc_mag += the same of the magnitudes: dy (B, copies, O)."""
+    acc += np.matmul(dy, gy[:, :, None])[..., 0]
+    acc_mag += np.matmul(np.abs(dy), np.abs(gy)[:, :, None])[..., 0]
 
 
 def _assemble(traj: Trajectory, w: Any, lam: np.ndarray, out: dict[str, np.ndarray], names: list[str],
