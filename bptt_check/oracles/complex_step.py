@@ -203,6 +203,9 @@ def preactivation_gradients(traj: Trajectory, names: Iterable[str], *, block_flo
     mags = {k: np.zeros(traj.shape(k)) for k in names}
     ones = np.arange(H)
     per = max(1, block_floats // (B * H * H))        # steps s per block (H copies each)
+    longest = max((max(w.losses) - w.start + 1 for w in traj.windows), default=0)
+    # the two buffers of every block (fresh memory is slow to touch): only what is written is read
+    pair = np.empty((2, B, min(per, longest) * H, H + O))
     with blas_threads():
         for w in traj.windows:
             losses = set(w.losses)
@@ -218,7 +221,7 @@ def preactivation_gradients(traj: Trajectory, names: Iterable[str], *, block_flo
                 # that matmul also gives the previous step's output dŷ_{t-1} = dh_{t-1} Vᵀ (Vᵀ as O more
                 # columns): ``cur[..., :H]`` is the state dh_t, ``cur[..., H:]`` the output of t - 1
                 acc, acc_mag = np.zeros((B, K)), np.zeros((B, K))
-                cur, nxt = np.zeros((B, K, H + O)), np.zeros((B, K, H + O))
+                cur, nxt = pair[0, :, :K], pair[1, :, :K]
                 maps = np.empty((B, H, H + O))
                 maps[:, :, H:] = VT
                 for t in range(s0, last + 1):
@@ -270,10 +273,11 @@ def _assemble(traj: Trajectory, w: Any, lam: np.ndarray, out: dict[str, np.ndarr
     def a(v: np.ndarray) -> np.ndarray:
         return np.abs(v) if absolute else v
 
+    rows = lam.reshape(-1, lam.shape[-1]).T                          # (H, steps·B)
     if "W" in out:
-        out["W"] += np.einsum("sbi,sbj->ij", lam, a(traj.x[S]))
+        out["W"] += rows @ a(traj.x[S]).reshape(rows.shape[1], -1)
     if "U" in out:
-        out["U"] += np.einsum("sbi,sbj->ij", lam, a(traj.h[S]))     # h[s] is the state entering step s
+        out["U"] += rows @ a(traj.h[S]).reshape(rows.shape[1], -1)  # h[s] is the state entering step s
     if "b" in out:
         out["b"] += lam.sum(axis=(0, 1))
     if "x" in out:
