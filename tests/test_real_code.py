@@ -22,6 +22,7 @@ from bptt_check.model.cases import draw_case
 from bptt_check.model.functions import loss_weights
 from bptt_check.model.spec import Sizes
 from bptt_check.oracles import get_oracle
+from bptt_check.report import text as tx
 from bptt_check.report import write_reports
 from bptt_check.strategies import specs, truncations
 
@@ -175,6 +176,8 @@ def test_the_report_shows_the_lengths_and_marks_the_padding(tmp_path):
     write_reports(report.to_dict(), tmp_path, formats=("md", "html"))
     md = (tmp_path / "report.md").read_text()
     assert f"lengths=({','.join(map(str, case['lengths']))})" in md
+    padded = [c for c in data["cases"] if "a padded step: sequence" in tx.worst_line(c)]
+    assert padded, "the worst dx element in a sequence's padding is said to be one"
 
 
 # ----------------------------------------------------------------- sizes

@@ -116,6 +116,18 @@ def grad_line(case: dict[str, Any]) -> str:
     return "wrong: " + ", ".join(parts) if parts else "wrong: nothing"
 
 
+def _in_padding(case: dict[str, Any], name: str, index: Any) -> str:
+    """`` — a padded step`` when the element of dx lies in a sequence's padding (its gradient must be 0)."""
+    lengths = case.get("lengths")
+    if name != "x" or not lengths or not index or len(index) < 2:
+        return ""
+    t, b = int(index[0]), int(index[1])
+    if b < len(lengths) and t >= int(lengths[b]):
+        n = int(lengths[b])
+        return f" — a padded step: sequence {b} has {n} real step{'s' if n != 1 else ''}, so no loss depends on it"
+    return ""
+
+
 def worst_line(case: dict[str, Any]) -> str:
     """Line 2: the worst element of the worst gradient."""
     k = worst_grad(case)
@@ -128,8 +140,8 @@ def worst_line(case: dict[str, Any]) -> str:
     if rows:
         r = rows[0]
         return (f"worst: d{k}{idx(r['index'])} = {num(r['yours'], 6)}, reference {num(r['reference'], 6)} "
-                f"(abs {num(r['abs'])}, rel {num(r['rel'])}); ‖d{k}‖ rel err {num(g.get('norm_rel_err'))}, "
-                f"cosine {num(g.get('cosine'), 4)}")
+                f"(abs {num(r['abs'])}, rel {num(r['rel'])}){_in_padding(case, k, r['index'])}; "
+                f"‖d{k}‖ rel err {num(g.get('norm_rel_err'))}, cosine {num(g.get('cosine'), 4)}")
     return (f"worst: d{k}{idx(g.get('worst_index'))}: abs {num(g.get('max_abs_err'))}, "
             f"rel {num(g.get('max_rel_err'))}")
 
