@@ -1,44 +1,53 @@
-"""bptt-check against torch.autograd.gradcheck, side by side in one process and one run.
+"""bptt-check against the fastest torch, side by side in one process and one run.
 
-    python benchmarks/speed.py [--sizes small,medium,large] [--json FILE] [--repeat N] [--threads N]
-                               [--no-detection]
+    python benchmarks/speed.py [--sizes small,medium,large] [--cells rnn] [--rounds N] [--budget S]
+                               [--json FILE] [--txt FILE] [--scale-T 50,...] [--scale-H 16,...]
+                               [--no-breakdown] [--no-scaling] [--no-detection] [--device cuda]
 
-Per size (float64, many-to-many, tanh, identity output, half_mse, sum, full BPTT), on one drawn case:
+Everything runs with one thread (torch, and numpy's BLAS in bptt-check and in the backward under test),
+float64, on one drawn case per size of the spec many-to-many, tanh, identity output, half_mse, sum,
+full BPTT (``speed_torch.py`` has the torch side, per cell).
 
-  torch_fwd_bwd         one torch forward + backward of the loss (the floor)
-  gradcheck_slow        torch.autograd.gradcheck over W, U, b, V, c, h0 (at large: estimated from
-                        the measured time on c and on b, linear in the number of elements)
-  gradcheck_fast        the same with fast_mode=True
-  default_check         bptt_check.check_case of the built-in backward, default oracles
-                        (autograd element-wise + 4 joint complex-step directions as witness)
-  full_elementwise      the complex-step oracle, every element of W, U, b, V, c, h0 (independent of autograd)
-  full_elementwise_fd   the batched finite-difference oracle, the same elements
-  fast_mode             bptt_check.check_case(..., fast=True) of the built-in backward
+torch, written the way a careful engineer writes it:
+  fused_fwd_bwd     one forward + backward of torch's fused module (nn.RNN + nn.Linear): the floor
+  tight_fwd_bwd     one forward + backward of the tight loop (one matmul for every step's input
+                    projection, one stacked loss)
+  gradcheck_slow    torch.autograd.gradcheck of the tight loop over W, U, b, V, c, h0 (large: estimated
+                    from the measured time on c and on b, linear in the number of elements)
+  gradcheck_fast    the same with fast_mode=True
+bptt-check, as a user runs it (``bptt_check.check_case`` of the built-in backward, the whole check:
+calling the backward twice, the oracles, the judging, the settling):
+  default_check     the default oracles: autograd element-wise, witnessed by 4 joint complex-step directions
+  full_elementwise  oracles=("complex-step",): every element by complex step, independent of autograd
+  full_elementwise_fd  oracles=("fd",): every element by batched central differences (not at large)
+  fast_check        fast=True: 4 joint random projections against the complex step, no torch
 
-It prints a table of medians, the error of each oracle against autograd (max over tensors of
-max |oracle - autograd| / max |autograd|), the peak memory traced by tracemalloc (numpy's
-allocations; torch's own allocator is not traced, so torch methods show none), and the ratios
-gradcheck_slow / full_elementwise, default_check / torch_fwd_bwd, gradcheck_fast / fast_mode.
+Rows are timed in CPU seconds of the process (``time.process_time``: one thread does everything, so this is
+the work itself, not the time other jobs on a shared machine hold the core) in interleaved rounds (one run
+of each per round; the median over rounds), so that a change of load hits every row alike; the slow rows
+(seconds each) are timed separately, fewer times. Then, per size, the ratios with their two baselines and
+the targets.
 
-Detection (unless --no-detection): every planted bug of tests/bugs.py and the extra mutants of
-tests/test_fast.py, on fixed-seed small cases where the bug is visible (the full element-wise
-check fails it), through torch's gradcheck fast_mode (the backward wrapped in an
-autograd.Function) and through bptt-check's fast mode: the two detection rates.
-
-Threads: both torch and numpy's BLAS run with --threads (default 1) threads, so the comparison is
-not decided by thread contention on a shared machine.
+Also:
+- the default check's cost broken down (the backward's two calls, reading them, the reference, the
+  witness, comparing them, judging, coverage, everything else), per size;
+- the default check against T (50 … 2,000 at H = 128) and against H (16 … 512 at T = 200), each beside
+  the fused floor, with the fitted exponent of T (1 = linear);
+- with ``--device cuda`` and a GPU: the autograd reference on the GPU against the CPU;
+- the detection power of the two fast modes on the planted bugs of the tests (gradcheck's fast_mode on
+  the backward wrapped in an autograd.Function, against ``--fast``).
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import platform
 import statistics
 import sys
 import time
-import tracemalloc
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -46,51 +55,41 @@ from typing import Any
 import numpy as np
 
 HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent / "tests"))
+
+from speed_torch import CELLS, PARAMS, CellBench, windowed_loss  # noqa: E402
 
 SIZES = {  # (I, H, O, T, B)
     "small": (3, 5, 2, 6, 2),
     "medium": (16, 32, 4, 50, 4),
     "large": (32, 128, 8, 200, 8),
 }
-PARAMS = ("W", "U", "b", "V", "c", "h0")
+# (ratio, size, bound, "min" or "max"): what the issue asks of the ratios
+TARGETS = (
+    ("gradcheck_slow / full_elementwise", "medium", 100.0, "min"),
+    ("gradcheck_fast / fast_check", "medium", 3.0, "min"),
+    ("gradcheck_fast / fast_check", "large", 3.0, "min"),
+    ("default_check / fused_fwd_bwd", "large", 4.0, "max"),
+)
+RATIOS = (  # name: (numerator, denominator)
+    ("gradcheck_slow / full_elementwise", "gradcheck_slow", "full_elementwise"),
+    ("gradcheck_slow / full_elementwise_fd", "gradcheck_slow", "full_elementwise_fd"),
+    ("gradcheck_fast / fast_check", "gradcheck_fast", "fast_check"),
+    ("default_check / fused_fwd_bwd", "default_check", "fused_fwd_bwd"),
+    ("default_check / tight_fwd_bwd", "default_check", "tight_fwd_bwd"),
+)
+SCALE_T = (50, 100, 200, 500, 1000, 2000)
+# CPU seconds of this process (every thread): everything runs on one thread, one thing at a time, so this
+# is the time the work takes, without the time the shared machine's other jobs hold the core
+clock = time.process_time
+SCALE_H = (16, 32, 64, 128, 256, 512)
 
 
-# ----------------------------------------------------------------- the torch side
-
-def torch_loss(torch: Any, spec: Any, T: int, B: int) -> Callable[..., Any]:
-    """The spec's (truncated) objective as a torch function of (W, U, b, V, c, h0, x, y)."""
-    from bptt_check.model.functions import loss_scale
-
-    scale = loss_scale(spec, T, B)
-    windows = spec.windows(T)
-
-    def act(z: Any) -> Any:
-        return {"tanh": torch.tanh, "sigmoid": torch.sigmoid, "relu": torch.relu}.get(spec.activation,
-                                                                                      lambda v: v)(z)
-
-    def fn(W: Any, U: Any, b: Any, V: Any, c: Any, h0: Any, x: Any, y: Any) -> Any:
-        states = [h0]
-        for t in range(T):
-            states.append(act(x[t] @ W.T + states[-1] @ U.T + b))
-        total = 0.0
-        for w in windows:
-            h = h0 if w.start == 0 else states[w.start].detach()
-            for t in range(w.start, max(w.losses) + 1):
-                h = states[t + 1] if w.start == 0 else act(x[t] @ W.T + h @ U.T + b)
-                if t in w.losses:
-                    target = y if spec.mode == "many-to-one" else y[t]
-                    total = total + scale * 0.5 * ((h @ V.T + c - target) ** 2).sum()
-        return total
-
-    return fn
-
-
-def make_case(size: str) -> Any:
+def make_case(cell: CellBench, I: int, H: int, O: int, T: int, B: int) -> Any:  # noqa: E741
     import bptt_check as bc
 
-    I, H, O, T, B = SIZES[size]
-    spec = bc.Spec(sizes=bc.Sizes(T=(T, T), B=(B, B), I=(I, I), H=(H, H), O=(O, O)))
+    spec = bc.Spec(sizes=bc.Sizes(T=(T, T), B=(B, B), I=(I, I), H=(H, H), O=(O, O)), **cell.spec)
     case = bc.draw_case(spec, 0, 0)
     assert case.shapes == {"T": T, "B": B, "I": I, "H": H, "O": O}, case.shapes
     return case
@@ -98,162 +97,263 @@ def make_case(size: str) -> Any:
 
 # ----------------------------------------------------------------- measuring
 
-def timed(fn: Callable[[], Any], repeat: int, budget: float) -> tuple[list[float], Any]:
+def rounds(methods: dict[str, Callable[[], Any]], n: int, budget: float) -> dict[str, list[float]]:
+    """Time every method once per round, ``n`` rounds (fewer once the rounds would pass ``budget`` s)."""
+    runs: dict[str, list[float]] = {k: [] for k in methods}
+    spent = 0.0
+    for done in range(1, n + 1):
+        start = clock()
+        for name, fn in methods.items():
+            t0 = clock()
+            fn()
+            runs[name].append(clock() - t0)
+        spent += clock() - start
+        if spent + spent / done > budget:
+            break
+    return runs
+
+
+def timed(fn: Callable[[], Any], repeat: int, budget: float) -> list[float]:
     """Run ``fn`` up to ``repeat`` times (once more only while the runs so far stay within ``budget`` s)."""
-    runs, value = [], None
+    runs: list[float] = []
     for _ in range(repeat):
-        t0 = time.perf_counter()
-        value = fn()
-        runs.append(time.perf_counter() - t0)
+        t0 = clock()
+        fn()
+        runs.append(clock() - t0)
         if sum(runs) + runs[-1] > budget:
             break
-    return runs, value
+    return runs
 
 
-def traced_peak(fn: Callable[[], Any]) -> float:
-    tracemalloc.start()
-    tracemalloc.reset_peak()
-    try:
-        fn()
-        _, peak = tracemalloc.get_traced_memory()
-    finally:
-        tracemalloc.stop()
-    return peak / 2**20
+def ms(seconds: float) -> str:
+    return f"{seconds * 1e3:.3g} ms" if seconds < 1 else f"{seconds:.3g} s"
 
 
-def error_vs(grads: dict[str, np.ndarray], ref: dict[str, np.ndarray]) -> float:
-    worst = 0.0
-    for k in PARAMS:
-        if k in grads:
-            scale = float(np.max(np.abs(ref[k]), initial=0.0)) or 1.0
-            worst = max(worst, float(np.max(np.abs(grads[k] - ref[k]), initial=0.0)) / scale)
-    return worst
+def checked(backward: Any, case: Any, **kw: Any) -> Callable[[], Any]:
+    import bptt_check as bc
+
+    def run() -> Any:
+        r = bc.check_case(backward, case, **kw)
+        assert r.status == "passed", r.summary()
+        off = r.oracles.get("consensus", {}).get("off")
+        assert not off, f"the oracles disagreed (a third one was asked): {off}"
+        return r
+
+    return run
 
 
-def bench_size(size: str, repeat: int, budget: float, log: Callable[[str], None]) -> dict[str, Any]:
+# ----------------------------------------------------------------- one size
+
+def bench_size(cell: CellBench, size: str, n_rounds: int, budget: float, log: Callable[[str], None]
+               ) -> dict[str, Any]:
     import torch
 
-    import bptt_check as bc
-    from bptt_check.builtin import truncated
-    from bptt_check.oracles import AutogradOracle, ComplexStepOracle, FiniteDifferenceOracle
+    from bptt_check.oracles import AutogradOracle
 
-    case = make_case(size)
-    T, B = case.T, case.B
-    fn = torch_loss(torch, case.spec, T, B)
-    x, y = torch.tensor(case.x), torch.tensor(case.y)
-    leaves = [torch.tensor(case.params[k], requires_grad=True) for k in PARAMS]
+    I, H, O, T, B = SIZES[size]  # noqa: E741
+    case = make_case(cell, I, H, O, T, B)
+    backward = cell.backward()
+    loss, leaves = cell.tight(torch, case)
+    fused_step, fused_grads = cell.fused(torch, case)
     n_elements = sum(int(v.numel()) for v in leaves)
-    ref = AutogradOracle().gradients(case).grads
-    methods: dict[str, dict[str, Any]] = {}
 
-    def record(name: str, runs: list[float], error: float | None, peak: float | None, note: str = "") -> None:
-        methods[name] = {"median_s": statistics.median(runs), "runs_s": runs, "error_vs_autograd": error,
-                         "peak_mib": peak, "note": note}
-        err = "-" if error is None else f"{error:.1e}"
-        log(f"  {size:<6} {name:<20} {statistics.median(runs):>10.4f} s  err {err:>8}  "
-            f"({len(runs)} run{'s' if len(runs) > 1 else ''}) {note}")
+    # the two torch baselines compute the gradients bptt-check checks
+    ref = AutogradOracle(fused=False).gradients(case).grads
+    fused_step()
+    agree = max(float(np.max(np.abs(g - ref[k]))) / max(float(np.max(np.abs(ref[k]))), 1e-300)
+                for k, g in fused_grads().items())
+    assert agree < 1e-10, f"the fused torch floor computes other gradients ({agree:.1e})"
 
-    def fwd_bwd() -> None:
+    def tight() -> None:
         for v in leaves:
             v.grad = None
-        fn(*leaves, x, y).backward()
+        loss(*leaves).backward()
 
-    runs, _ = timed(fwd_bwd, max(repeat, 5), budget)
-    record("torch_fwd_bwd", runs, 0.0, None, "autograd itself")
+    def gradcheck(fast: bool, inputs: tuple[Any, ...], f: Callable[..., Any]) -> None:
+        assert torch.autograd.gradcheck(f, inputs, fast_mode=fast)
 
-    def gradcheck(fast: bool, inputs: tuple[Any, ...], f: Callable[..., Any]) -> bool:
-        return bool(torch.autograd.gradcheck(f, inputs, fast_mode=fast))
+    cheap: dict[str, Callable[[], Any]] = {
+        "fused_fwd_bwd": fused_step,
+        "tight_fwd_bwd": tight,
+        "default_check": checked(backward, case),
+        "fast_check": checked(backward, case, fast=True),
+        "gradcheck_fast": lambda: gradcheck(True, tuple(leaves), loss),
+    }
+    if size != "large":
+        cheap["full_elementwise"] = checked(backward, case, oracles=("complex-step",))
+    runs = rounds(cheap, n_rounds, budget)
+    notes: dict[str, str] = {}
 
-    def full_fn(*p: Any) -> Any:
-        return fn(*p, x, y)
-
-    inputs = tuple(leaves)
-    runs, ok = timed(lambda: gradcheck(True, inputs, full_fn), repeat, budget)
-    assert ok
-    record("gradcheck_fast", runs, None, None, "fast_mode=True")
-
-    if size == "large":
-        # too slow to run whole (about 2·N forwards): time it on c (8 elements) and b (H elements),
-        # then extend linearly to all N elements
-        def only(name: str) -> Callable[[], bool]:
+    if size == "large":   # seconds each: timed on their own
+        runs["full_elementwise"] = timed(checked(backward, case, oracles=("complex-step",)), 2, budget)
+        # about 2·N forwards: timed on c (O elements) and b (H elements), extended linearly to all N
+        def only(name: str) -> Callable[[], None]:
             i = PARAMS.index(name)
             fixed = [v.detach() for v in leaves]
 
             def f(v: Any) -> Any:
                 args = list(fixed)
                 args[i] = v
-                return fn(*args, x, y)
+                return loss(*args)
+
             return lambda: gradcheck(False, (leaves[i],), f)
-        rc, _ = timed(only("c"), repeat, budget)
-        rb, _ = timed(only("b"), repeat, budget)
+
+        rc, rb = timed(only("c"), 2, budget), timed(only("b"), 2, budget)
         nc, nb = leaves[PARAMS.index("c")].numel(), leaves[PARAMS.index("b")].numel()
         tc, tb = statistics.median(rc), statistics.median(rb)
-        slope = (tb - tc) / (nb - nc)
-        est = tc + slope * (n_elements - nc)
-        record("gradcheck_slow", [est], None, None,
-               f"ESTIMATED: measured on c ({nc} elements, {tc:.2f} s) and b ({nb}, {tb:.2f} s), "
-               f"extended linearly to all {n_elements} elements")
-        methods["gradcheck_slow"]["estimated"] = True
-        methods["gradcheck_slow"]["measured"] = {"c": rc, "b": rb}
+        runs["gradcheck_slow"] = [tc + (tb - tc) / (nb - nc) * (n_elements - nc)]
+        notes["gradcheck_slow"] = (f"estimated: measured on c ({nc} elements, {ms(tc)}) and b ({nb}, {ms(tb)}), "
+                                   f"extended linearly to all {n_elements} elements")
+        notes["full_elementwise_fd"] = "not run at large (minutes)"
     else:
-        runs, ok = timed(lambda: gradcheck(False, inputs, full_fn), repeat, budget)
-        assert ok
-        record("gradcheck_slow", runs, None, None, "fast_mode=False")
-        methods["gradcheck_slow"]["estimated"] = False
+        runs["gradcheck_slow"] = timed(lambda: gradcheck(False, tuple(leaves), loss), 3, budget)
+        runs["full_elementwise_fd"] = timed(checked(backward, case, oracles=("fd",)), 3, budget)
 
-    def default() -> Any:
-        r = bc.check_case(truncated, case)
-        assert r.status == "passed", r.summary()
-        return r
+    methods = {k: {"median_s": statistics.median(v), "runs_s": v, "note": notes.get(k, "")}
+               for k, v in runs.items() if v}
+    for k, note in notes.items():
+        methods.setdefault(k, {"median_s": None, "runs_s": [], "note": note})
+    for k, m in methods.items():
+        if m["median_s"] is not None:
+            log(f"  {size:<6} {k:<20} {ms(m['median_s']):>10}  ({len(m['runs_s'])} runs) {m['note']}")
+    ratios = {}
+    for name, a, b in RATIOS:
+        ta, tb = methods[a]["median_s"], methods[b]["median_s"]
+        if ta is None or tb is None:
+            continue
+        ratios[name] = {"ratio": ta / tb, a: ta, b: tb}
+        log(f"  {size:<6} {name:<36} {ta / tb:8.2f}x   ({a} {ms(ta)} / {b} {ms(tb)})")
+    return {"shape": dict(zip(("I", "H", "O", "T", "B"), SIZES[size])), "elements": n_elements,
+            "methods": methods, "ratios": ratios, "fused_agrees_with_autograd": agree}
 
-    runs, _ = timed(default, max(repeat, 5), budget)
-    record("default_check", runs, None, traced_peak(default),
-           "built-in backward; autograd witnessed by 4 joint complex-step directions")
 
-    def peak(make: Callable[..., Any], runs: list[float], whole: bool = False) -> tuple[float, str]:
-        """Peak traced memory; for a long per-element method, of one block of each kind (b, h0) plus the
-        results (its blocks are all alike)."""
-        if whole or min(runs) < 10.0:
-            return traced_peak(lambda: make(PARAMS).gradients(case)), ""
-        results = 3 * 8 * n_elements / 2**20
-        return (traced_peak(lambda: make(("b", "h0")).gradients(case)) + results,
-                "; peak memory measured on b and h0 (one block of each kind) plus the result arrays")
+# ----------------------------------------------------------------- where a check's time goes
 
-    def cs(wrt: tuple[str, ...]) -> Any:
-        return ComplexStepOracle(wrt=wrt)
+PARTS = ("backward calls", "reading the calls", "reference", "witness", "directions", "comparing oracles",
+         "judging", "coverage", "everything else")
+CHECKS = {"default": {}, "full_elementwise": {"oracles": ("complex-step",)}, "fast": {"fast": True}}
 
-    def fd(wrt: tuple[str, ...]) -> Any:
-        return FiniteDifferenceOracle(wrt=wrt)
 
-    runs, res = timed(lambda: cs(PARAMS).gradients(case), repeat, budget)
-    mem, how = peak(cs, runs, whole=True)
-    record("full_elementwise", runs, error_vs(res.grads, ref), mem,
-           f"complex step (tangent propagation, {res.notes[-1]}), every element" + how)
+def breakdown(cell: CellBench, I: int, H: int, O: int, T: int, B: int, runs: int,  # noqa: E741
+              check: str = "default") -> dict[str, float]:
+    """Median CPU seconds of each stage of a check (``CHECKS``), measured by wrapping the functions doing them:
+    the backward's two calls (``Target._once``), reading them (the rest of ``Target.call``), the reference
+    (the autograd or complex-step oracle), the witness (the directional oracle), fast mode's directions,
+    comparing the oracles (the rest of ``consensus.reference``), judging, coverage, and the rest."""
+    import bptt_check as bc
+    import bptt_check.oracles.autograd as autograd
+    import bptt_check.oracles.complex_step as complex_step
+    import bptt_check.oracles.directional as directional
+    import bptt_check.runner.target as target
+    import bptt_check.verdict.fast as fast
+    import bptt_check.verdict.pipeline as pipeline
+    import bptt_check.verdict.settle as settle
 
-    runs, res = timed(lambda: fd(PARAMS).gradients(case), repeat, budget)
-    mem, how = peak(fd, runs)
-    record("full_elementwise_fd", runs, error_vs(res.grads, ref), mem,
-           "batched central differences, every element" + how)
+    case = make_case(cell, I, H, O, T, B)
+    backward = cell.backward()
+    spent: dict[str, float] = {}
+    wrapped = [(target.Target, "_once", "calls"), (target.Target, "call", "call"),
+               (autograd.AutogradOracle, "gradients", "reference"),
+               (complex_step.ComplexStepOracle, "gradients", "reference"),
+               (directional.DirectionalOracle, "directional", "witness"), (fast, "directions", "directions"),
+               (pipeline, "reference", "consensus"), (pipeline, "judge", "judging"),
+               (settle, "coverage", "coverage")]
+    saved = [(obj, name, getattr(obj, name)) for obj, name, _ in wrapped]
 
-    def fast() -> Any:
-        r = bc.check_case(truncated, case, fast=True)
-        assert r.status == "passed", r.summary()
-        return r
+    def wrap(fn: Callable[..., Any], key: str) -> Callable[..., Any]:
+        @functools.wraps(fn)
+        def inner(*a: Any, **kw: Any) -> Any:
+            t0 = clock()
+            try:
+                return fn(*a, **kw)
+            finally:
+                spent[key] = spent.get(key, 0.0) + clock() - t0
+        return inner
 
-    runs, _ = timed(fast, max(repeat, 5), budget)
-    record("fast_mode", runs, None, traced_peak(fast), "built-in backward; 4 joint directions, no torch")
-
-    med = {k: v["median_s"] for k, v in methods.items()}
-    ratios = {
-        "gradcheck_slow / full_elementwise": med["gradcheck_slow"] / med["full_elementwise"],
-        "gradcheck_slow / full_elementwise_fd": med["gradcheck_slow"] / med["full_elementwise_fd"],
-        "default_check / torch_fwd_bwd": med["default_check"] / med["torch_fwd_bwd"],
-        "gradcheck_fast / fast_mode": med["gradcheck_fast"] / med["fast_mode"],
+    rows = []
+    try:
+        for obj, name, key in wrapped:
+            setattr(obj, name, wrap(getattr(obj, name), key))
+        for _ in range(runs):
+            spent.clear()
+            t0 = clock()
+            r = bc.check_case(backward, case, **CHECKS[check])
+            total = clock() - t0
+            assert r.status == "passed", r.summary()
+            rows.append({"total": total, **spent})
+    finally:
+        for obj, name, fn in saved:
+            setattr(obj, name, fn)
+    med = {k: statistics.median(r.get(k, 0.0) for r in rows) for k in {k for r in rows for k in r}}
+    get = med.get
+    parts = {
+        "backward calls": get("calls", 0.0),
+        "reading the calls": get("call", 0.0) - get("calls", 0.0),
+        "reference": get("reference", 0.0),
+        "witness": get("witness", 0.0),
+        "directions": get("directions", 0.0),
+        "comparing oracles": max(0.0, get("consensus", 0.0) - get("reference", 0.0) - get("witness", 0.0)),
+        "judging": get("judging", 0.0),
+        "coverage": get("coverage", 0.0),
     }
-    for k, v in ratios.items():
-        log(f"  {size:<6} {k:<38} {v:8.2f}")
-    shape = dict(zip(("I", "H", "O", "T", "B"), SIZES[size]))
-    return {"shape": shape, "elements": n_elements, "methods": methods, "ratios": ratios}
+    parts["everything else"] = med["total"] - sum(parts.values())
+    parts["total"] = med["total"]
+    return parts
+
+
+# ----------------------------------------------------------------- the default check against T and H
+
+def scaling(cell: CellBench, Ts: tuple[int, ...], Hs: tuple[int, ...], runs: int, budget: float,
+            log: Callable[[str], None]) -> dict[str, Any]:
+    import torch
+
+    out: dict[str, Any] = {"T": [], "H": []}
+    for axis, values in (("T", Ts), ("H", Hs)):
+        log(f"  default check against {axis} (I 32, O 8, B 8, {'H 128' if axis == 'T' else 'T 200'}):")
+        for v in values:
+            I, H, O, T, B = 32, (v if axis == "H" else 128), 8, (v if axis == "T" else 200), 8  # noqa: E741
+            case = make_case(cell, I, H, O, T, B)
+            check = checked(cell.backward(), case)
+            fused_step, _ = cell.fused(torch, case)
+            check()
+            timing = rounds({"check": check, "fused": fused_step}, runs, budget)
+            t_check, t_fused = statistics.median(timing["check"]), statistics.median(timing["fused"])
+            row = {"I": I, "H": H, "O": O, "T": T, "B": B, "default_check_s": t_check, "fused_fwd_bwd_s": t_fused,
+                   "ratio": t_check / t_fused, "per_step_s": t_check / T}
+            out[axis].append(row)
+            log(f"    {axis} = {v:>5}: default check {ms(t_check):>9} ({t_check / T * 1e6:7.1f} us per step), "
+                f"fused {ms(t_fused):>9}, ratio {t_check / t_fused:5.2f}x")
+    ts = [r["T"] for r in out["T"]]
+    if len(ts) >= 2:
+        slope = float(np.polyfit(np.log(ts), np.log([r["default_check_s"] for r in out["T"]]), 1)[0])
+        out["T_exponent"] = slope
+        log(f"  fitted exponent of T (log time against log T): {slope:.2f} (1 = linear)")
+    return out
+
+
+# ----------------------------------------------------------------- the GPU
+
+def device_rows(cell: CellBench, device: str, runs: int, log: Callable[[str], None]) -> dict[str, Any]:
+    import torch
+
+    from bptt_check.oracles import AutogradOracle
+
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        log(f"  skipped: {device} asked, but torch.cuda.is_available() is False")
+        return {"skipped": "torch.cuda.is_available() is False"}
+    rows = []
+    for I, H, O, T, B in ((32, 128, 8, 200, 8), (64, 512, 8, 500, 32), (64, 1024, 8, 1000, 64)):  # noqa: E741
+        case = make_case(cell, I, H, O, T, B)
+        cpu, gpu = AutogradOracle(), AutogradOracle(device=device)
+        a, b = cpu.gradients(case), gpu.gradients(case)
+        err = max(float(np.max(np.abs(a.grads[k] - b.grads[k]))) / max(float(np.max(np.abs(a.grads[k]))), 1e-300)
+                  for k in a.grads)
+        t_cpu = statistics.median(timed(functools.partial(cpu.gradients, case), runs, 120.0))
+        t_gpu = statistics.median(timed(functools.partial(gpu.gradients, case), runs, 120.0))
+        rows.append({"I": I, "H": H, "O": O, "T": T, "B": B, "cpu_s": t_cpu, "device_s": t_gpu, "rel_err": err})
+        log(f"    I{I} H{H} O{O} T{T} B{B}: reference on the CPU {ms(t_cpu)}, on {device} {ms(t_gpu)} "
+            f"({t_cpu / t_gpu:.1f}x), max rel difference {err:.1e}")
+    return {"device": device, "name": torch.cuda.get_device_name(), "rows": rows}
 
 
 # ----------------------------------------------------------------- detection power
@@ -275,8 +375,8 @@ def detection(cases: int, log: Callable[[str], None]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     total = {"visible": 0, "gradcheck_fast": 0, "fast_mode": 0}
     for bug, (backward, spec) in bugs.items():
-        row = {"visible": 0, "gradcheck_fast": 0, "fast_mode": 0, "missed_by_gradcheck_fast": [],
-               "missed_by_fast_mode": []}
+        row: dict[str, Any] = {"visible": 0, "gradcheck_fast": 0, "fast_mode": 0, "missed_by_gradcheck_fast": [],
+                               "missed_by_fast_mode": []}
         for i in range(cases):
             case = bc.draw_case(spec, 0, i)
             if bc.check_case(backward, case).status != "failed":
@@ -296,12 +396,10 @@ def detection(cases: int, log: Callable[[str], None]) -> dict[str, Any]:
         log(f"  {bug:<30} visible in {row['visible']:>2}  gradcheck fast_mode {row['gradcheck_fast']:>2}  "
             f"bptt-check --fast {row['fast_mode']:>2}")
     rates = {k: total[k] / total["visible"] for k in ("gradcheck_fast", "fast_mode")} if total["visible"] else {}
-    missed = {b: r["missed_by_gradcheck_fast"] for b, r in out.items() if r["missed_by_gradcheck_fast"]}
-    caught_all_missed = all(not r["missed_by_fast_mode"] for r in out.values())
     log(f"  detection rate: gradcheck fast_mode {rates.get('gradcheck_fast', 0):.1%}, "
         f"bptt-check --fast {rates.get('fast_mode', 0):.1%} over {total['visible']} (bug, case) pairs")
     return {"cases_per_bug": cases, "bugs": out, "totals": total, "rates": rates,
-            "missed_by_gradcheck_fast": missed, "fast_mode_catches_all": caught_all_missed}
+            "fast_mode_catches_all": all(not r["missed_by_fast_mode"] for r in out.values())}
 
 
 def _gradcheck_fast_flags(torch: Any, backward: Callable[..., Any], case: Any, names: tuple[str, ...]) -> bool:
@@ -311,9 +409,8 @@ def _gradcheck_fast_flags(torch: Any, backward: Callable[..., Any], case: Any, n
 
     spec = case.spec
     present = [k for k in names if k == "x" or k in case.params]
-    T, B = case.T, case.B
-    loss = torch_loss(torch, spec, T, B) if spec.loss == "half_mse" and spec.output == "identity" else None
-    assert loss is not None, "detection cases use half_mse with identity output"
+    assert spec.loss == "half_mse" and spec.output == "identity", "detection cases use half_mse, identity output"
+    loss = windowed_loss(torch, spec, case.T, case.B)
     y = torch.tensor(case.y)
 
     class Wrapped(torch.autograd.Function):
@@ -342,52 +439,103 @@ def _gradcheck_fast_flags(torch: Any, backward: Callable[..., Any], case: Any, n
 
 # ----------------------------------------------------------------- main
 
+def _ints(text: str) -> tuple[int, ...]:
+    return tuple(int(v) for v in text.split(",") if v.strip())
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--sizes", default="small,medium,large")
-    parser.add_argument("--json", dest="json_path", default=None, help="write the results here")
-    parser.add_argument("--repeat", type=int, default=3, help="runs per method (median); at least 5 for the "
-                        "sub-second methods")
+    parser.add_argument("--cells", default="rnn", help=f"cells to run: {', '.join(CELLS)}")
+    parser.add_argument("--rounds", type=int, default=15, help="interleaved rounds of the fast rows (median)")
     parser.add_argument("--budget", type=float, default=120.0,
-                        help="stop repeating a method once its runs would pass this many seconds")
-    parser.add_argument("--threads", type=int, default=1, help="torch and BLAS threads (default 1)")
+                        help="stop repeating a row once its runs would pass this many seconds")
+    parser.add_argument("--breakdown-runs", type=int, default=9)
+    parser.add_argument("--scale-T", type=_ints, default=SCALE_T)
+    parser.add_argument("--scale-H", type=_ints, default=SCALE_H)
+    parser.add_argument("--scale-runs", type=int, default=3)
+    parser.add_argument("--no-breakdown", dest="breakdown", action="store_false")
+    parser.add_argument("--no-scaling", dest="scaling", action="store_false")
     parser.add_argument("--no-detection", dest="detection", action="store_false")
     parser.add_argument("--detection-cases", type=int, default=12)
+    parser.add_argument("--device", default=None, help="also time the autograd reference on this torch device")
+    parser.add_argument("--json", dest="json_path", default=None, help="write the results here")
+    parser.add_argument("--txt", dest="txt_path", default=None, help="write the printed output here")
+    parser.add_argument("--markdown-from", default=None, metavar="JSON",
+                        help="print the Markdown tables of docs/speed.md from a recorded run, and stop")
     args = parser.parse_args(argv)
+    if args.markdown_from:
+        print(markdown(json.loads(Path(args.markdown_from).read_text())))
+        return 0
     sizes = [s.strip() for s in args.sizes.split(",") if s.strip()]
-    bad = [s for s in sizes if s not in SIZES]
+    cells = [c.strip() for c in args.cells.split(",") if c.strip()]
+    bad = [s for s in sizes if s not in SIZES] + [c for c in cells if c not in CELLS]
     if bad:
-        parser.error(f"unknown size(s) {bad}; choose from {', '.join(SIZES)}")
+        parser.error(f"unknown size(s) or cell(s) {bad}; sizes: {', '.join(SIZES)}; cells: {', '.join(CELLS)}")
 
-    os.environ["BPTT_CHECK_THREADS"] = str(args.threads)
+    # one thread everywhere: torch, numpy's BLAS (also inside the backward under test), the oracles
+    os.environ["BPTT_CHECK_THREADS"] = "1"
     import torch
+    from threadpoolctl import threadpool_limits
 
-    torch.set_num_threads(args.threads)
+    torch.set_num_threads(1)
+    limits = threadpool_limits(limits=1)
+    lines: list[str] = []
 
     def log(line: str) -> None:
+        lines.append(line)
         print(line, flush=True)
 
     started = time.time()
     load0 = os.getloadavg()
-    log(f"bptt-check speed benchmark: sizes {sizes}, repeat {args.repeat}, threads {args.threads}, "
-        f"{os.cpu_count()} cpus, load {load0[0]:.2f}")
+    log(f"bptt-check speed benchmark: cells {cells}, sizes {sizes}, {args.rounds} rounds, threads 1, "
+        f"{os.cpu_count()} cpus, load {load0[0]:.2f}; torch {torch.__version__}, numpy {np.__version__}")
     # warm both sides up (first calls pay for imports and dispatch caches)
-    bench_size("small", 1, args.budget, lambda line: None)
+    bench_size(CELLS[cells[0]], "small", 1, 10.0, lambda line: None)
 
     results: dict[str, Any] = {}
-    for size in sizes:
-        log(f"size {size} {SIZES[size]} (I, H, O, T, B):")
-        results[size] = bench_size(size, args.repeat, args.budget, log)
-    det = detection(args.detection_cases, log) if args.detection else None
+    for name in cells:
+        cell = CELLS[name]
+        res: dict[str, Any] = {"sizes": {}}
+        for size in sizes:
+            log(f"{name} {size} (I, H, O, T, B = {SIZES[size]}):")
+            res["sizes"][size] = bench_size(cell, size, args.rounds, args.budget, log)
+        if args.breakdown:
+            res["breakdown"] = {}
+            for check in CHECKS:
+                log(f"{name}: where the {check} check's time goes (median of {args.breakdown_runs} runs):")
+                res["breakdown"][check] = {}
+                for size in sizes:
+                    if check == "full_elementwise" and size == "large":
+                        continue               # seconds a run: its reference is all of it
+                    parts = breakdown(cell, *SIZES[size], args.breakdown_runs, check)
+                    res["breakdown"][check][size] = parts
+                    total = parts["total"]
+                    log(f"  {size:<6} total {ms(total)}: " + ", ".join(
+                        f"{k} {ms(parts[k])} ({parts[k] / total:.0%})" for k in PARTS if parts[k] > 0.005 * total))
+        if args.scaling:
+            log(f"{name}: the default check against T and H:")
+            res["scaling"] = scaling(cell, args.scale_T, args.scale_H, args.scale_runs, args.budget, log)
+        if args.device:
+            log(f"{name}: the autograd reference on {args.device}:")
+            res["device"] = device_rows(cell, args.device, 5, log)
+        results[name] = res
+    det = None
+    if args.detection:
+        log("detection power of the fast modes on the planted bugs:")
+        det = detection(args.detection_cases, log)
+    limits.restore_original_limits()
 
     out = {
-        "schema": 1,
+        "schema": 2,
+        "started_utc": time.strftime("%Y-%m-%d %H:%M", time.gmtime(started)),
         "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version(),
-                    "numpy": np.__version__, "torch": torch.__version__, "threads": args.threads,
+                    "numpy": np.__version__, "torch": torch.__version__, "threads": 1,
                     "load_before": list(load0), "load_after": list(os.getloadavg())},
-        "config": {"repeat": args.repeat, "budget_s": args.budget, "spec": str(make_case("small").spec),
-                   "dtype": "float64"},
-        "sizes": results,
+        "config": {"rounds": args.rounds, "budget_s": args.budget, "dtype": "float64",
+                   "spec": "many-to-many, tanh, identity output, half_mse, sum, full BPTT", "argv": sys.argv[1:]},
+        "cells": results,
+        "targets": targets(results),
         "detection": det,
         "seconds": time.time() - started,
     }
@@ -397,36 +545,119 @@ def main(argv: list[str] | None = None) -> int:
         Path(args.json_path).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json_path).write_text(json.dumps(out, indent=2) + "\n")
         log(f"json: {args.json_path}")
+    if args.txt_path:
+        Path(args.txt_path).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.txt_path).write_text("\n".join(lines) + "\n")
     return 0
 
 
+def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
+    out = []
+    for name, res in results.items():
+        for ratio, size, bound, kind in TARGETS:
+            r = res["sizes"].get(size, {}).get("ratios", {}).get(ratio)
+            if r is None:
+                continue
+            met = r["ratio"] >= bound if kind == "min" else r["ratio"] <= bound
+            out.append({"cell": name, "size": size, "ratio": ratio, "value": r["ratio"],
+                        "target": f"{'>=' if kind == 'min' else '<='} {bound:g}", "met": met})
+    return out
+
+
+ROWS = ("fused_fwd_bwd", "tight_fwd_bwd", "gradcheck_slow", "gradcheck_fast", "default_check", "full_elementwise",
+        "full_elementwise_fd", "fast_check")
+
+
+def _times(res: dict[str, Any], sizes: list[str], method: str) -> list[str]:
+    """The median time of one row at each size, for a table."""
+    cells = []
+    for s in sizes:
+        r = res["sizes"][s]["methods"].get(method)
+        cells.append("-" if r is None or r["median_s"] is None else
+                     ms(r["median_s"]) + (" (est.)" if r["note"].startswith("estimated") else ""))
+    return cells
+
+
 def table(out: dict[str, Any]) -> str:
-    sizes = list(out["sizes"])
-    lines = ["| method | " + " | ".join(sizes) + " |", "| --- |" + " --- |" * len(sizes)]
-    order = ("torch_fwd_bwd", "gradcheck_slow", "gradcheck_fast", "default_check", "full_elementwise",
-             "full_elementwise_fd", "fast_mode")
-    for m in order:
-        cells = []
-        for s in sizes:
-            r = out["sizes"][s]["methods"][m]
-            cell = f"{r['median_s']:.3g} s"
-            if r.get("estimated"):
-                cell += " (est.)"
-            if r["error_vs_autograd"] is not None and m.startswith("full"):
-                cell += f", err {r['error_vs_autograd']:.0e}"
-            if r["peak_mib"] is not None and m.startswith("full"):
-                cell += f", {r['peak_mib']:.0f} MiB"
-            cells.append(cell)
-        lines.append(f"| {m} | " + " | ".join(cells) + " |")
-    for key in ("gradcheck_slow / full_elementwise", "gradcheck_slow / full_elementwise_fd",
-                "default_check / torch_fwd_bwd", "gradcheck_fast / fast_mode"):
-        lines.append(f"| **{key}** | " + " | ".join(f"{out['sizes'][s]['ratios'][key]:.1f}x" for s in sizes) + " |")
+    lines = []
+    for name, res in out["cells"].items():
+        sizes = list(res["sizes"])
+        lines.append(f"{name}: | method | " + " | ".join(sizes) + " |")
+        lines.append("| --- |" + " --- |" * len(sizes))
+        lines += [f"| {m} | " + " | ".join(_times(res, sizes, m)) + " |" for m in ROWS]
+        for key, _, _ in RATIOS:
+            cells = [f"{res['sizes'][s]['ratios'][key]['ratio']:.1f}x" if key in res["sizes"][s]["ratios"] else "-"
+                     for s in sizes]
+            lines.append(f"| **{key}** | " + " | ".join(cells) + " |")
+    if out["targets"]:
+        lines.append("")
+        lines.append("| target | measured | |")
+        lines.append("| --- | --- | --- |")
+        for t in out["targets"]:
+            lines.append(f"| {t['cell']} {t['size']}: {t['ratio']} {t['target']} | {t['value']:.2f}x | "
+                         f"{'met' if t['met'] else 'MISSED'} |")
     det = out.get("detection")
     if det:
         lines.append("")
         lines.append(f"Detection over {det['totals']['visible']} (planted bug, case) pairs: gradcheck fast_mode "
                      f"{det['rates'].get('gradcheck_fast', 0):.0%}, bptt-check --fast "
                      f"{det['rates'].get('fast_mode', 0):.0%}.")
+    return "\n".join(lines)
+
+
+def markdown(out: dict[str, Any]) -> str:
+    """The tables of docs/speed.md, from a recorded run."""
+    targets = {(t["cell"], t["size"], t["ratio"]): t for t in out["targets"]}
+    lines: list[str] = []
+    for name, res in out["cells"].items():
+        sizes = list(res["sizes"])
+        heads = [f"{s} (I{SIZES[s][0]} H{SIZES[s][1]} O{SIZES[s][2]} T{SIZES[s][3]} B{SIZES[s][4]})" for s in sizes]
+        lines += [f"**{name}**: CPU time of each row (median)", "",
+                  "| row | " + " | ".join(heads) + " |", "| --- |" + " --- |" * len(sizes)]
+        lines += [f"| `{m}` | " + " | ".join(_times(res, sizes, m)) + " |" for m in ROWS]
+        lines += ["", "| ratio (numerator / denominator) | " + " | ".join(sizes) + " | target |",
+                  "| --- |" + " --- |" * (len(sizes) + 1)]
+        for key, a, b in RATIOS:
+            cells, goal = [], ""
+            for s in sizes:
+                r = res["sizes"][s]["ratios"].get(key)
+                if r is None:
+                    cells.append("-")
+                    continue
+                t = targets.get((name, s, key))
+                mark = "" if t is None else (" ✓" if t["met"] else " ✗")
+                cells.append(f"**{r['ratio']:.1f}x**{mark} ({ms(r[a])} / {ms(r[b])})")
+                if t is not None:
+                    goal += f"{s} {t['target']}x; "
+            lines.append(f"| {key} | " + " | ".join(cells) + f" | {goal.rstrip('; ') or '-'} |")
+        for check, by_size in res.get("breakdown", {}).items():
+            bsizes = list(by_size)
+            lines += ["", f"Where the {check.replace('_', ' ')} check's time goes (median CPU time):", "",
+                      "| stage | " + " | ".join(bsizes) + " |", "| --- |" + " --- |" * len(bsizes)]
+            for part in (*PARTS, "total"):
+                if all(by_size[s][part] <= 0.005 * by_size[s]["total"] for s in bsizes):
+                    continue
+                lines.append(f"| {part} | " + " | ".join(
+                    f"{ms(by_size[s][part])} ({by_size[s][part] / by_size[s]['total']:.0%})" for s in bsizes) + " |")
+        sc = res.get("scaling")
+        if sc:
+            for axis, fixed in (("T", "H 128"), ("H", "T 200")):
+                lines += ["", f"The default check against {axis} (I 32, O 8, B 8, {fixed}):", "",
+                          f"| {axis} | default check | per step | fused nn.RNN fwd+bwd | ratio |",
+                          "| --- | --- | --- | --- | --- |"]
+                for r in sc[axis]:
+                    lines.append(f"| {r[axis]} | {ms(r['default_check_s'])} | {r['per_step_s'] * 1e6:.0f} us | "
+                                 f"{ms(r['fused_fwd_bwd_s'])} | {r['ratio']:.2f}x |")
+            if "T_exponent" in sc:
+                lines.append(f"\nFitted exponent of T: **{sc['T_exponent']:.2f}** (1 = linear).")
+    det = out.get("detection")
+    if det:
+        lines += ["", "| planted bug | visible in | gradcheck fast_mode | bptt-check --fast |",
+                  "| --- | --- | --- | --- |"]
+        for bug, r in det["bugs"].items():
+            lines.append(f"| {bug} | {r['visible']} | {r['gradcheck_fast']} | {r['fast_mode']} |")
+        lines.append(f"| **total ({det['totals']['visible']} pairs)** | | "
+                     f"**{det['rates'].get('gradcheck_fast', 0):.1%}** | **{det['rates'].get('fast_mode', 0):.1%}** |")
     return "\n".join(lines)
 
 

@@ -20,6 +20,7 @@ from .model.names import describe
 from .model.reproducer import expression, loadable, reproducer, target_name
 from .model.spec import Spec
 from .oracles import parse_oracles
+from .oracles.autograd import device_problem
 from .oracles.directional import DEFAULT_DIRECTIONS
 from .report import text
 from .report.build import counts_of, report_dict
@@ -92,13 +93,15 @@ def _whole(name: str, value: Any, least: int) -> None:
 def check(backward: Backward, spec: Spec | None = None, *, cases: int = 20, seed: int = 0,
           oracles: Iterable[str] = DEFAULT_ORACLES, target: str = "",
           on_case: Callable[[CaseResult], None] | None = None, timeout: float | None = DEFAULT_TIMEOUT,
-          fast: bool = False, directions: int = DEFAULT_DIRECTIONS, **spec_kwargs: Any) -> Report:
+          fast: bool = False, directions: int = DEFAULT_DIRECTIONS, device: str | None = None,
+          **spec_kwargs: Any) -> Report:
     """Check ``backward`` on ``cases`` random cases drawn inside ``spec``.
 
     ``spec`` may be given as a :class:`Spec` or as keywords
     (``mode="many-to-one", truncation="window:3"``, ...). ``timeout``: seconds per call of the
     backward (None or 0: no limit; default 30). ``fast=True`` checks ``directions`` random
-    projections of the gradients instead of every element (see :func:`check_case`).
+    projections of the gradients instead of every element (see :func:`check_case`). ``device``: the torch
+    device of the autograd reference ("cuda" for large cases on a GPU).
     ``target`` names the backward in the report; when it is not a name the command line can load
     (``path.py:name``, ``module:name``), the backward's own importable name is used where it has one
     (:func:`~bptt_check.model.reproducer.target_name`), so that every reproducer runs when pasted.
@@ -111,7 +114,7 @@ def check(backward: Backward, spec: Spec | None = None, *, cases: int = 20, seed
         _whole("directions", directions, 1)
         timeout = limit(timeout)
         names = parse_oracles(oracles)
-        problem = signature_problem(backward, lengths=spec.lengths)
+        problem = device_problem(device) or signature_problem(backward, lengths=spec.lengths)
         if problem:
             raise UsageError(problem)
     except BPTTCheckError as err:
@@ -126,7 +129,7 @@ def check(backward: Backward, spec: Spec | None = None, *, cases: int = 20, seed
     for i in range(cases):
         r = check_case(backward, draw_case(spec, seed, i), oracles=names, target=target,
                        evidence="full" if full_left > 0 else "cheap", timeout=timeout, fast=fast,
-                       directions=directions)
+                       directions=directions, device=device)
         full_left -= r.status == "failed"
         results.append(r)
         if on_case is not None:
@@ -136,10 +139,11 @@ def check(backward: Backward, spec: Spec | None = None, *, cases: int = 20, seed
 
 def assert_backward(backward: Backward, spec: Spec | None = None, *, cases: int = 20, seed: int = 0,
                     oracles: Iterable[str] = DEFAULT_ORACLES, timeout: float | None = DEFAULT_TIMEOUT,
-                    fast: bool = False, directions: int = DEFAULT_DIRECTIONS, **spec_kwargs: Any) -> Report:
+                    fast: bool = False, directions: int = DEFAULT_DIRECTIONS, device: str | None = None,
+                    **spec_kwargs: Any) -> Report:
     """Like :func:`check`, but raise :class:`~bptt_check.errors.CheckFailed` describing the first wrong case."""
     report = check(backward, spec, cases=cases, seed=seed, oracles=oracles, timeout=timeout, fast=fast,
-                   directions=directions, **spec_kwargs)
+                   directions=directions, device=device, **spec_kwargs)
     raise_if_wrong(report.cases, report=report, seed=seed)
     return report
 

@@ -251,10 +251,11 @@ def run(argv: Sequence[str]) -> int:
                     if args.case is not None:   # one case, as a report's reproducer line asks
                         on_case(check_case(fn, draw_case(spec, args.seed, args.case), oracles=oracles,
                                            target=name, timeout=limit(args.timeout), fast=args.fast,
-                                           directions=args.directions))
+                                           directions=args.directions, device=args.device))
                         continue
                     rep = check(fn, spec, cases=args.cases, seed=args.seed, oracles=oracles, target=name,
-                                on_case=on_case, timeout=args.timeout, fast=args.fast, directions=args.directions)
+                                on_case=on_case, timeout=args.timeout, fast=args.fast, directions=args.directions,
+                                device=args.device)
                     used = rep.oracles
             except KeyboardInterrupt:
                 stopped_by = signal.SIGINT

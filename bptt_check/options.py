@@ -13,6 +13,7 @@ from typing import Any
 
 from .errors import BPTTCheckError
 from .model.spec import ACTIVATIONS, DTYPES, LOSSES, MODES, OUTPUTS, REDUCTIONS, SIZE_NAMES, Sizes
+from .oracles.autograd import device_problem
 from .report import parse_formats
 from .runner.call import DEFAULT_TIMEOUT
 
@@ -53,6 +54,13 @@ def _seconds(text: str) -> float:
     if not value >= 0:   # also rejects nan
         raise argparse.ArgumentTypeError(f"must be >= 0 seconds (0: no limit), got {text!r}")
     return value
+
+
+def _device(text: str) -> str:
+    problem = device_problem(text)
+    if problem:
+        raise argparse.ArgumentTypeError(problem)
+    return text
 
 
 def _sizes(text: str) -> str:
@@ -131,6 +139,9 @@ OPTIONS: tuple[Option, ...] = (
     # robustness (issue 7): a backward that hangs is reported as timed out and the run goes on
     Option("timeout", "seconds one call of your backward may take before its case is reported as timed "
                       "out (0: no limit, called in the main thread)", DEFAULT_TIMEOUT, type=_seconds, run=True),
+    # issue 14: the autograd reference on a GPU, for large cases
+    Option("device", "torch device of the autograd reference: cpu, cuda or cuda:N (the other oracles and "
+                     "--fast run on the CPU)", "cpu", type=_device),
 )
 
 

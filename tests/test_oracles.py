@@ -16,6 +16,8 @@ from bptt_check.oracles import (
     DirectionalOracle,
     FiniteDifferenceOracle,
     OracleResult,
+    batched,
+    fused,
     generic,
 )
 from bptt_check.oracles.batched import Trajectory
@@ -265,3 +267,185 @@ def test_the_trajectory_is_the_numpy_forward():
     tr = forward(case.params, case.x, case.spec)
     assert np.array_equal(traj.h, tr.h) and np.array_equal(traj.yhat, tr.yhat)
     assert traj.names() == list(KEYS)
+
+
+# ----------------------------------------------------------------- issue 14: the fast paths are the plain ones
+
+@settings(max_examples=60, deadline=None)
+@given(spec=specs(truncation=truncations(), activations=["tanh", "relu"], dtypes=("float64", "float32"),
+                  losses=["half_mse", "sse", "cross_entropy"]),
+       seed=st.integers(0, 2**16), index=st.integers(0, 15))
+def test_the_fused_reference_is_the_autograd_reference(spec, seed, index):
+    """torch's fused RNN kernel, run per window (windows from 0 share a run, the others side by side in the
+    batch), gives the step-by-step autograd reference to machine precision, for every schedule."""
+    case = bc.draw_case(spec, seed, index)
+    assert fused.supported(spec)
+    plain = AutogradOracle(fused=False).gradients(case)
+    quick = AutogradOracle().gradients(case)
+    assert quick.grads.keys() == plain.grads.keys() == set(case.params) | {"x"}
+    for k in plain.grads:
+        assert _rel(quick.grads[k], plain.grads[k]) <= 1e-13, (k, spec, _rel(quick.grads[k], plain.grads[k]))
+        assert np.all(np.abs(quick.grads[k] - plain.grads[k]) <= quick.error[k] + plain.error[k]), k
+    assert quick.loss == pytest.approx(plain.loss, rel=1e-13, abs=1e-300)
+
+
+@settings(max_examples=40, deadline=None)
+@given(spec=specs(truncation=truncations(), cells=["rnn", "lstm", "gru"], lengths=None, output_layer=None),
+       seed=st.integers(0, 2**8))
+def test_the_fused_path_is_only_for_what_torch_fuses(spec, seed):
+    """Other cells, padded batches, no output layer, the binary cross-entropy: the step-by-step graph."""
+    expected = (spec.cell == "rnn" and spec.activation in ("tanh", "relu") and not spec.lengths
+                and spec.output_layer and spec.loss != "bce")
+    assert fused.supported(spec) is expected
+    calls = []
+    original = fused.fused_gradients
+    fused.fused_gradients = lambda *a, **k: calls.append(1) or original(*a, **k)
+    try:
+        AutogradOracle().gradients(bc.draw_case(spec, seed, 0))
+    finally:
+        fused.fused_gradients = original
+    assert bool(calls) is expected
+
+
+@pytest.mark.parametrize("spec, fast", [
+    (bc.Spec(), True), (bc.Spec(activation="relu", truncation="window:2"), True),
+    (bc.Spec(activation="sigmoid"), False), (bc.Spec(activation="identity", truncation="chunk:3"), False)])
+def test_the_fused_path_is_chosen_where_the_spec_allows(monkeypatch, spec, fast):
+    assert fused.supported(spec) is fast
+    calls = []
+    original = fused.fused_gradients
+    monkeypatch.setattr(fused, "fused_gradients", lambda *a, **k: calls.append(1) or original(*a, **k))
+    case = bc.draw_case(spec, 3, 0)
+    res = AutogradOracle().gradients(case)
+    assert bool(calls) is fast
+    plain = AutogradOracle(fused=False).gradients(case)
+    assert all(_rel(res.grads[k], plain.grads[k]) <= 1e-13 for k in plain.grads)
+    if not fast:
+        with pytest.raises(bc.UsageError, match="fused RNN kernel does not compute"):
+            AutogradOracle(fused=True).gradients(case)
+
+
+@pytest.mark.parametrize("truncation", ["none", "window:3", "tbptt:2,5", "window-loss:3,4"])
+def test_the_fused_reference_in_small_pieces_is_the_same(monkeypatch, truncation):
+    """Long schedules run in several fused calls (bounded memory): the same gradients."""
+    case = bc.draw_case(bc.Spec(truncation=truncation, sizes=bc.Sizes(T=(12, 12))), 5, 0)
+    whole = AutogradOracle().gradients(case)
+    monkeypatch.setattr(fused, "CHUNK_FLOATS", 1)      # one window per call
+    pieces = AutogradOracle().gradients(case)
+    for k in whole.grads:
+        assert _rel(pieces.grads[k], whole.grads[k]) <= 1e-13, k
+    assert pieces.loss == pytest.approx(whole.loss, rel=1e-13)
+
+
+@settings(max_examples=40, deadline=None)
+@given(truncation=truncations(), mode=st.sampled_from(["many-to-one", "many-to-many"]), T=st.integers(1, 30))
+def test_the_fused_groups_count_every_loss_step_of_every_window(truncation, mode, T):
+    spec = bc.Spec(mode=mode, truncation=truncation)
+    windows = spec.windows(T)
+    counted = {}
+    for g in fused.groups(windows):
+        assert g.from_h0 == bool((g.starts == 0).all()) and g.weights.shape == (g.length, len(g.starts))
+        for j, s in enumerate(g.starts):
+            for i in np.nonzero(g.weights[:, j])[0]:
+                counted[int(s + i)] = counted.get(int(s + i), 0) + int(g.weights[i, j])
+    expected = {}
+    for w in windows:
+        for t in w.losses:
+            expected[t] = expected.get(t, 0) + 1
+    assert counted == expected
+
+
+def test_a_broken_fused_reference_is_caught_by_the_witness(monkeypatch):
+    """The complex-step witness is what vouches for the fused reference: a reference that drops the last
+    loss step is never trusted over a right backward."""
+    case = bc.draw_case(bc.Spec(), 0, 0)
+    original = fused.groups
+
+    def drop_last_loss(windows):
+        out = original(windows)
+        out[0].weights[-1] = 0.0
+        return out
+
+    monkeypatch.setattr(fused, "groups", drop_last_loss)
+    ref = reference(case, ["autograd", "directional"])
+    assert not ref.agreement["directional_vs_autograd"]["all"]["agree"]
+    assert "autograd" in ref.off
+    result = bc.check_case(truncated, case)        # a third oracle and the Taylor check vouch for the backward
+    assert result.status == "passed" and any("confirmed" in n for n in result.notes), result.summary()
+    assert result.oracles["consensus"]["off"]["autograd"]["reason"].startswith("model")
+
+
+@settings(max_examples=30, deadline=None)
+@given(spec=specs(truncation=truncations(), activations=["tanh", "sigmoid", "identity"]),
+       seed=st.integers(0, 2**16), index=st.integers(0, 15), joint=st.booleans(),
+       run_floats=st.sampled_from([1, 300, batched.DENSE_FLOATS]))
+def test_dense_tangents_vectorized_over_time_are_the_step_by_step_ones(spec, seed, index, joint, run_floats):
+    """Directions through ``_run_dense`` (the witness, the fast mode) equal the step-by-step propagation
+    within their own error estimate, with the same error estimate, however many steps run at a time."""
+    saved, batched.DENSE_FLOATS = batched.DENSE_FLOATS, run_floats
+    try:
+        _dense_against_plain(spec, seed, index, joint)
+    finally:
+        batched.DENSE_FLOATS = saved
+
+
+def _dense_against_plain(spec, seed, index, joint):
+    from bptt_check.oracles.batched import dense_block, joint_block, run
+    from bptt_check.oracles.complex_step import TangentPropagation
+    from bptt_check.oracles.directional import rademacher
+
+    case = bc.draw_case(spec, seed, index)
+    traj = Trajectory.of(case)
+    dirs = rademacher({n: traj.shape(n) for n in traj.names()}, 3, (seed, index))
+    block = joint_block(dirs) if joint else dense_block([(k, v) for k, v in dirs.items() if k not in ("V", "c")]
+                                                       + [(k, v) for k, v in dirs.items() if k in ("V", "c")])
+    fast = TangentPropagation(traj)
+    vals = run(traj, block, fast)
+    plain = TangentPropagation(traj)
+    plain.maps = lambda: None                          # the step-by-step loop
+    expected = run(traj, block, plain)
+    np.testing.assert_allclose(fast.magnitude, plain.magnitude, rtol=1e-12, atol=0)
+    err = 4 * np.finfo(float).eps * (traj.T + traj.H + traj.O) * plain.magnitude
+    assert np.all(np.abs(vals - expected) <= err + 1e-300)
+
+
+def test_the_complex_step_derivative_of_f_is_the_complex_tanh():
+    from bptt_check.model.functions import act
+    from bptt_check.oracles.complex_step import EPS_CS, step_derivative
+
+    z = np.concatenate([np.random.default_rng(0).normal(0, 4, 20000), [0.0, 1e-300, 19.0, -25.0, 360.0, -1e4]])
+    for name in ("tanh", "sigmoid", "identity"):
+        literal = act(name, z + 1j * EPS_CS).imag / EPS_CS
+        quick = step_derivative(name, z)
+        assert np.all(np.abs(quick - literal) <= 8 * np.finfo(float).eps * np.abs(literal)), name
+    with pytest.raises(bc.UsageError, match="not analytic"):
+        step_derivative("relu", z)
+
+
+@pytest.mark.parametrize("spec", [bc.Spec(truncation="window-loss:2,3"),
+                                  bc.Spec(mode="many-to-one", truncation="window:2"),
+                                  bc.Spec(loss="cross_entropy", output="softmax", truncation="tbptt:2,4")])
+def test_the_trajectory_loss_is_the_windowed_objective(spec):
+    from bptt_check.model.forward import window_loss
+
+    for i in range(4):
+        traj = Trajectory.of(bc.draw_case(spec, 1, i))
+        assert traj.loss() == pytest.approx(window_loss(traj.params, traj.x, traj.y, spec, traj.windows, traj.h),
+                                            rel=1e-14, abs=1e-300)
+
+
+def test_coverage_and_the_forward_are_remembered_per_content_of_the_arrays():
+    from bptt_check.model import coverage as cov
+    from bptt_check.model.forward import forward
+
+    case = bc.draw_case(bc.Spec(truncation="window:3", dtype="float32"), 2, 0)
+    first, traj = cov.coverage(case), Trajectory.of(case)
+    assert cov.coverage(case) is first                    # drawing measured it; the verdict reuses it
+    assert Trajectory.of(case).h is traj.h                # and the forward it ran
+    case.params["U"][...] *= 0.01                          # changed in place: measured and run again
+    again, moved = cov.coverage(case), Trajectory.of(case)
+    assert again is not first and again.value < first.value
+    assert again == cov._measure(case.params, case.x, case.y, case.spec)
+    assert moved.h is not traj.h
+    assert np.array_equal(moved.h, forward({k: v.astype(np.float64) for k, v in case.params.items()},
+                                           case.x.astype(np.float64), case.spec).h)

@@ -11,6 +11,10 @@ recursion, ``backprop``) and measure
 (state_{s−1} is the state entering the window, the initial state when s = 0). The case's
 coverage is the smallest over its windows. Below ``threshold(dtype, T)`` a case that
 would have passed is *inconclusive*: its early steps were not really tested.
+
+Drawing a case measures its coverage (it decides redraws) and the verdict needs it again:
+the value is remembered per content of the arrays (``memo.py``), so a case whose arrays
+did not change is measured once.
 """
 
 from __future__ import annotations
@@ -22,8 +26,8 @@ from typing import Any
 import numpy as np
 
 from .backprop import backprop
-from .forward import forward
 from .functions import loss_weights
+from .memo import forward_of, remember
 from .spec import Spec, Window
 from .tolerance import tolerance_for
 
@@ -40,11 +44,16 @@ class Coverage:
 
 
 def coverage_of(params: Mapping[str, Any], x: np.ndarray, y: Any, spec: Spec, lengths: Any = None) -> Coverage:
-    """The coverage of a case's arrays, computed on the reference model in float64."""
+    """The coverage of a case's arrays, computed on the reference model in float64 (once per content)."""
+    arrays = {**params, "x": x, "y": y, **({} if lengths is None else {"lengths": lengths})}
+    return remember("coverage", spec, arrays, lambda: _measure(params, x, y, spec, lengths))
+
+
+def _measure(params: Mapping[str, Any], x: np.ndarray, y: Any, spec: Spec, lengths: Any = None) -> Coverage:
     p = {n: np.asarray(v, dtype=np.float64) for n, v in params.items()}
     x = np.asarray(x, dtype=np.float64)
     y = y if spec.loss == "cross_entropy" else np.asarray(y, dtype=np.float64)
-    tr = forward(p, x, spec)
+    tr = forward_of(p, x, spec)
     norms: dict[str, float] = {}
 
     def visit(w: Window, t: int, dstate: tuple[np.ndarray, ...], contrib: Any) -> None:

@@ -39,8 +39,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ..model.forward import forward
-from ..model.functions import loss_scale, loss_weights
+from ..model.functions import loss_scale, loss_weights, step_loss
+from ..model.memo import forward_of
 from ..model.names import OUTPUT_LAYER, ordered
 from ..model.spec import Shaped
 
@@ -52,6 +52,10 @@ if TYPE_CHECKING:
 # copies of B=8, H=128 (DESIGN §5 planned 512; on the 2-core machine 128 was as fast for the
 # matmuls and faster for the element-wise passes of finite differences, which then stay in cache)
 BLOCK_FLOATS = 2**17
+# dense tangent runs (directions: a few copies over many steps) take their direct terms for this many
+# numbers at a time, in one buffer: 1 MiB, 32 steps of 4 copies at B=8, H=128 (long matmuls; fresh memory
+# is slow to touch, so the buffer is reused from one run of steps to the next)
+DENSE_FLOATS = 2**17
 
 
 # BLAS threads inside the engine: 1 unless BPTT_CHECK_THREADS says otherwise. Measured on the shared
@@ -103,7 +107,7 @@ class Trajectory(Shaped):
         params = {k: np.array(v, dtype=np.float64) for k, v in case.params.items()}
         x = np.array(case.x, dtype=np.float64)
         y = np.array(case.y) if spec.loss == "cross_entropy" else np.array(case.y, dtype=np.float64)
-        tr = forward(params, x, spec)
+        tr = forward_of(params, x, spec)       # drawing the case ran it already (for its coverage)
         T, B, _ = x.shape
         lengths = getattr(case, "lengths", None)
         return cls(spec, params, x, y, tr.h, tr.hhat, tr.yhat, spec.windows(T, lengths), loss_scale(spec, T, B),
@@ -119,6 +123,19 @@ class Trajectory(Shaped):
 
     def target(self, t: int) -> np.ndarray:
         return self.y if self.spec.mode == "many-to-one" else self.y[t]
+
+    def loss(self) -> float:
+        """The truncated objective at the base parameters. A window restarted from the base state entering
+        it repeats the base trajectory exactly, so this is Σ_windows Σ_{t∈L} scale·E_t of the base outputs."""
+        counts = np.zeros(self.T)
+        for w in self.windows:
+            counts[list(w.losses)] += 1
+        steps = np.nonzero(counts)[0]
+        target = self.y if self.spec.mode == "many-to-one" else self.y[steps]
+        e = step_loss(self.spec, self.yhat[steps], target)                        # (steps, B)
+        weights = self.weights
+        per_step = self.scale * e.sum(axis=-1) if weights is None else (e * weights[steps]).sum(axis=-1)
+        return float(np.sum(counts[steps] * per_step))
 
     def memo(self, key: str, make: Callable[[], Any]) -> Any:
         if key not in self.cache:
@@ -212,6 +229,11 @@ class Propagation:
     def loss(self, traj: Trajectory, t: int, sel: Callable[[np.ndarray], np.ndarray], dyhat: np.ndarray,
              block: Block) -> np.ndarray: ...
 
+    def maps(self) -> tuple[np.ndarray, np.ndarray] | None:
+        """A linear propagation that is a fixed map: (f′(ĥ_t) (T, B, H), ∂(scale·E_t)/∂ŷ_t (T, B, O));
+        with them dense blocks run vectorized over time (:func:`_run_dense`). None: step by step only."""
+        return None
+
 
 def run(traj: Trajectory, block: Block, prop: Propagation) -> np.ndarray:
     """The change of the (truncated) loss of every copy in ``block``: an array (K,)."""
@@ -225,6 +247,9 @@ def _run(traj: Trajectory, block: Block, prop: Propagation) -> np.ndarray:
     prop.begin(block)
     if K == 0:
         return out
+    maps = prop.maps() if prop.linear else None
+    if maps is not None and block.rows is None and all(g.dense is not None for g in block.groups):
+        return _run_dense(traj, block, prop, *maps)
     p = traj.params
     UT, VT, WT = p["U"].T, p["V"].T, p["W"].T
     O = traj.O
@@ -270,38 +295,141 @@ class _DenseTerms:
     """The direct terms x_t dWᵀ + h_{t-1} dUᵀ + db + dx_t Wᵀ of the dense groups, for a run of steps at a
     time (tangents only: they do not depend on the copies' state), as a few large matmuls."""
 
-    def __init__(self, traj: Trajectory, block: Block, WT: np.ndarray) -> None:
+    def __init__(self, traj: Trajectory, block: Block, WT: np.ndarray, floats: int = BLOCK_FLOATS) -> None:
         self.traj, self.WT = traj, WT
         self.groups = [g for g in block.groups if g.dense is not None and g.name in ("W", "U", "b", "x")]
         self.KS = block.K_state
-        self.steps = max(1, BLOCK_FLOATS // max(1, self.KS * traj.B * traj.H))
+        self.steps = max(1, floats // max(1, self.KS * traj.B * traj.H))
         self.lo, self.hi = 0, 0
         self.arr: np.ndarray | None = None
+        self.spans: dict[tuple[int, int], tuple[np.ndarray, np.ndarray]] | None = None
 
     def at(self, t: int, last: int) -> np.ndarray | None:
         if not self.groups:
             return None
         if not (self.lo <= t < self.hi):
-            self._fill(t, min(last + 1, t + self.steps))
+            self.lo, self.hi = t, min(last + 1, t + self.steps)
+            self.arr = self.fill(self.lo, self.hi)
         assert self.arr is not None
-        return self.arr[:, t - self.lo]
+        return self.arr[t - self.lo].transpose(1, 0, 2)
 
-    def _fill(self, lo: int, hi: int) -> None:
+    def fill(self, lo: int, hi: int, out: np.ndarray | None = None) -> np.ndarray:
+        """The direct terms of steps lo..hi-1, time-major (hi - lo, B, K_state, H): in ``out`` (reused by
+        the caller: fresh memory is slow to touch) or a new array.
+
+        x_t dWᵀ + h_{t-1} dUᵀ + db of the copies of one slice are one matmul of [x_t, h_{t-1}, 1] (every step
+        and row) with the stacked directions, written straight into the array when the slice is every copy;
+        dx_t Wᵀ is one more."""
         traj = self.traj
         n, B, H = hi - lo, traj.B, traj.H
-        arr = np.zeros((self.KS, n, B, H))
-        for g in self.groups:
-            v = g.dense
-            k = len(v)
-            if g.name == "W":
-                arr[g.sl] += np.matmul(traj.x[lo:hi].reshape(n * B, -1), v.transpose(0, 2, 1)).reshape(k, n, B, H)
-            elif g.name == "U":   # the states entering steps lo..hi-1
-                arr[g.sl] += np.matmul(traj.h[lo:hi].reshape(n * B, H), v.transpose(0, 2, 1)).reshape(k, n, B, H)
-            elif g.name == "b":
-                arr[g.sl] += v[:, None, None, :]
+        rows = n * B
+        arr = np.zeros((n, B, self.KS, H)) if out is None else out
+        spans = self._spans()
+        if out is not None and (0, self.KS) not in spans:
+            arr[:] = 0.0
+        for (start, stop), (src, rhs) in spans.items():
+            k = stop - start
+            if k == self.KS:
+                np.matmul(src[lo * B:hi * B], rhs, out=arr.reshape(rows, k * H))
             else:
-                arr[g.sl] += v[:, lo:hi] @ self.WT
-        self.lo, self.hi, self.arr = lo, hi, arr
+                arr[:, :, start:stop] += (src[lo * B:hi * B] @ rhs).reshape(n, B, k, H)
+        for g in self.groups:
+            if g.name == "x":          # dx_t Wᵀ
+                v = g.dense[:, lo:hi]
+                arr[:, :, g.sl] += (v.reshape(-1, v.shape[-1]) @ self.WT).reshape(g.size, n, B, H).transpose(1, 2, 0, 3)
+        return arr
+
+    def _spans(self) -> dict[tuple[int, int], tuple[np.ndarray, np.ndarray]]:
+        """Per slice of copies: [x_t, h_{t-1}, 1] of every step and row (T·B, ·) and the stacked directions
+        (·, k·H) whose column block j is copy j's (dWᵀ; dUᵀ; db) — computed once."""
+        if self.spans is None:
+            traj = self.traj
+            T, B, H = traj.T, traj.B, traj.H
+            by: dict[tuple[int, int], list[Group]] = {}
+            for g in self.groups:
+                if g.name != "x":
+                    by.setdefault((g.start, g.stop), []).append(g)
+            self.spans = {}
+            for (start, stop), gs in by.items():
+                k = stop - start
+                src, rhs = [], []
+                for g in gs:
+                    if g.name == "W":
+                        src.append(traj.x.reshape(T * B, -1))
+                    elif g.name == "U":    # the states entering each step
+                        src.append(traj.h[:T].reshape(T * B, H))
+                    else:
+                        src.append(np.ones((T * B, 1)))
+                    d = g.dense if g.name != "b" else g.dense[:, :, None]
+                    rhs.append(d.transpose(2, 0, 1).reshape(-1, k * H))
+                self.spans[(start, stop)] = (src[0] if len(src) == 1 else np.concatenate(src, axis=1),
+                                             rhs[0] if len(rhs) == 1 else np.concatenate(rhs, axis=0))
+        return self.spans
+
+
+def _run_dense(traj: Trajectory, block: Block, prop: Propagation, fprime: np.ndarray, gy: np.ndarray
+               ) -> np.ndarray:
+    """Tangents of dense copies (a linear, fixed propagation), vectorized over time wherever the copies'
+    state does not enter: the direct terms of a run of steps are a few large matmuls (``_DenseTerms``),
+    the recurrence dĥ_t = dh_{t-1} Uᵀ + direct_t, dh_t = f′(ĥ_t) ⊙ dĥ_t runs in place in that array (one
+    matmul of all copies per step), and the output layer and the loss of the run's loss steps are again
+    a few large products:
+        dŷ_t = dh_t Vᵀ + h_t dVᵀ + dc,   dL += ⟨∂(scale·E_t)/∂ŷ_t, dŷ_t⟩.
+    The same sums as the step-by-step loop of :func:`_run`, in another order."""
+    K, KS = block.K, block.K_state
+    p = traj.params
+    UT, VT = p["U"].T, p["V"].T
+    B, H, O = traj.B, traj.H, traj.O
+    out, magnitude = np.zeros(K), np.zeros(K)
+    terms = _DenseTerms(traj, block, p["W"].T, DENSE_FLOATS)
+    outputs = [g for g in block.groups if g.name in STATE_FREE]
+    carry, state = np.empty((B * KS, H)), np.empty((B * KS, H))
+    buffer = np.empty((terms.steps, B, KS, H))     # every run of steps in the same memory
+    for w in traj.windows:
+        losses = sorted(w.losses)
+        last = losses[-1]
+        prev = None                  # the copies' state dh_{t-1}, (B·KS, H); None: still zero
+        initial = _initial(traj, block, w.start) if KS else None
+        if initial is not None:
+            prev = initial.transpose(1, 0, 2).reshape(B * KS, H)
+        for lo in range(w.start, last + 1, terms.steps):
+            hi = min(last + 1, lo + terms.steps)
+            arr = buffer[:hi - lo]
+            if terms.groups:
+                terms.fill(lo, hi, out=arr)
+            else:
+                arr[:] = 0.0
+            for t in range(lo, hi) if KS else ():
+                z = arr[t - lo]                          # (B, KS, H): the direct terms of step t
+                if prev is not None:
+                    np.matmul(prev, UT, out=carry)       # + dh_{t-1} Uᵀ
+                    z += carry.reshape(B, KS, H)
+                z *= fprime[t][:, None, :]               # dh_t, kept in place for the output layer
+                prev = z.reshape(B * KS, H)
+            if prev is not None and hi <= last:          # the next run of steps reuses the buffer
+                state[:] = prev
+                prev = state
+            at = [t for t in losses if lo <= t < hi]
+            if not at:
+                continue
+            steps = np.asarray(at)
+            n = len(at)
+            dyhat = np.zeros((K, n, B, O))
+            if KS:                   # dh_t Vᵀ of every copy and loss step: one matmul
+                dh = arr if n == hi - lo else arr[steps - lo]
+                dyhat[:KS] = (dh.reshape(-1, H) @ VT).reshape(n, B, KS, O).transpose(2, 0, 1, 3)
+            for g in outputs:
+                if g.name == "V":    # h_t dVᵀ of every copy and loss step: one matmul
+                    dyhat[g.sl] += (traj.h[steps + 1].reshape(n * B, H) @ g.dense.transpose(2, 0, 1).reshape(
+                        H, g.size * O)).reshape(n, B, g.size, O).transpose(2, 0, 1, 3)
+                else:
+                    dyhat[g.sl] += g.dense[:, None, None, :]
+            g_at = gy[steps].reshape(-1)
+            flat = dyhat.reshape(K, -1)
+            out += flat @ g_at
+            magnitude += np.abs(flat) @ np.abs(g_at)
+    prop.magnitude = magnitude
+    return out
 
 
 def _x_schedule(traj: Trajectory, block: Block) -> dict[int, tuple[np.ndarray, np.ndarray, np.ndarray]] | None:

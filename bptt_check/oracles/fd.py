@@ -34,7 +34,6 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from ..model.forward import window_loss
 from ..model.functions import output, softmax
 from ..model.kinks import EPS_FD, fd_step
 from . import generic
@@ -252,7 +251,7 @@ class FiniteDifferenceOracle:
                 continue
             grads[name], errors[name], kinks[name] = fd_gradient(
                 traj, name, eps=self.eps, richardson=self.richardson, block_floats=self.block_floats)
-        loss = window_loss(traj.params, traj.x, traj.y, traj.spec, traj.windows, traj.h, traj.weights)
+        loss = traj.loss()
         res = OracleResult(self.name, grads, errors, loss, method="fd+richardson" if self.richardson else "fd")
         flagged = {k: v for k, v in kinks.items() if v.any()}
         if flagged:

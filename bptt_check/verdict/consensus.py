@@ -89,11 +89,12 @@ def _pair_tolerance(a: OracleResult, b: OracleResult) -> Tolerance:
     return EXACT_TOLERANCE if _exact(a) and _exact(b) else ORACLE_TOLERANCE
 
 
-def reference(case: Case, names: Iterable[str], *, directions: int | None = None) -> Reference:
-    """Ask the oracles ``names`` (the first is the reference); ``directions``: k of the directional witness."""
+def reference(case: Case, names: Iterable[str], *, directions: int | None = None,
+              device: str | None = None) -> Reference:
+    """Ask the oracles ``names`` (the first is the reference); ``directions``: k of the directional witness;
+    ``device``: the torch device of the autograd oracle."""
     names = list(names)
-    oracles = [get_oracle(n, **({"k": directions} if n == "directional" and directions else {}))
-               for n in names]
+    oracles = [get_oracle(n, **_options(n, directions, device)) for n in names]
     if not oracles or getattr(oracles[0], "kind", "") == "directional":
         raise UsageError(
             f"the first oracle is the reference and must give every element; {names[0] if names else 'none'!r} "
@@ -150,8 +151,16 @@ def reference(case: Case, names: Iterable[str], *, directions: int | None = None
         out.agreement[f"{d.name}_vs_{ref.name}"] = agreement
 
     if disagree or suspect:
-        _arbitrate(case, out, elementwise, directional, disagree, suspect, floor)
+        _arbitrate(case, out, elementwise, directional, disagree, suspect, floor, device)
     return out
+
+
+def _options(name: str, directions: int | None, device: str | None) -> dict[str, Any]:
+    if name == "directional" and directions:
+        return {"k": directions}
+    if name == "autograd" and device is not None:
+        return {"device": device}
+    return {}
 
 
 def _along(d: DirectionalResult, res: OracleResult, key: str, floor: float) -> tuple[bool, dict[str, Any]]:
@@ -191,14 +200,15 @@ def _mismatch(a: OracleResult, b: OracleResult, k: str, tol: Tolerance, floor: f
     return _compared(a, b, k, tol, floor)[0]
 
 
-def _third(case: Case, present: list[OracleResult], tensors: set[str]) -> OracleResult | None:
+def _third(case: Case, present: list[OracleResult], tensors: set[str], device: str | None = None
+           ) -> OracleResult | None:
     """An element-wise oracle not already present, on the disputed tensors only."""
     have = {(r.name, r.method) for r in present}
     analytic = case.spec.activation != "relu"
     if analytic and not any(r.method == "tangent" for r in present):
         return ComplexStepOracle(wrt=tensors).gradients(case)
     if not any(r.name == "autograd" for r in present):
-        return AutogradOracle().gradients(case)
+        return AutogradOracle(device=device).gradients(case)
     if ("fd", "fd+richardson") not in have:
         res = FiniteDifferenceOracle(richardson=True, wrt=tensors).gradients(case)
         res.name = "fd-richardson"
@@ -218,12 +228,12 @@ def _reason(res: OracleResult, k: str, where: np.ndarray) -> str:
 
 
 def _arbitrate(case: Case, out: Reference, elementwise: list[OracleResult], directional: list[DirectionalResult],
-               disagree: dict[str, np.ndarray], suspect: set[str], floor: float) -> None:
+               disagree: dict[str, np.ndarray], suspect: set[str], floor: float, device: str | None = None) -> None:
     ref = elementwise[0]
     pool = list(elementwise)
     tensors = set(disagree) | suspect
     if len(pool) < 3 or suspect:
-        third = _third(case, pool, tensors)
+        third = _third(case, pool, tensors, device)
         if third is not None:
             pool.append(third)
             out.results.append(third)

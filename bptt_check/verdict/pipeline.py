@@ -23,11 +23,13 @@ from typing import Any
 
 import numpy as np
 
+from ..errors import UsageError
 from ..model.cases import Case
 from ..model.kinks import kink_elements
 from ..model.names import ordered
 from ..model.tolerance import tolerance_for
 from ..oracles import get_oracle
+from ..oracles.autograd import device_problem
 from ..oracles.directional import DEFAULT_DIRECTIONS
 from ..runner.call import DEFAULT_TIMEOUT
 from ..runner.target import Backward, Target
@@ -91,7 +93,7 @@ class _Reference:
 def check_case(backward: Backward, case: Case, *, oracles: Iterable[str] = DEFAULT_ORACLES,
                target: str = "", evidence: str | None = "full",
                timeout: float | None = DEFAULT_TIMEOUT, fast: bool = False,
-               directions: int = DEFAULT_DIRECTIONS) -> CaseResult:
+               directions: int = DEFAULT_DIRECTIONS, device: str | None = None) -> CaseResult:
     """Check ``backward`` on one drawn case against the oracles.
 
     The backward is called twice on copies (a determinism check), each call limited to ``timeout``
@@ -105,7 +107,12 @@ def check_case(backward: Backward, case: Case, *, oracles: Iterable[str] = DEFAU
 
     ``fast=True``: k = ``directions`` Rademacher projections of the gradients against the complex
     step, element-wise only where one fails (``oracles`` is then not used).
+
+    ``device``: the torch device of the autograd reference (None: the CPU).
     """
+    problem = device_problem(device)
+    if problem:
+        raise UsageError(problem)
     start = time.perf_counter()
     runner = Target(backward, timeout=timeout)
     case = runner.prepare(case)
@@ -130,7 +137,7 @@ def check_case(backward: Backward, case: Case, *, oracles: Iterable[str] = DEFAU
     if fast:
         j = _fast_stage(runner, case, got, result, v, directions)
     else:
-        ref = reference(case, tuple(oracles), directions=directions)
+        ref = reference(case, tuple(oracles), directions=directions, device=device)
         result.oracles = {**ref.agreement, "reference": {"name": ref.name}, "consensus": ref.consensus}
         v.notes += runner.notes(case, ref.grads)
         whole = _Reference(runner.lower(case, ref.grads), runner.lower(case, ref.error, "error"),
