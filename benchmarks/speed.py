@@ -188,7 +188,7 @@ def bench_size(cell: CellBench, size: str, n_rounds: int, budget: float, log: Ca
         runs["full_elementwise"] = timed(checked(backward, case, oracles=("complex-step",)), 2, budget)
         # about 2·N forwards: timed on c (O elements) and b (H elements), extended linearly to all N
         def only(name: str) -> Callable[[], None]:
-            i = PARAMS.index(name)
+            i = cell.params.index(name)
             fixed = [v.detach() for v in leaves]
 
             def f(v: Any) -> Any:
@@ -199,7 +199,7 @@ def bench_size(cell: CellBench, size: str, n_rounds: int, budget: float, log: Ca
             return lambda: gradcheck(False, (leaves[i],), f)
 
         rc, rb = timed(only("c"), 2, budget), timed(only("b"), 2, budget)
-        nc, nb = leaves[PARAMS.index("c")].numel(), leaves[PARAMS.index("b")].numel()
+        nc, nb = leaves[cell.params.index("c")].numel(), leaves[cell.params.index("b")].numel()
         tc, tb = statistics.median(rc), statistics.median(rb)
         runs["gradcheck_slow"] = [tc + (tb - tc) / (nb - nc) * (n_elements - nc)]
         notes["gradcheck_slow"] = (f"estimated: measured on c ({nc} elements, {ms(tc)}) and b ({nb}, {ms(tb)}), "

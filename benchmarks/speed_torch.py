@@ -5,8 +5,8 @@ and a learned h0) for the benchmark's spec (many-to-many, identity output, half_
 
 - ``tight``: the loss as a function of its inputs, for ``torch.autograd.gradcheck``: the input
   projections of all steps in one matmul, one loop over the recurrent steps, one stacked loss;
-- ``fused``: torch's own fused module (``nn.RNN``; ``nn.LSTM`` / ``nn.GRU`` once bptt-check has those
-  cells) plus an ``nn.Linear`` output layer: one forward + backward of it is the floor.
+- ``fused``: torch's own fused module (``nn.RNN``, ``nn.LSTM``, ``nn.GRU``) plus an ``nn.Linear`` output
+  layer: one forward + backward of it is the floor.
 
 A cell is one :class:`CellBench` entry in ``CELLS``: its spec keywords, its two torch baselines and the
 backward bptt-check checks. Adding a cell is one entry (and the two functions it names).
@@ -24,10 +24,10 @@ import numpy as np
 PARAMS = ("W", "U", "b", "V", "c", "h0")
 
 
-def tensors(torch: Any, case: Any) -> tuple[Any, Any, list[Any]]:
-    """x, y and the parameters W, U, b, V, c, h0 (requiring grad) of a case, float64."""
+def tensors(torch: Any, case: Any, names: tuple[str, ...] = PARAMS) -> tuple[Any, Any, list[Any]]:
+    """x, y and the parameters ``names`` (requiring grad) of a case, float64."""
     x, y = torch.tensor(case.x), torch.tensor(case.y)
-    leaves = [torch.tensor(np.asarray(case.params[k], dtype=np.float64), requires_grad=True) for k in PARAMS]
+    leaves = [torch.tensor(np.asarray(case.params[k], dtype=np.float64), requires_grad=True) for k in names]
     return x, y, leaves
 
 
@@ -85,6 +85,105 @@ def rnn_fused(torch: Any, case: Any) -> tuple[Callable[[], None], Callable[[], d
     return step, grads
 
 
+# ----------------------------------------------------------------- the lstm and gru cells (DESIGN §11: torch's)
+
+LSTM_PARAMS = ("W", "U", "b", "V", "c", "h0", "c0")
+GRU_PARAMS = ("W", "U", "b", "bu", "V", "c", "h0")
+
+
+def lstm_tight(torch: Any, case: Any) -> tuple[Callable[..., Any], list[Any]]:
+    """The lstm loss as a function of (W, U, b, V, c, h0, c0): one matmul for every step's input
+    projection, the gates (i, f, g, o) from one recurrent matmul per step, one stacked loss."""
+    x, y, leaves = tensors(torch, case, LSTM_PARAMS)
+    T, B, I = x.shape
+
+    def loss(W: Any, U: Any, b: Any, V: Any, c: Any, h0: Any, c0: Any) -> Any:
+        xw = torch.addmm(b, x.reshape(T * B, I), W.T).reshape(T, B, -1)
+        h, cell, hs = h0, c0, []
+        for t in range(T):
+            i, f, g, o = torch.addmm(xw[t], h, U.T).chunk(4, dim=1)
+            cell = torch.sigmoid(f) * cell + torch.sigmoid(i) * torch.tanh(g)
+            h = torch.sigmoid(o) * torch.tanh(cell)
+            hs.append(h)
+        yhat = torch.stack(hs) @ V.T + c
+        return 0.5 * ((yhat - y) ** 2).sum()
+
+    return loss, leaves
+
+
+def gru_tight(torch: Any, case: Any) -> tuple[Callable[..., Any], list[Any]]:
+    """The gru loss as a function of (W, U, b, bu, V, c, h0), torch's convention: r, z from the input and
+    recurrent projections, n = tanh(x W_nᵀ + b_n + r ⊙ (h U_nᵀ + bu_n)), h = (1 − z) ⊙ n + z ⊙ h."""
+    x, y, leaves = tensors(torch, case, GRU_PARAMS)
+    T, B, I = x.shape
+
+    def loss(W: Any, U: Any, b: Any, bu: Any, V: Any, c: Any, h0: Any) -> Any:
+        xw = torch.addmm(b, x.reshape(T * B, I), W.T).reshape(T, B, -1)
+        h, hs = h0, []
+        for t in range(T):
+            xr, xz, xn = xw[t].chunk(3, dim=1)
+            hr, hz, hn = torch.addmm(bu, h, U.T).chunk(3, dim=1)
+            r, z = torch.sigmoid(xr + hr), torch.sigmoid(xz + hz)
+            h = (1 - z) * torch.tanh(xn + r * hn) + z * h
+            hs.append(h)
+        yhat = torch.stack(hs) @ V.T + c
+        return 0.5 * ((yhat - y) ** 2).sum()
+
+    return loss, leaves
+
+
+def _module_fused(torch: Any, case: Any, kind: str) -> tuple[Callable[[], None], Callable[[], dict[str, np.ndarray]]]:
+    """One ``nn.LSTM`` / ``nn.GRU`` + ``nn.Linear`` forward and backward with the case's weights, the initial
+    state(s) learned, and a function returning the gradients it computed."""
+    names = LSTM_PARAMS if kind == "lstm" else GRU_PARAMS
+    x, y, leaves = tensors(torch, case, names)
+    p = dict(zip(names, leaves))
+    T, B, I = x.shape
+    H, O = p["U"].shape[1], p["V"].shape[0]
+    rnn = (torch.nn.LSTM if kind == "lstm" else torch.nn.GRU)(I, H, dtype=torch.float64)
+    out_layer = torch.nn.Linear(H, O, dtype=torch.float64)
+    with torch.no_grad():
+        rnn.weight_ih_l0.copy_(p["W"])
+        rnn.weight_hh_l0.copy_(p["U"])
+        rnn.bias_ih_l0.copy_(p["b"])
+        if kind == "gru":
+            rnn.bias_hh_l0.copy_(p["bu"])
+        else:
+            rnn.bias_hh_l0.zero_()
+        out_layer.weight.copy_(p["V"])
+        out_layer.bias.copy_(p["c"])
+    initial = [p[k].detach().clone()[None].requires_grad_(True) for k in (("h0", "c0") if kind == "lstm" else ("h0",))]
+    modules = (rnn, out_layer)
+
+    def step() -> None:
+        for m in modules:
+            m.zero_grad(set_to_none=True)
+        for s in initial:
+            s.grad = None
+        hs, _ = rnn(x, tuple(initial) if kind == "lstm" else initial[0])
+        loss = 0.5 * ((out_layer(hs) - y) ** 2).sum()
+        loss.backward()
+
+    def grads() -> dict[str, np.ndarray]:
+        g = {"W": rnn.weight_ih_l0.grad, "U": rnn.weight_hh_l0.grad, "b": rnn.bias_ih_l0.grad,
+             "V": out_layer.weight.grad, "c": out_layer.bias.grad, "h0": initial[0].grad[0]}
+        if kind == "lstm":
+            g["c0"] = initial[1].grad[0]
+        else:
+            g["bu"] = rnn.bias_hh_l0.grad
+        return {k: v.detach().numpy().copy() for k, v in g.items()}
+
+    return step, grads
+
+
+def lstm_fused(torch: Any, case: Any) -> tuple[Callable[[], None], Callable[[], dict[str, np.ndarray]]]:
+    return _module_fused(torch, case, "lstm")
+
+
+def gru_fused(torch: Any, case: Any) -> tuple[Callable[[], None], Callable[[], dict[str, np.ndarray]]]:
+    return _module_fused(torch, case, "gru")
+
+
 @dataclass(frozen=True)
 class CellBench:
     """One cell in the benchmark: the spec keywords that select it, its torch baselines, the backward checked."""
@@ -95,6 +194,7 @@ class CellBench:
     fused: Callable[[Any, Any], tuple[Callable[[], None], Callable[[], dict[str, np.ndarray]]]]
     backward: Callable[[], Callable[..., Any]]        # the hand-written backward to check (imported late)
     spec: dict[str, Any] = field(default_factory=dict)
+    params: tuple[str, ...] = PARAMS                  # the tight loss's arguments, in order
 
 
 def _builtin_truncated() -> Callable[..., Any]:
@@ -103,10 +203,21 @@ def _builtin_truncated() -> Callable[..., Any]:
     return truncated
 
 
+def _builtin(name: str) -> Callable[[], Callable[..., Any]]:
+    def load() -> Callable[..., Any]:
+        from bptt_check.builtin import BUILTINS
+
+        return BUILTINS[name]
+
+    return load
+
+
 CELLS: dict[str, CellBench] = {
     "rnn": CellBench("rnn", "nn.RNN + nn.Linear", rnn_tight, rnn_fused, _builtin_truncated),
-    # issue 11 ("Any cell") adds "lstm" and "gru" here: spec={"cell": "lstm"}, nn.LSTM / nn.GRU as the
-    # fused floor, the gates written out in the tight loop, and the built-in backward of that cell
+    "lstm": CellBench("lstm", "nn.LSTM + nn.Linear", lstm_tight, lstm_fused, _builtin("lstm"), {"cell": "lstm"},
+                      LSTM_PARAMS),
+    "gru": CellBench("gru", "nn.GRU + nn.Linear", gru_tight, gru_fused, _builtin("gru"), {"cell": "gru"},
+                     GRU_PARAMS),
 }
 
 

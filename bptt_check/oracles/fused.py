@@ -29,6 +29,7 @@ import numpy as np
 
 from ..model.cell import RNN, cell_of
 from ..model.functions import loss_scale, step_loss
+from ..model.memo import forward_of
 from ..model.ops import torch_ops
 from ..model.spec import Spec, Window
 from . import generic
@@ -36,20 +37,23 @@ from . import generic
 if TYPE_CHECKING:
     from ..model.cases import Case
 
-# the activations torch has a fused recurrent kernel for
+# the activations torch has a fused recurrent kernel for, and the cells (lstm: rows (i, f, g, o); gru: rows
+# (r, z, n), the reset after the recurrent matmul, h = (1 − z)⊙n + z⊙h — DESIGN §11 follows torch)
 FUSED_ACTIVATIONS = ("tanh", "relu")
+FUSED_CELLS = ("rnn", "lstm", "gru")
 # at most this many numbers per hidden-state array of one fused call (about 32 MiB in float64):
 # longer schedules run in several calls, each differentiated before the next is built
 CHUNK_FLOATS = 2**22
 
 
 def supported(spec: Spec) -> bool:
-    """Whether the spec is a plain (full or truncated) schedule of the built-in rnn cell that torch fuses:
-    tanh or relu, full-length sequences, an output layer, a loss of ``model.functions``."""
-    if spec.cell != "rnn" or generic.needed(spec):
+    """Whether the spec is a plain (full or truncated) schedule of a built-in cell that torch fuses — the
+    rnn with tanh or relu, the lstm, the gru in torch's convention — on full-length sequences, with an
+    output layer and a loss of ``model.functions``."""
+    if spec.cell not in FUSED_CELLS or generic.needed(spec.replace(cell="rnn")):
         return False
     cell = cell_of(spec)
-    return type(cell) is RNN and cell.activation in FUSED_ACTIVATIONS
+    return spec.cell != "rnn" or (type(cell) is RNN and cell.activation in FUSED_ACTIVATIONS)
 
 
 @dataclass
@@ -109,7 +113,7 @@ def fused_gradients(case: Case, device: str | None = None) -> tuple[dict[str, np
     ops = torch_ops()
     windows = spec.windows(T)
     params = {k: np.asarray(v, dtype=np.float64) for k, v in case.params.items()}
-    run = torch.rnn_tanh if spec.activation == "tanh" else torch.rnn_relu
+    run = _kernel(torch, spec)
     scale = loss_scale(spec, T, B)
     total = 0.0
     with torch.inference_mode(False), torch.enable_grad():
@@ -120,13 +124,13 @@ def fused_gradients(case: Case, device: str | None = None) -> tuple[dict[str, np
         else:
             y = _tensor(torch, np.asarray(case.y, dtype=np.float64), dev)
         W, U, b = leaves["W"], leaves["U"], leaves.get("b")
-        weights = [W, U] if b is None else [W, U, b, torch.zeros_like(b)]
-        H = U.shape[0]
+        second = leaves.get("bu") if spec.cell == "gru" else None     # the gru's recurrent bias; else b = b_ih
+        weights = [W, U] if b is None else [W, U, b, torch.zeros_like(b) if second is None else second]
+        H = U.shape[1]
         entering = None
-        if any(w.start > 0 for w in windows):   # the states entering the windows: constants
-            with torch.no_grad():
-                entering = run(x.detach(), leaves["h0"].detach()[None], [v.detach() for v in weights],
-                               b is not None, 1, 0.0, False, False, False)[0]
+        if any(w.start > 0 for w in windows):   # the states entering the windows: constants (the numpy forward)
+            states = forward_of(case.params, case.x, spec).states
+            entering = tuple(torch.as_tensor(np.asarray(s, dtype=np.float64), device=dev) for s in states)
         for group in groups(windows):
             for part in _chunks(group, B * max(H, x.shape[2])):
                 loss = _window_loss(part, x, y, leaves, weights, entering, run, spec, scale, ops)
@@ -145,14 +149,15 @@ def _window_loss(group: _Group, x: Any, y: Any, leaves: dict[str, Any], weights:
 
     n, m = group.length, len(group.starts)
     T, B, I = x.shape
+    initial = ("h0", "c0") if "c0" in leaves else ("h0",)
     if group.from_h0:
-        xs, h = x[:n], leaves["h0"][None]
+        xs, h = x[:n], tuple(leaves[k][None] for k in initial)
     else:
         starts = torch.as_tensor(group.starts, device=x.device)
         steps = starts[None, :] + torch.arange(n, device=x.device)[:, None]          # (n, m)
         xs = x[steps].reshape(n, m * B, I)
-        h = entering[starts - 1].reshape(1, m * B, -1)                               # h_{s-1}, constants
-    out = run(xs, h, weights, len(weights) == 4, 1, 0.0, True, False, False)[0]   # (n, m·B, H)
+        h = tuple(part[starts].reshape(1, m * B, -1) for part in entering)           # (h, c)_{s-1}, constants
+    out = run(xs, h if len(h) > 1 else h[0], weights, len(weights) == 4, 1, 0.0, True, False, False)[0]
     i, j = np.nonzero(group.weights)                                                # the loss positions
     if len(i) == 0:
         return None
@@ -177,6 +182,15 @@ def _window_loss(group: _Group, x: Any, y: Any, leaves: dict[str, Any], weights:
     return scale * (count * e).sum()
 
 
+def _kernel(torch: Any, spec: Spec) -> Any:
+    """torch's fused multi-step kernel of the spec's cell (called as ``run(x, hx, weights, has_biases, ...)``)."""
+    if spec.cell == "lstm":
+        return torch.lstm
+    if spec.cell == "gru":
+        return torch.gru
+    return torch.rnn_tanh if spec.activation == "tanh" else torch.rnn_relu
+
+
 def _tensor(torch: Any, a: np.ndarray, device: Any) -> Any:
     """A float64 tensor of ``a`` on ``device``, sharing its memory where it can (only read)."""
     if device.type == "cpu" and a.flags.writeable and a.flags.c_contiguous:
@@ -190,4 +204,4 @@ def _numpy(grad: Any, like: Any) -> np.ndarray:
     return np.asarray(grad.detach().cpu().numpy(), dtype=np.float64)
 
 
-__all__ = ["supported", "fused_gradients", "groups", "FUSED_ACTIVATIONS"]
+__all__ = ["supported", "fused_gradients", "groups", "FUSED_ACTIVATIONS", "FUSED_CELLS"]
