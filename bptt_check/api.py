@@ -23,7 +23,7 @@ from .oracles import parse_oracles
 from .oracles.directional import DEFAULT_DIRECTIONS
 from .report.build import counts_of, report_dict
 from .runner.call import DEFAULT_TIMEOUT, limit
-from .runner.target import Backward, signature_problem
+from .runner.target import DEFAULT_ISOLATE, Backward, isolation, signature_problem
 from .verdict import evidence as evidence_module
 from .verdict.pipeline import DEFAULT_ORACLES, FAST_ORACLES, check_case
 from .verdict.result import GOOD, CaseResult
@@ -80,29 +80,52 @@ def resolve_spec(backward: Any, spec: Spec | None, spec_kwargs: dict[str, Any],
         raise UsageError(f"bad spec keyword: {err}; the spec fields are {fields}") from None
 
 
-def _whole(name: str, value: Any, least: int) -> None:
+MAX_DIRECTIONS = 1024           # random directions of the directional witness / --fast
+
+
+def _whole(name: str, value: Any, least: int, most: int | None = None) -> None:
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < least:
         raise UsageError(f"{name} must be a whole number >= {least}, got {value!r}")
+    if most is not None and value > most:
+        raise UsageError(f"{name} must be at most {most}, got {value!r}")
+
+
+def run_options(*, timeout: Any, fast: Any, directions: Any, isolate: Any) -> float | None:
+    """Check how a check is run (the same for :func:`check` and the CLI/plugin); the time limit in seconds."""
+    if not isinstance(fast, (bool, np.bool_)):
+        raise UsageError(f"fast must be True or False, got {fast!r}")
+    _whole("directions", directions, 1, MAX_DIRECTIONS)
+    isolation(isolate)
+    return limit(timeout)
 
 
 def check(backward: Backward, spec: Spec | None = None, *, cases: int = 20, seed: int = 0,
           oracles: Iterable[str] = DEFAULT_ORACLES, target: str = "",
           on_case: Callable[[CaseResult], None] | None = None, timeout: float | None = DEFAULT_TIMEOUT,
-          fast: bool = False, directions: int = DEFAULT_DIRECTIONS, **spec_kwargs: Any) -> Report:
+          fast: bool = False, directions: int = DEFAULT_DIRECTIONS, isolate: str = DEFAULT_ISOLATE,
+          **spec_kwargs: Any) -> Report:
     """Check ``backward`` on ``cases`` random cases drawn inside ``spec``.
 
     ``spec`` may be given as a :class:`Spec` or as keywords
     (``mode="many-to-one", truncation="window:3"``, ...). ``timeout``: seconds per call of the
     backward (None or 0: no limit; default 30). ``fast=True`` checks ``directions`` random
     projections of the gradients instead of every element (see :func:`check_case`).
+
+    ``isolate`` says where the backward runs: ``"process"`` (the default, as for the command and the
+    pytest plugin) — a worker process of its own, so that a crash, a hang in C code, ``os._exit``,
+    patched modules or an edited Spec cannot reach this process or the verdict; the backward is
+    pickled with cloudpickle (closures and lambdas too) and what it does to its own state stays in
+    the worker. ``"thread"`` — in this process, under the limit (a closure's side effects are seen
+    here; a crash takes this process down). ``"none"`` — in the caller's thread, no limit (for a
+    debugger).
+
     Raises :class:`~bptt_check.errors.UsageError` for bad arguments, before any case.
     """
     try:
         spec = resolve_spec(backward, spec, spec_kwargs)
         _whole("cases", cases, 1)
         _whole("seed", seed, 0)
-        _whole("directions", directions, 1)
-        timeout = limit(timeout)
+        timeout = run_options(timeout=timeout, fast=fast, directions=directions, isolate=isolate)
         names = parse_oracles(oracles)
         problem = signature_problem(backward)
         if problem:
@@ -116,8 +139,8 @@ def check(backward: Backward, spec: Spec | None = None, *, cases: int = 20, seed
     full_left = evidence_module.EVIDENCE_LIMIT   # the first failed cases get the full evidence, the rest the cheap one
     for i in range(cases):
         r = check_case(backward, draw_case(spec, seed, i), oracles=names, target=target,
-                       evidence="full" if full_left > 0 else "cheap", timeout=timeout, fast=fast,
-                       directions=directions)
+                       evidence="full" if full_left > 0 else "cheap", timeout=timeout, fast=bool(fast),
+                       directions=directions, isolate=isolate)
         full_left -= r.status == "failed"
         results.append(r)
         if on_case is not None:
@@ -127,10 +150,11 @@ def check(backward: Backward, spec: Spec | None = None, *, cases: int = 20, seed
 
 def assert_backward(backward: Backward, spec: Spec | None = None, *, cases: int = 20, seed: int = 0,
                     oracles: Iterable[str] = DEFAULT_ORACLES, timeout: float | None = DEFAULT_TIMEOUT,
-                    fast: bool = False, directions: int = DEFAULT_DIRECTIONS, **spec_kwargs: Any) -> Report:
+                    fast: bool = False, directions: int = DEFAULT_DIRECTIONS, isolate: str = DEFAULT_ISOLATE,
+                    **spec_kwargs: Any) -> Report:
     """Like :func:`check`, but raise :class:`~bptt_check.errors.CheckFailed` describing the first wrong case."""
     report = check(backward, spec, cases=cases, seed=seed, oracles=oracles, timeout=timeout, fast=fast,
-                   directions=directions, **spec_kwargs)
+                   directions=directions, isolate=isolate, **spec_kwargs)
     raise_if_wrong(report.cases, report=report, seed=seed)
     return report
 

@@ -46,7 +46,7 @@ def test_invoke_calls_once_by_default_and_returns_float_copies():
         return truncated(params, x, y, spec)
 
     c = case()
-    out = invoke(backward, c)
+    out = invoke(backward, c, isolate="thread")                     # counts calls in this process
     assert isinstance(out, CallOutcome) and out.status == "ok" and out.error is None
     assert len(calls) == 1 and out.repeat is None
     ref = truncated({k: v.copy() for k, v in c.params.items()}, c.x.copy(), c.y.copy(), c.spec)
@@ -55,7 +55,7 @@ def test_invoke_calls_once_by_default_and_returns_float_copies():
         np.testing.assert_array_equal(out.grads[k], ref[k])
 
     calls.clear()
-    out = invoke(backward, c, repeat=True)
+    out = invoke(backward, c, repeat=True, isolate="thread")
     assert len(calls) == 2 and out.repeat is not None and out.error is None
 
 
@@ -124,10 +124,13 @@ def test_a_keyboard_interrupt_from_the_harness_still_stops_the_run_without_a_lim
     def backward(params, x, y):
         raise KeyboardInterrupt
 
-    with pytest.raises(KeyboardInterrupt):            # timeout 0: called in this thread, Ctrl-C is Ctrl-C
-        invoke(backward, case(), timeout=0)
-    out = invoke(backward, case(), timeout=5)         # in the call's thread it can only be the backward's own
-    assert out.error["kind"] == "exception" and "KeyboardInterrupt" in out.error["message"]
+    with pytest.raises(KeyboardInterrupt):            # called in this thread (no limit), Ctrl-C is Ctrl-C
+        invoke(backward, case(), timeout=0, isolate="thread")
+    with pytest.raises(KeyboardInterrupt):
+        invoke(backward, case(), timeout=5, isolate="none")
+    for isolate in ("thread", "process"):              # in the call's thread, or its process: the backward's own
+        out = invoke(backward, case(), timeout=5, isolate=isolate)
+        assert out.error["kind"] == "exception" and "KeyboardInterrupt" in out.error["message"], isolate
 
 
 # ----------------------------------------------------------------- timeouts, threads
@@ -145,14 +148,24 @@ def test_a_hang_in_python_is_stopped_and_says_where_it_was():
 
 def test_a_blocking_call_is_abandoned_and_the_run_goes_on():
     start = time.perf_counter()
-    result = bc.check_case(mb.hangs_sleeping(1.0).backward, case(), oracles=AUTOGRAD, timeout=0.1)
+    result = bc.check_case(mb.hangs_sleeping(1.0).backward, case(), oracles=AUTOGRAD, timeout=0.1,
+                           isolate="thread")
     assert time.perf_counter() - start < 0.8
     assert result.status == "timeout" and "could not be stopped" in result.error["message"]
     assert "time.sleep" in result.error["message"]
 
 
-@pytest.mark.parametrize("limit", [None, 0, float("inf")])
-def test_no_limit_calls_the_backward_in_the_callers_thread(limit):
+def test_a_blocking_call_in_a_worker_process_is_killed_and_says_where_it_was():
+    start = time.perf_counter()
+    result = bc.check_case(mb.hangs_sleeping(30.0).backward, case(), oracles=AUTOGRAD, timeout=0.2)
+    assert time.perf_counter() - start < 5
+    msg = result.error["message"]
+    assert result.status == "timeout" and "it was stopped" in msg and "killed (SIGKILL)" in msg
+    assert "misbehaviours.py:" in msg and "time.sleep" in msg
+
+
+@pytest.mark.parametrize("limit, isolate", [(None, "thread"), (0, "thread"), (float("inf"), "thread"), (30, "none")])
+def test_no_limit_calls_the_backward_in_the_callers_thread(limit, isolate):
     seen = []
 
     def backward(params, x, y, spec):
@@ -160,7 +173,7 @@ def test_no_limit_calls_the_backward_in_the_callers_thread(limit):
         print("direct")
         return truncated(params, x, y, spec)
 
-    result = bc.check_case(backward, case(), oracles=AUTOGRAD, timeout=limit)
+    result = bc.check_case(backward, case(), oracles=AUTOGRAD, timeout=limit, isolate=isolate)
     assert result.status == "passed" and seen == [threading.current_thread()] * 2
     assert result.stdout == "direct\n"
 
@@ -376,14 +389,15 @@ def test_every_case_replays_bit_for_bit_from_the_seed_in_the_report():
              bc.Spec(loss="cross_entropy", output="softmax", truncation="window:2")]
     for spec in specs:
         seen.clear()
-        report = json.loads(json.dumps(bc.check(recording, spec, cases=9, seed=12345,
+        report = json.loads(json.dumps(bc.check(recording, spec, cases=9, seed=12345, isolate="thread",
                                                 on_case=lambda r: seen.append("|")).to_dict()))
         # the first call of each case (it is called again, and on prefixes for the evidence)
         first = [group.strip(",").split(",")[0] for group in ",".join(seen).split("|") if group.strip(",")]
         assert len(first) == 9
         for i, c in enumerate(report["cases"]):
             seen.clear()
-            again = bc.check_case(recording, bc.draw_case(bc.Spec.from_dict(c["spec"]), c["seed"], c["index"]))
+            again = bc.check_case(recording, bc.draw_case(bc.Spec.from_dict(c["spec"]), c["seed"], c["index"]),
+                                  isolate="thread")
             assert seen[0] == first[i]                                  # the same inputs, bit for bit
             replayed = json.loads(json.dumps(again.to_dict()))
             for d in (c, replayed):

@@ -30,7 +30,7 @@ from ..model.tolerance import tolerance_for
 from ..oracles import get_oracle
 from ..oracles.directional import DEFAULT_DIRECTIONS
 from ..runner.call import DEFAULT_TIMEOUT
-from ..runner.target import Backward, Target
+from ..runner.target import DEFAULT_ISOLATE, Backward, Target
 from . import diagnosis as diagnosis_module
 from . import evidence as evidence_module
 from . import fast as fast_mode
@@ -91,7 +91,7 @@ class _Reference:
 def check_case(backward: Backward, case: Case, *, oracles: Iterable[str] = DEFAULT_ORACLES,
                target: str = "", evidence: str | None = "full",
                timeout: float | None = DEFAULT_TIMEOUT, fast: bool = False,
-               directions: int = DEFAULT_DIRECTIONS) -> CaseResult:
+               directions: int = DEFAULT_DIRECTIONS, isolate: str = DEFAULT_ISOLATE) -> CaseResult:
     """Check ``backward`` on one drawn case against the oracles.
 
     The backward is called twice on copies (a determinism check), each call limited to ``timeout``
@@ -105,9 +105,13 @@ def check_case(backward: Backward, case: Case, *, oracles: Iterable[str] = DEFAU
 
     ``fast=True``: k = ``directions`` Rademacher projections of the gradients against the complex
     step, element-wise only where one fails (``oracles`` is then not used).
+
+    ``isolate``: where the backward runs — ``"process"`` (default: a worker process of its own, so
+    that nothing it does reaches this process), ``"thread"`` (this process, under the limit) or
+    ``"none"`` (the caller's thread, no limit: for a debugger). See ``runner/target.py``.
     """
     start = time.perf_counter()
-    runner = Target(backward, timeout=timeout)
+    runner = Target(backward, timeout=timeout, isolate=isolate)
     case = runner.prepare(case)
     result = CaseResult(case.index, case.seed, case.spec, case.flavor, case.shapes, status="passed", target=target)
     v = _Verdict()
