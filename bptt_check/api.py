@@ -25,7 +25,8 @@ from .report.build import counts_of, report_dict
 from .runner.call import DEFAULT_TIMEOUT, limit
 from .runner.target import DEFAULT_ISOLATE, Backward, isolation, signature_problem
 from .verdict import evidence as evidence_module
-from .verdict.pipeline import DEFAULT_ORACLES, FAST_ORACLES, check_case
+from .verdict import pipeline
+from .verdict.pipeline import DEFAULT_ORACLES, FAST_ORACLES
 from .verdict.result import GOOD, CaseResult
 
 
@@ -99,6 +100,29 @@ def run_options(*, timeout: Any, fast: Any, directions: Any, isolate: Any) -> fl
     return limit(timeout)
 
 
+def check_case(backward: Backward, case: Any, *, oracles: Iterable[str] = DEFAULT_ORACLES, target: str = "",
+               evidence: str | None = "full", timeout: float | None = DEFAULT_TIMEOUT, fast: bool = False,
+               directions: int = DEFAULT_DIRECTIONS, isolate: str = DEFAULT_ISOLATE) -> CaseResult:
+    """Check ``backward`` on one case (``bptt_check.draw_case(spec, seed, index)``, or a strategies case).
+
+    The arguments are those of :func:`check` (``isolate`` included: by default the backward runs in a
+    worker process of its own); they are checked first, a bad one raises
+    :class:`~bptt_check.errors.UsageError`. See ``verdict/pipeline.py`` for the stages of the verdict.
+    """
+    try:
+        if evidence not in ("full", "cheap", None):
+            raise UsageError(f"evidence must be 'full', 'cheap' or None, got {evidence!r}")
+        timeout = run_options(timeout=timeout, fast=fast, directions=directions, isolate=isolate)
+        names = parse_oracles(oracles)
+        problem = signature_problem(backward)
+        if problem:
+            raise UsageError(problem)
+    except BPTTCheckError as err:
+        raise err.with_context(case=getattr(case, "index", None), seed=getattr(case, "seed", None)) from None
+    return pipeline.check_case(backward, case, oracles=names, target=target, evidence=evidence, timeout=timeout,
+                               fast=bool(fast), directions=directions, isolate=isolate)
+
+
 def check(backward: Backward, spec: Spec | None = None, *, cases: int = 20, seed: int = 0,
           oracles: Iterable[str] = DEFAULT_ORACLES, target: str = "",
           on_case: Callable[[CaseResult], None] | None = None, timeout: float | None = DEFAULT_TIMEOUT,
@@ -138,7 +162,7 @@ def check(backward: Backward, spec: Spec | None = None, *, cases: int = 20, seed
     results = []
     full_left = evidence_module.EVIDENCE_LIMIT   # the first failed cases get the full evidence, the rest the cheap one
     for i in range(cases):
-        r = check_case(backward, draw_case(spec, seed, i), oracles=names, target=target,
+        r = pipeline.check_case(backward, draw_case(spec, seed, i), oracles=names, target=target,
                        evidence="full" if full_left > 0 else "cheap", timeout=timeout, fast=bool(fast),
                        directions=directions, isolate=isolate)
         full_left -= r.status == "failed"

@@ -333,7 +333,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     stdout = sys.stdout
     sys.stdout = _QuietPipe(stdout)
     try:
-        return run(argv)
+        try:
+            return run(argv)
+        finally:
+            process.close_workers()      # the run is over: so are its workers, and what they left running
     except SystemExit as exc:  # argparse: --help, --version, usage errors
         return int(exc.code or 0) if not isinstance(exc.code, str) else EXIT_USAGE
     except KeyboardInterrupt:

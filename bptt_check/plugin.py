@@ -24,6 +24,7 @@ from .model.spec import Spec
 from .options import OPTIONS
 from .oracles import parse_oracles
 from .report.io import writable_folder_problem
+from .runner.process import close_workers
 
 _CONTEXT = pytest.StashKey[_session.TestContext]()
 _SPEC_FIELDS = set(Spec.__dataclass_fields__) | set(_session.RUN_KEYS)
@@ -129,6 +130,7 @@ class _Collector:
             self.crashed.append(report.nodeid)       # pytest-xdist: "worker 'gw0' crashed while running ..."
 
     def pytest_sessionfinish(self, session: pytest.Session) -> None:
+        close_workers()             # the session is over: so are the worker processes of its checks
         if not self.payloads and not self.crashed:
             return          # no bptt check ran: write nothing
         config = self.config

@@ -439,3 +439,20 @@ def test_report_folder_problems_are_found_before_anything_is_created(tmp_path):
     assert "is a file" in _io.writable_folder_problem(tmp_path / "afile" / "reports")
     assert _io.writable_folder_problem(tmp_path / "new" / "deeper") is None
     assert not (tmp_path / "new").exists()
+
+
+# ----------------------------------------------------------------- the same findings in this process (issue 13)
+
+@pytest.mark.parametrize("row", [r for r in mb.CATALOGUE if not r.build().isolated],
+                         ids=[r.behaviour for r in mb.CATALOGUE if not r.build().isolated])
+def test_in_this_process_a_catalogue_row_gets_the_same_finding_as_in_a_worker(row):
+    planted = row.build()
+    spec = SPEC.replace(**row.spec) if row.spec else SPEC
+    kwargs = dict(oracles=AUTOGRAD, timeout=0.2 if planted.hangs else 30.0)
+    here = bc.check_case(planted.backward, case(spec=spec), isolate="thread", **kwargs)
+    there = bc.check_case(row.build().backward, case(spec=spec), **kwargs)
+    assert here.status == there.status, (here.summary(), there.summary())
+    assert (here.error or {}).get("kind") == (there.error or {}).get("kind")
+    assert here.failed_grads == there.failed_grads
+    if planted.kind not in ("timeout", None):      # a class made in a function is pickled without its <locals>
+        assert here.error["message"].replace(".raises_base.<locals>", "") == there.error["message"]

@@ -27,6 +27,7 @@ REDUCTIONS = ("sum", "mean", "mean_batch", "mean_time")
 MODES = ("many-to-one", "many-to-many")
 DTYPES = ("float64", "float32")
 TRUNCATION_KINDS = ("none", "window", "tbptt", "chunk", "window-loss")
+MAX_SIZE = 1_000_000     # a size or a truncation window above this is a typo, not a case (issue 13)
 
 
 @dataclass(frozen=True)
@@ -60,6 +61,9 @@ class Truncation:
                 f"truncation {self.kind}: window size must be >= 1, got {self.k1}; "
                 "a window of 0 would let no gradient flow back at all"
             )
+        if max(self.k1, self.k2) > MAX_SIZE:
+            raise UsageError(f"truncation {self.kind}: window sizes must be at most {MAX_SIZE:,}, got "
+                             f"{max(self.k1, self.k2)}")
         if self.kind in ("tbptt", "window-loss") and self.k2 < 1:
             raise UsageError(
                 f"truncation {self.kind}: k2 must be >= 1, got {self.k2}"
@@ -192,6 +196,8 @@ class Sizes:
                     f"size range {name}={lo}..{hi} is invalid: sizes must be >= 1 "
                     "and the range must not be empty"
                 )
+            if hi > MAX_SIZE:
+                raise UsageError(f"size range {name}={lo}..{hi} is invalid: sizes must be at most {MAX_SIZE:,}")
 
 
 class Shaped:

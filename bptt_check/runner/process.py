@@ -65,7 +65,7 @@ LOAD_LIMIT = 300.0               # seconds a worker may take to load a backward 
 START_LIMIT = 120.0              # seconds the zygote may take to start
 MAX_IDLE = 4                     # idle workers kept for reuse
 _RING = 64 * 1024                # bytes of a worker's output kept (the last lines before a crash)
-_DUMP_WAIT = 0.5                 # seconds to wait for a stack dump, or for a dead worker's last output
+_DUMP_WAIT = 2.0                 # seconds at most to wait for a stack dump, or for a dead worker's last output
 _ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 _BOOT = ("import sys; sys.path.insert(0, {root!r}); from bptt_check.runner.worker import zygote; "
          "zygote(int(sys.argv[1]), int(sys.argv[2]))")
@@ -129,11 +129,12 @@ class _Ring:
     def settle(self, mark: int, limit: float) -> None:
         """Wait until output after ``mark`` came and then paused (a stack dump is written at once)."""
         end = time.monotonic() + limit
-        seen = self.total
+        seen, quiet = self.total, 0
         while time.monotonic() < end and not self.eof.is_set():
             time.sleep(0.01)
             now = self.total
-            if now > mark and now == seen:
+            quiet = quiet + 1 if now == seen else 0
+            if now > mark and quiet >= 5:          # 50 ms without more output
                 return
             seen = now
 
@@ -482,6 +483,14 @@ def _discard(worker: _Worker) -> int | None:
     return status
 
 
+def close_workers() -> None:
+    """Kill every worker (a run is over: threads its backward left running stop with it); the zygote stays."""
+    with _lock:
+        workers = list(_live)
+    for w in workers:
+        _discard(w)
+
+
 @atexit.register
 def shutdown() -> None:
     """Kill every worker and the zygote (at exit; also safe to call any time)."""
@@ -787,4 +796,4 @@ def _read_call(reply: dict[str, Any], raw: Raw, params: dict[str, np.ndarray], x
 
 
 __all__ = ["ISOLATIONS", "DEFAULT_ISOLATE", "AVAILABLE", "isolation", "Shipped", "ship", "load_named", "call",
-           "prestart", "shutdown"]
+           "prestart", "close_workers", "shutdown"]

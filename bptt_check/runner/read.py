@@ -41,10 +41,12 @@ def clean(text: Any, limit: int = MAX_MESSAGE) -> str:
     newlines kept."""
     if type(text) is not str:
         text = str.__str__(text) if isinstance(text, str) else str(text)
-    if len(text) > limit:
-        head = limit * 2 // 3
-        tail = limit - head
-        text = (text[:head] + f"\n[... {len(text) - limit} characters not kept ...]\n" + text[len(text) - tail:])
+    if len(text) > limit:                      # the head and the tail, the marker included: cleaning again keeps it
+        marker = f"\n[... {len(text)} characters, {{}} not kept ...]\n"
+        room = max(limit - len(marker) - 12, 2)
+        head = room * 2 // 3
+        tail = room - head
+        text = text[:head] + marker.format(len(text) - head - tail) + text[len(text) - tail:]
     if text.isascii() and text.isprintable():
         return text
     text = _ANSI.sub("", text.replace("\r\n", "\n"))
