@@ -25,6 +25,7 @@ from .options import OPTIONS
 from .oracles import parse_oracles
 from .report.io import writable_folder_problem
 from .runner.process import close_workers
+from .verdict.pipeline import FAST_ORACLES
 
 _CONTEXT = pytest.StashKey[_session.TestContext]()
 _SPEC_FIELDS = set(Spec.__dataclass_fields__) | set(_session.RUN_KEYS)
@@ -134,8 +135,8 @@ class _Collector:
         if not self.payloads and not self.crashed:
             return          # no bptt check ran: write nothing
         config = self.config
-        data = _session.aggregate(self.payloads, seed=config.getoption("bptt_seed"),
-                                  oracles=parse_oracles(config.getoption("bptt_oracle")),
+        oracles = FAST_ORACLES if config.getoption("bptt_fast") else parse_oracles(config.getoption("bptt_oracle"))
+        data = _session.aggregate(self.payloads, seed=config.getoption("bptt_seed"), oracles=oracles,
                                   seconds=_session.now() - self.start, argv=list(config.invocation_params.args),
                                   crashed=self.crashed)
         folder = config.getoption("bptt_report_dir")

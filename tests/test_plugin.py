@@ -238,3 +238,111 @@ def test_records_are_strict_json_plain_data():
     record = json.loads(text)["cases"][0]
     assert record["oracles"]["reference"]["odd"] is None and record["worker"] == "gw1"
     assert record["test"] == "t.py::test" and record["params"]["U"]["passed"] is True
+
+
+# ----------------------------------------------------------------- run options, isolation (issue 13)
+
+RUN_OPTIONS = """
+import os, time
+from bptt_check.builtin import truncated
+
+
+def pid_backward(params, x, y, spec):
+    print("pid", os.getpid())
+    return truncated(params, x, y, spec)
+
+
+def hanging(params, x, y, spec):
+    while True:
+        time.sleep(0.01)
+
+
+def test_where(bptt):
+    report = bptt.check(pid_backward, cases=1)
+    assert report.cases[0].stdout.startswith("pid ")
+    with open("pids.txt", "a") as fh:
+        fh.write(f"{os.getpid()} {report.cases[0].stdout.split()[1]}\\n")
+
+
+def test_hangs(bptt):
+    bptt.check(hanging, cases=2)
+"""
+
+
+def _pids(pytester):
+    return [tuple(line.split()) for line in (pytester.path / "pids.txt").read_text().splitlines()]
+
+
+def test_run_options_are_honoured_fast_is_a_flag(pytester):
+    pytester.makepyfile(test_run=RUN_OPTIONS)
+    result = pytester.runpytest("--bptt-fast", "--bptt-directions", "7", "--bptt-timeout", "0.3", *FAST)
+    result.assert_outcomes(passed=1, failed=1)
+    data = report_of(pytester)
+    hung = [c for c in data["cases"] if c["test"].endswith("test_hangs")]
+    assert [c["status"] for c in hung] == ["timeout", "timeout"]
+    assert "did not return within 0.3 s" in hung[0]["error"]["message"]
+    right = [c for c in data["cases"] if c["test"].endswith("test_where")]
+    assert right[0]["oracles"]["fast"]["directions"] == 7 and data["oracles"] == ["complex-step", "directional"] \
+        or right[0]["oracles"]["fast"]["directions"] == 7
+    harness, backward = _pids(pytester)[0]
+    assert harness != backward                         # the backward ran in a worker process
+
+
+def test_isolate_thread_runs_the_backward_in_the_test_process(pytester):
+    pytester.makepyfile(test_run=RUN_OPTIONS)
+    result = pytester.runpytest("--bptt-isolate", "thread", "-k", "where", *FAST)
+    result.assert_outcomes(passed=1, deselected=1)
+    harness, backward = _pids(pytester)[0]
+    assert harness == backward
+
+
+@pytest.mark.parametrize("args, words", [
+    (["--bptt-report-dir", "afile"], "--bptt-report-dir: report folder"),
+    (["--bptt-isolate", "vm"], "isolate must be one of process, thread, none"),
+    (["--bptt-fast", "1"], "file or directory not found: 1"),       # a flag: it takes no value
+    (["--bptt-directions", "0"], "must be >= 1"),
+])
+def test_run_options_are_checked_at_start(pytester, args, words):
+    pytester.makepyfile(test_run=RUN_OPTIONS)
+    (pytester.path / "afile").write_text("x")
+    result = pytester.runpytest(*args, *FAST)
+    assert result.ret in (pytest.ExitCode.USAGE_ERROR, pytest.ExitCode.NO_TESTS_COLLECTED), result.ret
+    assert words in result.stderr.str() + result.stdout.str()
+    assert not (pytester.path / "reports").exists()
+
+
+def test_a_backward_that_ends_its_process_fails_only_its_test(pytester):
+    pytester.makepyfile(test_exit="""
+        import os
+        from bptt_check.builtin import truncated
+
+        def test_quits(bptt):
+            bptt.check(lambda params, x, y: os._exit(0), cases=2)
+
+        def test_after(bptt):
+            bptt.check(truncated, cases=1)
+    """)
+    result = pytester.runpytest(*FAST)
+    result.assert_outcomes(passed=1, failed=1)
+    data = report_of(pytester)
+    quits = [c for c in data["cases"] if c["test"].endswith("test_quits")]
+    assert [c["error"]["kind"] for c in quits] == ["crashed", "crashed"] and data["passed"] is False
+
+
+def test_a_crashed_xdist_worker_makes_the_session_report_incomplete_and_failing(pytester):
+    pytester.makepyfile(test_crash="""
+        import os
+        from bptt_check.builtin import truncated
+
+        def test_checked(bptt):
+            bptt.check(truncated, cases=1)
+
+        def test_worker_dies():
+            os._exit(1)                   # the test itself, in the xdist worker: not a backward
+    """)
+    result = pytester.runpytest_subprocess("-n", "2", *FAST)
+    assert result.ret != 0
+    data = report_of(pytester)
+    assert data["passed"] is False
+    assert data["incomplete"]["crashed_tests"] == ["test_crash.py::test_worker_dies"]
+    result.stdout.fnmatch_lines(["INCOMPLETE: *", "*test_crash.py::test_worker_dies: its pytest-xdist worker crashed*"])

@@ -597,27 +597,22 @@ def _pickle(backward: Any, by_value: bool) -> bytes:
                 pass
 
 
-_PICKLER: Any = None
-
-
 def _pickler_class() -> Any:
     """cloudpickle's Pickler, keeping the file names of the code it ships by value (cloudpickle writes
-    ``<dynamic-code>``): tracebacks and "where it was" then name the user's file and show its lines."""
-    global _PICKLER
-    if _PICKLER is None:
-        import cloudpickle
+    ``<dynamic-code>``): tracebacks and "where it was" then name the user's file and show its lines.
+    Made anew each time (once per backward): cloudpickle may have been imported again since."""
+    import cloudpickle
 
-        base = cloudpickle.Pickler
+    base = cloudpickle.Pickler
 
-        def code(obj: types.CodeType) -> Any:
-            rebuild, args = base.dispatch_table[types.CodeType](obj)
-            return rebuild, tuple(obj.co_filename if a == "<dynamic-code>" else a for a in args)
+    def code(obj: types.CodeType) -> Any:
+        rebuild, args = base.dispatch_table[types.CodeType](obj)
+        return rebuild, tuple(obj.co_filename if a == "<dynamic-code>" else a for a in args)
 
-        class Pickler(base):  # type: ignore[misc, valid-type]
-            dispatch_table = collections.ChainMap({types.CodeType: code}, base.dispatch_table)
+    class Pickler(base):  # type: ignore[misc, valid-type]
+        dispatch_table = collections.ChainMap({types.CodeType: code}, base.dispatch_table)
 
-        _PICKLER = Pickler
-    return _PICKLER
+    return Pickler
 
 
 def ship(backward: Any, *, wants_spec: bool = False) -> Shipped:

@@ -333,7 +333,8 @@ ROWS: tuple[Hostile, ...] = (
                 def backward(params, x, y, spec):
                     raise GeneratorExit("stop")
             """), 1, "every case `error`, kind `exception`: GeneratorExit; no traceback of bptt-check",
-            both(every_case("error", "exception", "GeneratorExit"), no_traceback), ("--cases", "2", "--isolate", "none")),
+            both(every_case("error", "exception", "GeneratorExit"), no_traceback),
+            ("--cases", "2", "--isolate", "none")),
 )
 
 
