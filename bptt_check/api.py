@@ -17,17 +17,18 @@ import numpy as np
 from .errors import BPTTCheckError, CheckFailed, UsageError
 from .model.cases import draw_case
 from .model.names import describe
-from .model.reproducer import expression
+from .model.reproducer import expression, loadable, reproducer, target_name
 from .model.spec import Spec
 from .oracles import parse_oracles
 from .oracles.directional import DEFAULT_DIRECTIONS
+from .report import text
 from .report.build import counts_of, report_dict
 from .runner.call import DEFAULT_TIMEOUT, limit
 from .runner.target import DEFAULT_ISOLATE, Backward, isolation, signature_problem
 from .verdict import evidence as evidence_module
 from .verdict import pipeline
 from .verdict.pipeline import DEFAULT_ORACLES, FAST_ORACLES
-from .verdict.result import GOOD, CaseResult
+from .verdict.result import GOOD, CaseResult, plain
 
 
 @dataclass
@@ -49,20 +50,23 @@ class Report:
     def passed(self) -> bool:
         return not self.interrupted and all(c.status in GOOD for c in self.cases)
 
-    def summary(self) -> str:
-        n = self.counts
-        parts = [f"{v} {k}" for k, v in n.items() if v or k in ("passed", "failed")]
-        verdict = "OK" if self.passed else "WRONG GRADIENTS"
-        if not self.passed and not n["failed"] and (n["error"] or n["timeout"]):
-            verdict = "BACKWARD ERRORS"           # the backward misbehaved; no gradient was compared wrong
-        if self.interrupted:
-            verdict = "INTERRUPTED"
-        return f"{verdict}: {len(self.cases)} cases, " + ", ".join(parts) + f" in {self.seconds:.2f}s"
+    def headline(self) -> str:
+        """One line: the verdict and the counts (``WRONG GRADIENTS: 20 cases, 0 passed, 20 failed in 2.08s``)."""
+        return text.headline(self.to_dict(brief=True))
 
-    def to_dict(self) -> dict[str, Any]:
-        data = report_dict([c.to_dict() for c in self.cases], seed=self.seed, oracles=self.oracles,
-                           seconds=self.seconds, argv=self.argv, interrupted=self.interrupted)
+    def summary(self, limit: int = 3) -> str:
+        """What the command prints, in plain text: the headline, then for the first ``limit`` wrong
+        cases what is wrong and where (the gradient, its worst element, since which step, the likely
+        cause; for a misbehaving backward the finding and the line of your code) and how to re-run it."""
+        return "\n".join(text.summary_lines(self.to_dict(), limit))
+
+    def to_dict(self, brief: bool = False) -> dict[str, Any]:
+        """The report as plain data (``brief``: without the case records, for the headline)."""
+        cases = [] if brief else [c.to_dict() for c in self.cases]
+        data = report_dict(cases, seed=self.seed, oracles=self.oracles, seconds=self.seconds, argv=self.argv,
+                           interrupted=self.interrupted)
         data["passed"] = self.passed
+        data["counts"] = self.counts
         return data
 
 
@@ -134,6 +138,9 @@ def check(backward: Backward, spec: Spec | None = None, *, cases: int = 20, seed
     (``mode="many-to-one", truncation="window:3"``, ...). ``timeout``: seconds per call of the
     backward (None or 0: no limit; default 30). ``fast=True`` checks ``directions`` random
     projections of the gradients instead of every element (see :func:`check_case`).
+    ``target`` names the backward in the report; when it is not a name the command line can load
+    (``path.py:name``, ``module:name``), the backward's own importable name is used where it has one
+    (:func:`~bptt_check.model.reproducer.target_name`), so that every reproducer runs when pasted.
 
     ``isolate`` says where the backward runs: ``"process"`` (the default, as for the command and the
     pytest plugin) — a worker process of its own, so that a crash, a hang in C code, ``os._exit``,
@@ -142,7 +149,6 @@ def check(backward: Backward, spec: Spec | None = None, *, cases: int = 20, seed
     the worker. ``"thread"`` — in this process, under the limit (a closure's side effects are seen
     here; a crash takes this process down). ``"none"`` — in the caller's thread, no limit (for a
     debugger).
-
     Raises :class:`~bptt_check.errors.UsageError` for bad arguments, before any case.
     """
     try:
@@ -158,13 +164,15 @@ def check(backward: Backward, spec: Spec | None = None, *, cases: int = 20, seed
         raise err.with_context(cases=cases, seed=seed) from None
     except TypeError as err:
         raise UsageError(f"bad spec: {err}", cases=cases, seed=seed) from None
+    if not loadable(target) and not target.startswith("builtin:"):
+        target = target_name(backward) or target
     start = time.perf_counter()
     results = []
     full_left = evidence_module.EVIDENCE_LIMIT   # the first failed cases get the full evidence, the rest the cheap one
     for i in range(cases):
         r = pipeline.check_case(backward, draw_case(spec, seed, i), oracles=names, target=target,
-                       evidence="full" if full_left > 0 else "cheap", timeout=timeout, fast=bool(fast),
-                       directions=directions, isolate=isolate)
+                                evidence="full" if full_left > 0 else "cheap", timeout=timeout, fast=bool(fast),
+                                directions=directions, isolate=isolate)
         full_left -= r.status == "failed"
         results.append(r)
         if on_case is not None:
@@ -191,7 +199,7 @@ def describe_wrong(results: Sequence[CaseResult]) -> list[str]:
     first = bad[0]
     lines = [f"{len(bad)} of {len(results)} case(s) wrong; first: {first.summary()}"]
     if first.error:
-        lines.append(f"  {first.error['kind']}: " + first.error["message"].replace("\n", "\n    "))
+        lines.append(f"  {first.error['kind']}: " + plain(first.error["message"]).replace("\n", "\n    "))
     for name in first.failed_grads:
         g = first.grads[name]
         lines.append(f"  {describe([name])}: " + (g.problem or
@@ -211,7 +219,17 @@ def raise_if_wrong(results: Sequence[CaseResult], *, report: Report | None = Non
     first = next(r for r in results if r.status not in GOOD)
     if notes:
         lines += [f"  note: {n}" for n in first.notes]
-    lines.append(f"  reproduce: {expression(first.spec, first.seed, first.index, case=case)}")
+    oracles = report.oracles if report is not None else DEFAULT_ORACLES
+    fast = tuple(oracles) == tuple(FAST_ORACLES)
+    rep = (first.evidence or {}).get("reproducer") or reproducer(first.spec, first.seed, first.index, first.target,
+                                                                 oracles, fast=fast)
+    if case is not None:          # a case made with explicit shapes: the expression that makes it again
+        again = expression(first.spec, first.seed, first.index, first.target, case, oracles, fast)
+        lines.append(f"  reproduce in Python: {again}")
+    else:
+        if rep.get("cli"):
+            lines.append(f"  reproduce in a shell: {rep['cli']}")
+        lines.append(f"  reproduce in Python: {rep['oneline']}")
     err = CheckFailed("\n".join(lines), spec=str(first.spec), seed=seed, case=first.index)
     err.report = report
     raise err

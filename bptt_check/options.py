@@ -91,6 +91,9 @@ class Option:
 
 
 OPTIONS: tuple[Option, ...] = (
+    Option("cell", "the recurrent cell: rnn, lstm, gru (gru:z=n for h = (1-z)h + zn, gru:reset=before for the "
+                   "reset before the recurrent matmul), or your own cell as path.py:NAME or module:NAME",
+           "rnn", spec=True),
     Option("mode", "what the loss covers", "many-to-many", choices=MODES, spec=True),
     Option("truncation", "none, window:K, tbptt:K1,K2, chunk:K or window-loss:K1,K2", "none", spec=True),
     Option("activation", "hidden activation f", "tanh", choices=ACTIVATIONS, spec=True),

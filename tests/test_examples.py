@@ -33,7 +33,14 @@ BUGS = {
     "torch_fused_function": (
         "else h0", "else torch.zeros_like(h0)",                     # the t = 0 term of dU dropped
         {"U"}, lambda s: False),
+    "lstm_course_style": (
+        "dprev_c = dc * f", "dprev_c = dc",                         # the forget gate left off the cell path
+        {"W", "U", "b", "h0", "x"}, lambda s: s["T"] == 1),       # (one step: c0 = 0 is not returned)
+    "gru_torch_conventions": (
+        "dgh = np.hstack([dr, dz, dn * r])", "dgh = np.hstack([dr, dz, dn])",   # the reset factor forgotten
+        lambda s: {"W", "U", "b", "bu", "h0", "x"} if s["T"] > 1 else {"U", "bu", "h0"}, lambda s: False),
 }
+CAUSES = {"lstm_course_style": "forget_gate_missing", "gru_torch_conventions": "gru_reset_factor_missing"}
 
 
 def load(name, replace=None):
@@ -65,6 +72,8 @@ def test_example_with_a_planted_bug_fails_on_exactly_its_gradients(name):
         if case.status == "failed":
             expected = wrong(case.shapes) if callable(wrong) else wrong
             assert set(case.failed_grads) == expected, case.summary()
+            if name in CAUSES:
+                assert case.diagnosis[0]["code"] == CAUSES[name], case.summary()
         else:
             assert case.status == "passed" and hides(case.shapes), case.summary()
 

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .cell import Contribution
+from .cell import Term, cell_of, per_sample, summed
 from .forward import Trace, forward
 from .functions import loss_scale, output, softmax, step_loss_grad, target_at
 from .ops import NUMPY, rounded
@@ -67,6 +67,7 @@ class Knobs:
     swap_input_recurrent: bool = False  # the whole model with W and U exchanged (needs I = H)
     states32: str = ""                # "h": states stored in float32; "h+hhat": pre-activations too
     per_sample: bool = False          # also return per-sample parameter gradients (keys "W@b", ...)
+    cell: str = ""                    # a mistake specific to the cell (its ``mistakes()``), "" for none
 
     def __post_init__(self) -> None:
         for name, allowed in (("dact", DACT), ("dout", DOUT), ("recur", RECUR), ("states32", ("", "h", "h+hhat"))):
@@ -75,7 +76,7 @@ class Knobs:
 
 
 RIGHT = Knobs()
-Visit = Callable[[Window, int, tuple[Array, ...], "dict[str, Contribution] | None"], None]
+Visit = Callable[[Window, int, tuple[Array, ...], "dict[str, Any] | None"], None]
 
 
 def _dyhat(spec: Spec, k: Knobs, yhat: Array, target: Array) -> Array:
@@ -93,14 +94,12 @@ def _dyhat(spec: Spec, k: Knobs, yhat: Array, target: Array) -> Array:
     return step_loss_grad(spec, yhat, target)
 
 
-def _add(g: dict[str, Array], name: str, pair: Contribution, per_sample: dict[str, Array] | None) -> None:
-    delta, inp = pair
-    if inp is None:
-        g[name] += delta.sum(axis=0)
-    else:
-        g[name] += delta.T @ inp
-    if per_sample is not None and f"{name}@b" in per_sample:
-        per_sample[f"{name}@b"] += delta if inp is None else delta[:, :, None] * inp[:, None, :]
+def _add(g: dict[str, Array], name: str, contrib: Any, ps: dict[str, Array] | None) -> None:
+    g[name] += summed(contrib, g[name].shape)
+    if ps is not None and f"{name}@b" in ps:
+        each = per_sample(contrib, g[name].shape)
+        if each is not None:
+            ps[f"{name}@b"] += each
 
 
 def backprop(tr: Trace, y: Any, spec: Spec, k: Knobs = RIGHT, *, windows: Sequence[Window] | None = None,
@@ -130,9 +129,9 @@ def backprop(tr: Trace, y: Any, spec: Spec, k: Knobs = RIGHT, *, windows: Sequen
             if t in losses:
                 dyhat = scale * _dyhat(spec, k, tr.yhat[t], target_at(spec, y, t, T))
                 if keep and accumulate:
-                    _add(g, "V", (dyhat, h[t] if k.state_shift else h[t + 1]), ps)
+                    _add(g, "V", (Term(dyhat, h[t] if k.state_shift else h[t + 1]),), ps)
                     if "c" in g:
-                        _add(g, "c", (dyhat, None), ps)
+                        _add(g, "c", (Term(dyhat),), ps)
                 dstate = (dstate[0] + dyhat @ V, *dstate[1:])
             prev, contrib, dx = cell.backward_step(tr, t, dstate, k)
             if visit is not None:
@@ -169,9 +168,11 @@ def variant_grads(case: Case, k: Knobs = RIGHT, dtype: type = np.float64) -> dic
     x = np.asarray(case.x, dtype=dtype)
     y = case.y if spec.loss == "cross_entropy" else np.asarray(case.y, dtype=dtype)
     ops = rounded(pre="hhat" in k.states32) if k.states32 else NUMPY
-    tr = forward(params, x, spec, ops=ops)
-    if not tr.cell.can(k, params):
+    cell = cell_of(spec)
+    cell = cell.variant(k.cell) if k.cell else cell
+    if not cell.can(k, params):
         return {}   # not expressible: the shapes differ
+    tr = forward(params, x, spec, ops=ops, cell=cell)
     g = backprop(tr, y, spec, k, windows=k.windows)
     if k.swap_input_recurrent:
         g["W"], g["U"] = g["U"], g["W"]

@@ -14,7 +14,9 @@ from typing import Any
 
 import numpy as np
 
+from .cell import cell_of
 from .coverage import covered
+from .names import ordered
 from .spec import Shaped, Spec, Window
 
 MAX_REDRAWS = 8
@@ -114,8 +116,8 @@ def draw_case(spec: Spec, seed: int, index: int = 0) -> Case:
     raise AssertionError("unreachable")  # pragma: no cover
 
 
-def _draw_arrays(spec: Spec, rng: np.random.Generator, seed: int, index: int, flavor: str,
-                 T: int, B: int, H: int, I: int, O: int, boost: float = 1.0) -> Case:
+def _rnn_params(spec: Spec, rng: np.random.Generator, B: int, H: int, I: int, O: int,  # noqa: E741
+                boost: float) -> dict[str, np.ndarray]:
     params: dict[str, np.ndarray] = {
         "W": rng.normal(0.0, 0.9 / np.sqrt(I), (H, I)),
         "U": boost * _nonsymmetric_recurrent(rng, H),
@@ -128,9 +130,39 @@ def _draw_arrays(spec: Spec, rng: np.random.Generator, seed: int, index: int, fl
     params["h0"] = h0 + 0.1 * np.sign(h0)           # never zero, never tiny
     if spec.activation == "sigmoid":
         params["h0"] = 1.0 / (1.0 + np.exp(-params["h0"]))   # a state sigmoid can reach
-    # canonical order
-    order = ["W", "U", "b", "V", "c", "h0"]
-    params = {k: params[k] for k in order if k in params}
+    return params
+
+
+def _cell_params(spec: Spec, cell: Any, rng: np.random.Generator, B: int, H: int, I: int, O: int,  # noqa: E741
+                 boost: float) -> dict[str, np.ndarray]:
+    """Any other cell: each recurrent matrix a stack of non-symmetric (H, H) blocks, h0 (and c0…) never zero."""
+    params: dict[str, np.ndarray] = {}
+    for name, shape in cell.parameters(I, H, spec.bias).items():
+        if len(shape) == 2 and shape[1] == H and shape[0] % H == 0 and name != "W":
+            params[name] = boost * np.concatenate([_nonsymmetric_recurrent(rng, H) for _ in range(shape[0] // H)])
+        elif len(shape) == 2:
+            params[name] = rng.normal(0.0, 0.9 / np.sqrt(shape[1]), shape)
+        else:
+            params[name] = rng.normal(0.0, 0.3, shape)
+    if cell.name == "lstm" and "b" in params:
+        params["b"][H:2 * H] += 1.0                 # a forget gate that keeps some memory
+    params["V"] = rng.normal(0.0, 1.0 / np.sqrt(H), (O, H))
+    if spec.bias:
+        params["c"] = rng.normal(0.0, 0.3, O)
+    for part, shape in cell.initial_shapes(B, H).items():
+        s0 = rng.normal(0.0, 0.5, shape)
+        params[part] = s0 + 0.1 * np.sign(s0)      # never zero, never tiny
+    return params
+
+
+def _draw_arrays(spec: Spec, rng: np.random.Generator, seed: int, index: int, flavor: str,
+                 T: int, B: int, H: int, I: int, O: int, boost: float = 1.0) -> Case:  # noqa: E741
+    cell = cell_of(spec)
+    if cell.name == "rnn":
+        params = _rnn_params(spec, rng, B, H, I, O, boost)
+    else:
+        params = _cell_params(spec, cell, rng, B, H, I, O, boost)
+    params = {k: params[k] for k in ordered(params)}
 
     x = rng.normal(0.0, 1.0, (T, B, I))
     ydims = (B,) if spec.mode == "many-to-one" else (T, B)

@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from .cell import RNN, cell_of
+from .cell import cell_of
 from .functions import loss_scale, step_loss, target_at
 from .ops import NUMPY
 from .spec import Spec, Window
@@ -28,7 +28,7 @@ from .spec import Spec, Window
 Array = np.ndarray
 
 
-def steps(cell: RNN, p: Mapping[str, Any], x: Any, state: tuple[Any, ...], first: int, stop: int,
+def steps(cell: Any, p: Mapping[str, Any], x: Any, state: tuple[Any, ...], first: int, stop: int,
           ops: Any = NUMPY) -> Iterator[tuple[int, tuple[Any, ...], Any]]:
     """The recursion: ``(t, state_t, cache_t)`` for t = first … stop−1, from the state entering ``first``.
 
@@ -44,18 +44,18 @@ def dense(p: Mapping[str, Any], h: Any, ops: Any = NUMPY) -> Any:
     """ŷ = h Vᵀ + c."""
     yhat = h @ ops.mT(p["V"])
     c = p.get("c")
-    return yhat if c is None else yhat + c
+    return yhat if c is None else yhat + c[..., None, :]
 
 
 @dataclass
 class Trace:
     """The forward of one case in numpy: every state, every step's cache, every output."""
 
-    cell: RNN
+    cell: Any
     params: dict[str, Array]
     x: Array
     states: tuple[Array, ...]   # per part, (T+1, B, H): [0] is the initial state
-    cache: Array                # per step (T, ...): what the cell's step kept (the rnn: ĥ_t)
+    cache: Any                  # per step (T, ...), or a tuple of such: what the step kept (the rnn: ĥ_t)
     yhat: Array                 # (T, B, O)
 
     @property
@@ -78,7 +78,7 @@ class Trace:
 
 
 def forward(params: Mapping[str, Any], x: Array, spec: Spec, *, ops: Any = NUMPY,
-            cell: RNN | None = None) -> Trace:
+            cell: Any = None) -> Trace:
     """The whole sequence from the initial state, in numpy, everything kept."""
     cell = cell or cell_of(spec)
     p = dict(params)
@@ -93,14 +93,22 @@ def forward(params: Mapping[str, Any], x: Array, spec: Spec, *, ops: Any = NUMPY
         for part, s in zip(states, state):
             part[t + 1] = s
         caches.append(cache)
-    cache_arr = np.stack(caches) if caches else np.empty((0, B, states[0].shape[-1]), dtype=dtype)
     yhat = dense(p, states[0][1:], ops)
-    return Trace(cell, p, x, states, cache_arr, np.asarray(yhat, dtype=dtype))
+    return Trace(cell, p, x, states, _stack(caches, B, states[0].shape[-1], dtype), np.asarray(yhat, dtype=dtype))
+
+
+def _stack(caches: list[Any], B: int, H: int, dtype: Any) -> Any:
+    """The steps' caches as arrays (T, ...): one array, or a tuple of them when a step keeps several."""
+    if not caches:
+        return np.empty((0, B, H), dtype=dtype)
+    if isinstance(caches[0], tuple):
+        return tuple(np.stack(parts) for parts in zip(*caches))
+    return np.stack(caches)
 
 
 def run_windows(params: Mapping[str, Any], x: Any, spec: Spec, windows: Sequence[Window],
                 entering: Callable[[int], tuple[Any, ...]], visit: Callable[[Window, int, tuple[Any, ...], Any], None],
-                *, ops: Any = NUMPY, cell: RNN | None = None) -> None:
+                *, ops: Any = NUMPY, cell: Any = None) -> None:
     """Run every window of a schedule: ``visit(window, t, state_t, cache_t)`` at each of its steps.
 
     A window starting at s > 0 starts from ``entering(s)``, the state entering step s, a constant;
@@ -125,7 +133,7 @@ def run_windows(params: Mapping[str, Any], x: Any, spec: Spec, windows: Sequence
 
 
 def objective(params: Mapping[str, Any], x: Any, y: Any, spec: Spec, windows: Sequence[Window],
-              entering: Callable[[int], tuple[Any, ...]], *, ops: Any = NUMPY, cell: RNN | None = None) -> Any:
+              entering: Callable[[int], tuple[Any, ...]], *, ops: Any = NUMPY, cell: Any = None) -> Any:
     """The truncated objective Σ_windows Σ_{t∈L} scale·E_t (per leading copy, when there are copies)."""
     T, B = x.shape[-3], x.shape[-2]
     scale = loss_scale(spec, T, B)

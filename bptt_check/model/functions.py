@@ -7,12 +7,14 @@ numpy derivatives the one reverse recursion (``backprop``) and the built-in back
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from .ops import NUMPY
-from .spec import Spec
+
+if TYPE_CHECKING:
+    from .spec import Spec
 
 Array = np.ndarray
 

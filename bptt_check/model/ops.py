@@ -45,6 +45,12 @@ class NumpyOps:
         return a.sum(axis=axis, keepdims=keepdims)
 
     @staticmethod
+    def concat(parts: Any) -> Any:
+        """Arrays side by side along the last axis (leading axes broadcast)."""
+        lead = np.broadcast_shapes(*(np.shape(p)[:-1] for p in parts))
+        return np.concatenate([np.broadcast_to(p, (*lead, np.shape(p)[-1])) for p in parts], axis=-1)
+
+    @staticmethod
     def shift(a: Any) -> Any:
         """The largest real part along the last axis (for a stable softmax), as a constant."""
         return np.real(a).max(axis=-1, keepdims=True)
@@ -113,6 +119,10 @@ class TorchOps:
     @staticmethod
     def sum(a: Any, axis: int, keepdims: bool = False) -> Any:
         return a.sum(dim=axis, keepdim=keepdims)
+
+    def concat(self, parts: Any) -> Any:
+        lead = self.torch.broadcast_shapes(*(p.shape[:-1] for p in parts))
+        return self.torch.cat([p.expand(*lead, p.shape[-1]) for p in parts], dim=-1)
 
     @staticmethod
     def shift(a: Any) -> Any:

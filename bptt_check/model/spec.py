@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import UsageError
+from .cell import CELLS, cell_name, parse_cell, register, user_cell
 
 ACTIVATIONS = ("tanh", "sigmoid", "relu", "identity")
 OUTPUTS = ("identity", "tanh", "sigmoid", "softmax")
@@ -216,7 +217,7 @@ class Shaped:
 
     @property
     def H(self) -> int:
-        return int(self.params["U"].shape[1])
+        return int(self.params["h0"].shape[-1])
 
     @property
     def O(self) -> int:  # noqa: E743
@@ -244,8 +245,11 @@ class Spec:
     bias: bool = True
     dtype: str = "float64"
     sizes: Sizes = field(default_factory=Sizes)
+    # rnn, lstm, gru (gru:z=n, gru:reset=before), or a cell of your own (an object, or its name)
+    cell: Any = "rnn"
 
     def __post_init__(self) -> None:
+        self._check_cell()
         if isinstance(self.truncation, str) or self.truncation is None:
             object.__setattr__(self, "truncation", Truncation.parse(self.truncation))
         if not isinstance(self.truncation, Truncation):
@@ -273,6 +277,25 @@ class Spec:
                 f"output must be softmax or identity, not {self.output!r}"
             )
 
+    def _check_cell(self) -> None:
+        cell = self.cell
+        if not isinstance(cell, str):           # a cell object of the user's: known by its name from now on
+            name = cell_name(cell)
+            register(name, cell)
+            object.__setattr__(self, "cell", name)
+            return
+        try:
+            base, name = parse_cell(cell)
+        except UsageError:
+            if ":" not in cell or cell.partition(":")[0].strip().lower() in CELLS:
+                raise
+            user_cell(cell)                      # a user cell's name: it must have been given as an object
+            return
+        object.__setattr__(self, "cell", name)
+        if base != "rnn" and self.activation != "tanh":
+            raise UsageError(f"--activation applies to the rnn cell; the {base} cell's activations are fixed "
+                             f"(σ gates, tanh), got activation={self.activation!r}")
+
     def replace(self, **changes: Any) -> Spec:
         return dataclasses.replace(self, **changes)
 
@@ -297,6 +320,7 @@ class Spec:
             "bias": self.bias,
             "dtype": self.dtype,
             "sizes": {k: list(v) for k, v in dataclasses.asdict(self.sizes).items()},
+            "cell": self.cell,
         }
 
     @classmethod
@@ -308,11 +332,13 @@ class Spec:
 
     def cli_args(self) -> list[str]:
         """Command-line flags that state this spec."""
-        args = ["--mode", self.mode]
+        args = ["--cell", self.cell] if self.cell != "rnn" else []
+        args += ["--mode", self.mode]
         if self.truncation.kind != "none":
             args += ["--truncation", str(self.truncation)]
-        args += ["--activation", self.activation, "--output", self.output,
-                 "--loss", self.loss, "--reduction", self.reduction]
+        if self.cell == "rnn":
+            args += ["--activation", self.activation]
+        args += ["--output", self.output, "--loss", self.loss, "--reduction", self.reduction]
         if not self.bias:
             args.append("--no-bias")
         if self.dtype != "float64":
@@ -320,12 +346,21 @@ class Spec:
         return args
 
     def __str__(self) -> str:
-        parts = [self.mode]
-        if self.truncation.kind != "none":
-            parts.append(str(self.truncation))
-        parts += [self.activation, f"out={self.output}", self.loss, self.reduction]
-        if not self.bias:
-            parts.append("no-bias")
-        if self.dtype != "float64":
-            parts.append(self.dtype)
-        return " ".join(parts)
+        return spec_line(self.to_dict())
+
+
+def spec_line(spec: dict[str, Any]) -> str:
+    """The one-line spec (``lstm many-to-one tbptt:2,3 out=softmax cross_entropy mean``) of a spec's dict."""
+    cell = spec.get("cell", "rnn")
+    parts = [cell] if cell != "rnn" else []
+    parts.append(spec.get("mode", "?"))
+    if spec.get("truncation", "none") != "none":
+        parts.append(spec["truncation"])
+    if cell == "rnn":
+        parts.append(spec.get("activation", "?"))
+    parts += [f"out={spec.get('output', '?')}", spec.get("loss", "?"), spec.get("reduction", "?")]
+    if spec.get("bias") is False:
+        parts.append("no-bias")
+    if spec.get("dtype", "float64") != "float64":
+        parts.append(spec["dtype"])
+    return " ".join(parts)

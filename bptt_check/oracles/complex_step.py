@@ -35,6 +35,7 @@ import numpy as np
 from ..errors import UsageError
 from ..model.forward import forward, objective, window_loss
 from ..model.functions import act, step_loss
+from . import generic
 from .base import OracleResult
 from .batched import BLOCK_FLOATS, Block, Trajectory, blas_threads, onehot_blocks, run
 from .fd import FiniteDifferenceOracle
@@ -124,6 +125,12 @@ def error_estimate(traj: Trajectory, magnitude: np.ndarray) -> np.ndarray:
 def tangent_values(traj: Trajectory, name: str, index: np.ndarray, *, block_floats: int = BLOCK_FLOATS
                    ) -> tuple[np.ndarray, np.ndarray]:
     """∂L/∂name at the flat ``index`` (x: in increasing order) and the error estimates."""
+    if traj.spec.cell != "rnn":       # any other cell: the one forward on complex copies (else differences)
+        ev = generic.Evaluator(traj)
+        try:
+            return generic.element_values(ev, name, np.asarray(index), "complex")
+        except generic.NotAnalytic:
+            return generic.element_values(ev, name, np.asarray(index), "fd")
     n = len(index)
     grad = np.empty(n)
     err = np.empty(n)
@@ -284,6 +291,15 @@ class ComplexStepOracle:
             res.notes.insert(0, f"activation {case.spec.activation} is not analytic: the complex step is not "
                                 "valid, this is the batched finite-difference oracle instead")
             return res
+        if case.spec.cell != "rnn":       # any other cell: the one forward on complex copies
+            try:
+                grads, errors, loss = generic.gradients(case, self.wrt, "complex")
+            except generic.NotAnalytic as why:
+                grads, errors, loss = generic.gradients(case, self.wrt, "fd")
+                return OracleResult(self.name, grads, errors, loss, method="fd",
+                                    notes=[generic.NOT_ANALYTIC.format(why=why)])
+            return OracleResult(self.name, grads, errors, loss, method="complex",
+                                notes=[f"the {case.spec.cell} cell's forward in complex128, copies batched"])
         traj = Trajectory.of(case)
         names = [k for k in traj.names() if self.wrt is None or k in self.wrt]
         strategy = self.strategy

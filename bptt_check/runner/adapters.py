@@ -35,11 +35,15 @@ import numpy as np
 from ..errors import UsageError
 from ..model.cases import Case
 from ..model.forward import total_loss
+from ..model.names import ORDER
 from ..model.spec import Spec, Truncation
 from .read import to_numpy
 
-CANONICAL = ("W", "U", "b", "V", "c", "h0")
+CANONICAL = tuple(n for n in ORDER if n != "x")       # W, U, b, bu, V, c, h0, c0
 WEIGHTS = ("W", "U", "V")
+GATED = ("W", "U", "b", "bu")                         # stacked per gate (lstm: i, f, g, o; gru: r, z, n)
+CANONICAL_GATES = {"lstm": "ifgo", "gru": "rzn"}
+C0_MODES = ("learned", "given", "zero")
 VECTORS = ("row", "column")
 BATCH = ("time_major", "batch_major", None)
 WEIGHT_ORDERS = ("out_in", "in_out")
@@ -81,6 +85,11 @@ class Layout:
              ``"loss"``), ``"loss"`` (only the loss: torch and modules), or a tuple naming each
              returned item in order, ``None`` for items to ignore (``("loss", "dWxh", ..., None)``).
     clip     your code clips every parameter gradient to ±clip before returning it.
+    gates    (lstm, gru) the order your code stacks the gates' rows (or columns, for (in, out) weights) of
+             W, U, b and bu: a permutation of ``"ifgo"`` (lstm; CS231n stacks ``"ifog"``, Chainer/DLFS2
+             ``"fgio"``) or ``"rzn"`` (gru; Keras stacks ``"zrn"``). Default: torch's (``ifgo``, ``rzn``).
+    c0       (lstm) the initial cell state: ``"learned"`` (B, H) with its gradient, ``"given"`` (passed
+             in, no gradient) or ``"zero"`` (not passed, your code starts from zeros).
     """
 
     names: Mapping[str, str | tuple[str, str]] = field(default_factory=dict)
@@ -94,8 +103,15 @@ class Layout:
     args: tuple[str, ...] | None = None
     returns: str | tuple[str | None, ...] = "dict"
     clip: float | None = None
+    gates: str | None = None
+    c0: str = "learned"
 
     def __post_init__(self) -> None:
+        _choice("c0", self.c0, C0_MODES)
+        if self.gates is not None and (not isinstance(self.gates, str) or len(set(self.gates)) != len(self.gates)
+                                       or sorted(self.gates) not in (sorted("ifgo"), sorted("rzn"))):
+            raise UsageError(f"Layout(gates={self.gates!r}): give the order your code stacks the gates in, a "
+                             "permutation of 'ifgo' (lstm; e.g. 'ifog', 'fgio') or of 'rzn' (gru; e.g. 'zrn')")
         _choice("weights", self.weights, WEIGHT_ORDERS)
         _choice("vectors", self.vectors, VECTORS)
         _choice("batch", self.batch, BATCH)
@@ -115,7 +131,8 @@ class Layout:
             if key not in CANONICAL:
                 raise UsageError(f"Layout(names=...): {key!r} is not a canonical name; the keys are "
                                      f"{', '.join(CANONICAL)} (input->hidden W, hidden->hidden U, hidden bias b, "
-                                     "output V, output bias c, initial state h0), the values are yours")
+                                     "the GRU's recurrent bias bu, output V, output bias c, initial states h0 "
+                                     "and c0), the values are yours")
             ok = isinstance(value, str) or (key == "b" and isinstance(value, tuple) and len(value) == 2
                                             and all(isinstance(v, str) for v in value))
             if not ok:
@@ -228,15 +245,34 @@ class Layout:
     def weight_to_user(self, a: np.ndarray) -> np.ndarray:
         return a.T if self.weights == "in_out" else a
 
-    def user_index(self, key: str, index: Sequence[int]) -> tuple[int, ...]:
+    def gate_order(self, spec: Spec, rows: int) -> np.ndarray | None:
+        """Canonical row of each of your rows, for a gated parameter with ``rows`` rows (None: the same)."""
+        cell = spec.cell.partition(":")[0]
+        canonical = CANONICAL_GATES.get(cell)
+        if self.gates is None or canonical is None:
+            if self.gates is not None and cell not in CANONICAL_GATES:
+                raise UsageError(f"Layout(gates={self.gates!r}) applies to the lstm and gru cells, not {cell!r}")
+            return None
+        if sorted(self.gates) != sorted(canonical):
+            raise UsageError(f"Layout(gates={self.gates!r}) does not name the {cell} cell's gates "
+                             f"({', '.join(canonical)})")
+        H = rows // len(canonical)
+        return np.concatenate([np.arange(H) + H * canonical.index(g) for g in self.gates])
+
+    def user_index(self, key: str, index: Sequence[int], spec: Spec | None = None,
+                   rows: int = 0) -> tuple[int, ...]:
         """Where the element at ``index`` of the canonical gradient ``key`` sits in your array."""
         idx = tuple(int(i) for i in index)
         kind = self.canonical_of(key)
+        if kind in GATED and spec is not None and rows:
+            order = self.gate_order(spec, rows)
+            if order is not None:
+                idx = (int(np.argsort(order)[idx[0]]), *idx[1:])
         if kind in WEIGHTS:
             return idx[::-1] if self.weights == "in_out" else idx
-        if kind in ("b", "c"):
+        if kind in ("b", "bu", "c"):
             return (idx[0], 0) if self.vectors == "column" else idx
-        if kind == "h0":
+        if kind in ("h0", "c0"):
             if self.h0 == "shared":
                 return (idx[-1], 0) if self.vectors == "column" else (idx[-1],)
             b, h = idx
@@ -259,7 +295,8 @@ class Layout:
         if renamed:
             parts.append(", ".join(f"{k}={'+'.join(v) if isinstance(v, tuple) else v}" for k, v in renamed.items()))
         defaults = Layout()
-        for f in ("weights", "vectors", "batch", "inputs", "targets", "h0", "absent", "args", "returns", "clip"):
+        for f in ("weights", "vectors", "batch", "inputs", "targets", "h0", "c0", "gates", "absent", "args",
+                  "returns", "clip"):
             v = getattr(self, f)
             if v != getattr(defaults, f):
                 parts.append(f"{f}={v!r}")
@@ -292,11 +329,18 @@ def _lower(layout: Layout, params: Mapping[str, Any], x: np.ndarray, y: Any, spe
     out: dict[str, np.ndarray] = {}
     key_of: dict[str, str] = {}
     learned: set[str] = set()
-    for k in CANONICAL:
+    extra = [k for k in params if k not in CANONICAL]       # a cell of your own: its parameters as they are
+    for k in (*CANONICAL, *extra):
         if k not in params or k in layout.absent:
             continue
         a = np.asarray(params[k])
-        if k == "h0":
+        order = layout.gate_order(spec, a.shape[0]) if k in GATED else None
+        if order is not None:
+            a = a[order]                                        # your gate order
+        if k in extra:
+            user = a
+            learned.add(names.setdefault(k, k))
+        elif k == "h0":
             if layout.h0 == "zero":
                 continue
             if layout.h0 == "shared":
@@ -304,6 +348,12 @@ def _lower(layout: Layout, params: Mapping[str, Any], x: np.ndarray, y: Any, spe
             else:
                 user = layout.vec_to_user(a)
             if layout.h0 != "given":
+                learned.add(names[k])
+        elif k == "c0":
+            if layout.c0 == "zero":
+                continue
+            user = layout.vec_to_user(a)
+            if layout.c0 != "given":
                 learned.add(names[k])
         elif k in WEIGHTS:
             user = layout.weight_to_user(a)
@@ -324,7 +374,7 @@ def _lower(layout: Layout, params: Mapping[str, Any], x: np.ndarray, y: Any, spe
     else:
         ux = layout.seq_to_user(x)
     O = int(np.asarray(params["V"]).shape[0])
-    H = int(np.asarray(params["U"]).shape[0])
+    H = int(np.asarray(params["h0"]).shape[-1])
     uy = _lower_targets(layout, np.asarray(y), spec, O)
     return _Call(out, key_of, learned, np.array(ux), uy, spec, {"T": T, "B": B, "I": I, "H": H, "O": O})
 
@@ -437,14 +487,19 @@ def _raise(layout: Layout, call: _Call, grads: Mapping[str, Any], what: str) -> 
                                  f"{want}; return every gradient shaped like its parameter")
         key = call.key_of[name]
         kind = layout.canonical_of(key)
-        if kind in WEIGHTS:
+        if kind not in CANONICAL:
+            out[key] = g                                      # a cell of your own: as it is
+        elif kind in WEIGHTS:
             out[key] = layout.weight_to_user(g)               # a transpose is its own inverse
-        elif kind in ("b", "c"):
+        elif kind in ("b", "bu", "c"):
             out[key] = layout.bias_from_user(g)
-        elif layout.h0 == "shared":
+        elif kind == "h0" and layout.h0 == "shared":
             out[key] = g.reshape(-1)
         else:
             out[key] = layout.vec_from_user(g)
+        order = layout.gate_order(call.spec, out[key].shape[0]) if kind in GATED else None
+        if order is not None:
+            out[key] = out[key][np.argsort(order)]            # back from your gate order
     return out
 
 
@@ -513,6 +568,7 @@ class Adapted:
         """Canonical gradients your code does not return."""
         lay = self.layout
         out = set(lay.absent) | ({"h0"} if lay.h0 in ("given", "zero") else set())
+        out |= {"c0"} if lay.c0 in ("given", "zero") else set()
         if lay.inputs != "dense":
             out.add("x")
         return out
@@ -531,6 +587,8 @@ class Adapted:
         for k in lay.absent:
             if k in params:
                 params[k] = np.zeros_like(params[k])
+        if lay.c0 == "zero" and "c0" in params:
+            params["c0"] = np.zeros_like(params["c0"])
         if lay.h0 == "zero":
             params["h0"] = np.zeros_like(params["h0"])
         elif lay.h0 == "shared":
@@ -616,7 +674,7 @@ class Adapted:
                          + ("" if reached else "; the clip itself was not exercised by this case"))
         return notes
 
-    def locate(self, failed: Mapping[str, Any]) -> list[str]:
+    def locate(self, case: Case, failed: Mapping[str, Any]) -> list[str]:
         """Where each wrong gradient (name -> its comparison) sits in your own arrays."""
         names = self.layout.user_names()
         out = []
@@ -626,7 +684,9 @@ class Adapted:
                 if yours != key:
                     out.append(f"{key} is your {yours!r}")
                 continue
-            at = self.layout.user_index(key, g.worst_index)
+            canonical = self.layout.canonical_of(key)
+            rows = int(np.shape(case.params[canonical])[0]) if canonical in case.params else 0
+            at = self.layout.user_index(key, g.worst_index, case.spec, rows)
             where = f"{yours}[{', '.join(map(str, at))}]"
             if yours != key:
                 out.append(f"{key} is your {yours!r}: its worst element is {where}")

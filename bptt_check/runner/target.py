@@ -175,8 +175,8 @@ class Target:
     def notes(self, case: Case, ref: Mapping[str, Any]) -> list[str]:
         return self.adapted.notes(case, ref) if self.adapted else []
 
-    def locate(self, failed: Mapping[str, Any]) -> list[str]:
-        return self.adapted.locate(failed) if self.adapted else []
+    def locate(self, case: Case, failed: Mapping[str, Any]) -> list[str]:
+        return self.adapted.locate(case, failed) if self.adapted else []
 
     # ------------------------------------------------------------ calling
 

@@ -41,6 +41,7 @@ from ..model.backprop import (
     target_every_step_windows,
     variant_grads,
 )
+from ..model.cell import cell_of
 from ..model.compare import GradResult, compare
 from ..model.functions import loss_scale
 from ..model.names import describe
@@ -57,9 +58,18 @@ Array = np.ndarray
 CODES = (
     "stale_accumulation",
     "h0_gradient_missing",
+    "c0_gradient_missing",
     "missing_first_step",
     "missing_last_step",
     "state_off_by_one",
+    "forget_gate_missing",
+    "cell_tanh_derivative_missing",
+    "gate_order",
+    "gru_z_convention",
+    "gru_reset_convention",
+    "gru_reset_path_dropped",
+    "gru_reset_factor_missing",
+    "gru_bias_outside_reset",
     "transposed",
     "input_recurrent_swapped",
     "batch_not_summed",
@@ -387,13 +397,14 @@ class _Diagnosis:
 
     def zeros(self) -> None:
         s = self.s
-        if "h0" in s.failed and s.fit_one("h0", np.zeros_like(s.ref["h0"])) >= 0.9:
-            fit = s.mean({"h0": s.fit_one("h0", np.zeros_like(s.ref["h0"]))})
-            self.add("h0_gradient_missing", fit,
-                     "dh0 is zero: the gradient flowing into the initial state (dh_{−1} = dĥ_0 U) is "
-                     "never returned" + ("" if len(s.failed) == 1 else
-                                         f"; other gradients are wrong too ({_names(s.failed)})"))
-        others = {n: np.zeros_like(s.ref[n]) for n in s.failed if n != "h0"}
+        for name, what in (("h0", "the initial state (dh_{−1} = dĥ_0 U)"),
+                           ("c0", "the initial cell state (dc_{−1} = dc_0 ⊙ f_0)")):
+            fit = s.fit_one(name, np.zeros_like(s.ref[name])) if name in s.failed else 0.0
+            if fit >= 0.9:
+                self.add(f"{name}_gradient_missing", s.mean({name: fit}),
+                         f"d{name} is zero: the gradient flowing into {what} is never returned"
+                         + ("" if len(s.failed) == 1 else f"; other gradients are wrong too ({_names(s.failed)})"))
+        others = {n: np.zeros_like(s.ref[n]) for n in s.failed if n not in ("h0", "c0")}
         fit, explained = s.local(others)
         if explained:
             self.add("gradient_zero", fit, f"{_names(explained)} {'are' if len(explained) > 1 else 'is'} "
@@ -444,6 +455,12 @@ class _Diagnosis:
     def flow(self) -> None:
         case, s = self.case, self.s
         spec = case.spec
+        cell = cell_of(spec)
+        for knob, code, msg in cell.mistakes():       # the mistakes a backward of this very cell makes
+            v = self.variant(Knobs(cell=knob))
+            if v:
+                fit, _ = s.joint(v)
+                self.add(code, fit, msg)
         for recur, code, msg in (
             ("UT", "transposed", "the recurrent flow uses Uᵀ where U belongs: dh_{t−1} = dĥ_t Uᵀ instead of dĥ_t U"),
             ("W", "input_recurrent_swapped", "the recurrent flow uses the input matrix W where U belongs: "
@@ -465,7 +482,7 @@ class _Diagnosis:
                      "the input one (the seed 001 naming)")
         act = spec.activation
         form = {"tanh": "1 − h²", "sigmoid": "h(1 − h)", "relu": "[h > 0]"}.get(act, "1")
-        if act != "identity":
+        if act != "identity" and cell.name == "rnn":
             for dact, msg in (
                 ("formula_on_pre", f"{act}′ written as {form} but fed the pre-activation ĥ_t instead of h_t"),
                 ("at_output", f"{act}′ evaluated at the output h_t = {act}(ĥ_t) instead of at ĥ_t"),

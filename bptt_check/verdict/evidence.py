@@ -33,6 +33,7 @@ import numpy as np
 
 from ..model.backprop import backprop
 from ..model.cases import Case
+from ..model.cell import summed
 from ..model.forward import forward
 from ..model.functions import loss_scale
 from ..model.reproducer import reproducer
@@ -324,8 +325,7 @@ def _u_cells(case: Case, mask: np.ndarray) -> tuple[np.ndarray, dict[str, tuple[
 
         def visit(w: Window, s: int, dstate: Any, contrib: Any, cells: dict[int, np.ndarray] = cells) -> None:
             if contrib is not None:
-                delta, inp = contrib["U"]
-                cells[s] = delta.T @ inp               # the gradient of E_t reaching step s
+                cells[s] = summed(contrib["U"], (Hout, Hin))     # the gradient of E_t reaching step s
 
         backprop(tr, y, spec, windows=[Window(0, (t,))], visit=visit, accumulate=False)
         for s, C in cells.items():

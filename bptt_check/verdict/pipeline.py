@@ -163,7 +163,7 @@ def check_case(backward: Backward, case: Case, *, oracles: Iterable[str] = DEFAU
             result.diagnosis = _stale_causes(case, got, reference_of_all().grads, result, outcome.repeat, v)
     elif j is not None and j.failed:
         v.status = "failed"
-        v.tail += runner.locate({n: result.grads[n] for n in result.failed_grads})
+        v.tail += runner.locate(case, {n: result.grads[n] for n in result.failed_grads})
         full = reference_of_all()
 
         def causes() -> list[dict[str, Any]]:
