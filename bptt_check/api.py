@@ -104,6 +104,16 @@ def run_options(*, timeout: Any, fast: Any, directions: Any, isolate: Any) -> fl
     return limit(timeout)
 
 
+def _run_arguments(backward: Backward, oracles: Iterable[str], **how: Any) -> tuple[float | None, tuple[str, ...]]:
+    """The checked arguments of a check: the time limit and the oracles; UsageError for a bad one."""
+    timeout = run_options(**how)
+    names = parse_oracles(oracles)
+    problem = signature_problem(backward)
+    if problem:
+        raise UsageError(problem)
+    return timeout, names
+
+
 def check_case(backward: Backward, case: Any, *, oracles: Iterable[str] = DEFAULT_ORACLES, target: str = "",
                evidence: str | None = "full", timeout: float | None = DEFAULT_TIMEOUT, fast: bool = False,
                directions: int = DEFAULT_DIRECTIONS, isolate: str = DEFAULT_ISOLATE) -> CaseResult:
@@ -116,11 +126,8 @@ def check_case(backward: Backward, case: Any, *, oracles: Iterable[str] = DEFAUL
     try:
         if evidence not in ("full", "cheap", None):
             raise UsageError(f"evidence must be 'full', 'cheap' or None, got {evidence!r}")
-        timeout = run_options(timeout=timeout, fast=fast, directions=directions, isolate=isolate)
-        names = parse_oracles(oracles)
-        problem = signature_problem(backward)
-        if problem:
-            raise UsageError(problem)
+        timeout, names = _run_arguments(backward, oracles, timeout=timeout, fast=fast, directions=directions,
+                                        isolate=isolate)
     except BPTTCheckError as err:
         raise err.with_context(case=getattr(case, "index", None), seed=getattr(case, "seed", None)) from None
     return pipeline.check_case(backward, case, oracles=names, target=target, evidence=evidence, timeout=timeout,
@@ -155,11 +162,8 @@ def check(backward: Backward, spec: Spec | None = None, *, cases: int = 20, seed
         spec = resolve_spec(backward, spec, spec_kwargs)
         _whole("cases", cases, 1)
         _whole("seed", seed, 0)
-        timeout = run_options(timeout=timeout, fast=fast, directions=directions, isolate=isolate)
-        names = parse_oracles(oracles)
-        problem = signature_problem(backward)
-        if problem:
-            raise UsageError(problem)
+        timeout, names = _run_arguments(backward, oracles, timeout=timeout, fast=fast, directions=directions,
+                                        isolate=isolate)
     except BPTTCheckError as err:
         raise err.with_context(cases=cases, seed=seed) from None
     except TypeError as err:

@@ -301,18 +301,23 @@ class _Worker:
         if not self.alive:
             return self.status
         self.alive = False
-        for kill in (os.killpg, os.kill):
-            try:
-                kill(self.pid, signal.SIGKILL)
-                break
-            except OSError:
-                continue
+        _sigkill(self.pid)
         try:
             self.chan.close()
         except OSError:
             pass
         self.status = self.zygote.wait(self.pid)
         return self.status
+
+
+def _sigkill(pid: int) -> None:
+    """SIGKILL a worker's process group (it and whatever it started), or the worker alone."""
+    for kill in (os.killpg, os.kill):
+        try:
+            kill(pid, signal.SIGKILL)
+            return
+        except OSError:
+            continue
 
 
 _FRAME = re.compile(r'^\s+File "(.*)", line (\d+) in (.*)$')
@@ -501,12 +506,7 @@ def shutdown() -> None:
         zyg, _zygote = _zygote, None
     for w in workers:
         w.alive = False
-        for kill in (os.killpg, os.kill):
-            try:
-                kill(w.pid, signal.SIGKILL)
-                break
-            except OSError:
-                continue
+        _sigkill(w.pid)
     if zyg is not None:
         zyg.close()
 

@@ -134,6 +134,26 @@ def fast(run: Run) -> None:
 # ----------------------------------------------------------------- the rows
 
 WRONG = "    return {k: 2 * v for k, v in correct(params, x, y, spec).items()}\n"
+CHDIR_AND_WRONG = CORRECT + _src("""
+    import os, tempfile
+    def backward(params, x, y, spec):
+        os.chdir(tempfile.gettempdir())
+""") + WRONG
+ATEXIT_AND_WRONG = CORRECT + _src("""
+    import atexit, os
+    def backward(params, x, y, spec):
+        atexit.register(os._exit, 0)
+""") + WRONG
+LEAVES_A_THREAD = CORRECT + _src("""
+    import threading, time
+    def backward(params, x, y, spec):
+        threading.Thread(target=time.sleep, args=(600,)).start()
+        return correct(params, x, y, spec)
+""")
+GENERATOR_EXIT = CORRECT + _src("""
+    def backward(params, x, y, spec):
+        raise GeneratorExit("stop")
+""")
 
 ROWS: tuple[Hostile, ...] = (
     Hostile("calls `os._exit(0)` in the backward",
@@ -181,11 +201,7 @@ ROWS: tuple[Hostile, ...] = (
             both(every_case("timeout", "timeout", "did not return within 0.5 s", "killed", "re.match"), fast),
             ("--cases", "2", "--timeout", "0.5")),
     Hostile("changes the working folder (`os.chdir`), `--report-dir` relative, and is wrong",
-            CORRECT + _src("""
-                import os, tempfile
-                def backward(params, x, y, spec):
-                    os.chdir(tempfile.gettempdir())
-            """) + WRONG, 1, "the new failing report replaces the old passing one in the folder typed",
+            CHDIR_AND_WRONG, 1, "the new failing report replaces the old passing one in the folder typed",
             every_case("failed"), ("--cases", "2", "--report-dir", "relative/reports"), seed_report=True),
     Hostile("closes `sys.stdout` and file descriptor 1",
             CORRECT + _src("""
@@ -211,29 +227,8 @@ ROWS: tuple[Hostile, ...] = (
                     return correct(params, x, y, spec)
             """), 0, "every case `passed`", every_case_passed, ("--cases", "2")),
     Hostile("returns a key whose `__repr__` and `__hash__` raise",
-            CORRECT + _src("""
-                from collections.abc import Mapping
-                class Key:
-                    def __repr__(self):
-                        raise RuntimeError("no repr")
-                    def __hash__(self):
-                        raise RuntimeError("no hash")
-                    def __eq__(self, other):
-                        raise RuntimeError("no eq")
-                class Grads(Mapping):
-                    def __init__(self, g):
-                        self.g = g
-                    def __getitem__(self, k):
-                        return self.g[k]
-                    def __len__(self):
-                        return len(self.g) + 1
-                    def __iter__(self):
-                        return iter(self.g)
-                    def items(self):
-                        return [*self.g.items(), (Key(), 1.0)]
-                def backward(params, x, y, spec):
-                    return Grads(correct(params, x, y, spec))
-            """), 1, "every case `error`, kind `extra_key`: a Key whose repr() raised",
+            "from misbehaviours import unshowable_key\n\nbackward = unshowable_key().backward\n",
+            1, "every case `error`, kind `extra_key`: a key whose repr() raised",
             every_case("error", "extra_key", "whose repr() raised"), ("--cases", "2")),
     Hostile("raises with a lone surrogate and terminal escapes in its message",
             CORRECT + _src("""
@@ -260,11 +255,7 @@ ROWS: tuple[Hostile, ...] = (
                     read.compare_repeat = lambda *args, **kwargs: (None, [])
             """) + WRONG, 1, "every case `failed`", every_case("failed"), ("--cases", "2")),
     Hostile("registers `atexit.register(os._exit, 0)`, and is wrong",
-            CORRECT + _src("""
-                import atexit, os
-                def backward(params, x, y, spec):
-                    atexit.register(os._exit, 0)
-            """) + WRONG, 1, "every case `failed`", every_case("failed"), ("--cases", "2")),
+            ATEXIT_AND_WRONG, 1, "every case `failed`", every_case("failed"), ("--cases", "2")),
     Hostile("edits the Spec it receives (`window:2` into full BPTT)",
             CORRECT + _src("""
                 from bptt_check import Truncation
@@ -274,18 +265,10 @@ ROWS: tuple[Hostile, ...] = (
             """), 1, "every case the window bites on `failed` (judged against `window:2`)", judged_on_window_2,
             ("--cases", "4", "--truncation", "window:2")),
     Hostile("leaves a non-daemon thread running",
-            CORRECT + _src("""
-                import threading, time
-                def backward(params, x, y, spec):
-                    threading.Thread(target=time.sleep, args=(600,)).start()
-                    return correct(params, x, y, spec)
-            """), 0, "every case `passed`; the command ends at once", both(every_case_passed, fast),
+            LEAVES_A_THREAD, 0, "every case `passed`; the command ends at once", both(every_case_passed, fast),
             ("--cases", "2")),
     Hostile("raises `GeneratorExit` under `--timeout 0`",
-            CORRECT + _src("""
-                def backward(params, x, y, spec):
-                    raise GeneratorExit("stop")
-            """), 1, "every case `error`, kind `exception`: GeneratorExit; no traceback of bptt-check",
+            GENERATOR_EXIT, 1, "every case `error`, kind `exception`: GeneratorExit; no traceback of bptt-check",
             both(every_case("error", "exception", "GeneratorExit"), no_traceback), ("--cases", "2", "--timeout", "0")),
     Hostile("raises its own `BaseException` under `--timeout 0`",
             CORRECT + _src("""
@@ -307,33 +290,17 @@ ROWS: tuple[Hostile, ...] = (
             """), 0, "checked as the backward: every case `passed`", every_case_passed, ("--cases", "2")),
     # the same misbehaviours in this process, where it was asked for
     Hostile("changes the working folder, `--report-dir` relative, and is wrong; `--isolate thread`",
-            CORRECT + _src("""
-                import os, tempfile
-                def backward(params, x, y, spec):
-                    os.chdir(tempfile.gettempdir())
-            """) + WRONG, 1, "the new failing report replaces the old passing one in the folder typed",
+            CHDIR_AND_WRONG, 1, "the new failing report replaces the old passing one in the folder typed",
             every_case("failed"), ("--cases", "2", "--report-dir", "relative/reports", "--isolate", "thread"),
             seed_report=True),
     Hostile("leaves a non-daemon thread running; `--isolate thread`",
-            CORRECT + _src("""
-                import threading, time
-                def backward(params, x, y, spec):
-                    threading.Thread(target=time.sleep, args=(600,)).start()
-                    return correct(params, x, y, spec)
-            """), 0, "every case `passed`; the command ends at once", both(every_case_passed, fast),
+            LEAVES_A_THREAD, 0, "every case `passed`; the command ends at once", both(every_case_passed, fast),
             ("--cases", "2", "--isolate", "thread"), process=True),
     Hostile("registers `atexit.register(os._exit, 0)`, and is wrong; `--isolate thread`",
-            CORRECT + _src("""
-                import atexit, os
-                def backward(params, x, y, spec):
-                    atexit.register(os._exit, 0)
-            """) + WRONG, 1, "every case `failed`", every_case("failed"), ("--cases", "2", "--isolate", "thread"),
+            ATEXIT_AND_WRONG, 1, "every case `failed`", every_case("failed"), ("--cases", "2", "--isolate", "thread"),
             process=True),
     Hostile("raises `GeneratorExit`; `--isolate none`",
-            CORRECT + _src("""
-                def backward(params, x, y, spec):
-                    raise GeneratorExit("stop")
-            """), 1, "every case `error`, kind `exception`: GeneratorExit; no traceback of bptt-check",
+            GENERATOR_EXIT, 1, "every case `error`, kind `exception`: GeneratorExit; no traceback of bptt-check",
             both(every_case("error", "exception", "GeneratorExit"), no_traceback),
             ("--cases", "2", "--isolate", "none")),
 )
