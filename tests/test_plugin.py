@@ -339,3 +339,12 @@ def test_a_backward_that_ends_its_process_fails_only_its_test(pytester):
     data = report_of(pytester)
     quits = [c for c in data["cases"] if c["test"].endswith("test_quits")]
     assert [c["error"]["kind"] for c in quits] == ["crashed", "crashed"] and data["passed"] is False
+
+
+def test_a_session_report_that_cannot_be_written_says_so_and_fails_the_session(pytester):
+    pytester.makepyfile(test_checks=TESTS)
+    (pytester.path / "reports" / "report.html").mkdir(parents=True)      # a folder where a report file goes
+    result = pytester.runpytest("--bptt-cases", "1", "-k", "right", *FAST)
+    result.stdout.fnmatch_lines(["OK: 1 check(s) in 1 test(s)*", "bptt-check: cannot write the report: *report.html*"])
+    assert result.ret == pytest.ExitCode.TESTS_FAILED
+    assert sorted(p.name for p in (pytester.path / "reports").iterdir()) == ["report.html"]   # nothing half-written

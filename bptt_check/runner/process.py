@@ -439,6 +439,20 @@ def _in_lasting_thread(make: Callable[[], Any]) -> Any:
     return box[0]
 
 
+def _forget() -> None:
+    """In a child forked from this process (multiprocessing, a user's os.fork): the zygote and the workers
+    belong to the parent; the child starts its own when it needs them."""
+    global _zygote, _lock, _spawner
+    _lock = threading.Lock()
+    _zygote, _spawner = None, None
+    _idle.clear()
+    _live.clear()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget)
+
+
 def prestart() -> None:
     """Start the zygote now (it imports in the background while the harness does its own work)."""
     if AVAILABLE:

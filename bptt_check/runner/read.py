@@ -30,8 +30,11 @@ _RESULT_ORDER = ("type", "missing_key", "extra_key", "shape", "dtype", "non_fini
 MAX_MESSAGE = 8000               # characters of a finding's message kept (a 20 MB exception message is cut)
 MAX_KEY = 200                    # characters of a key name kept
 MAX_KEYS = 64                    # keys named in one finding
-_ANSI = re.compile(r"\x1b\[[0-?]*[ -/]*[@-~]|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)?|\x1b[@-Z\\-_]")
-_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
+# terminal escape sequences (CSI ``ESC [ … final``, OSC ``ESC ] … BEL/ST``, two-byte ``ESC x``, 8-bit CSI), and
+# C0/C1 controls but tab and newline, line separators, and the bidirectional overrides that reorder what a
+# reader sees: the one definition, used here at the source and by the renderers (``verdict.result.plain``)
+ESCAPES = re.compile(r"\x1b\[[0-?]*[ -/]*[@-~]|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)?|\x1b[ -~]?|\x9b[0-?]*[ -/]*[@-~]")
+CONTROLS = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
 
 
 def clean(text: Any, limit: int = MAX_MESSAGE) -> str:
@@ -49,8 +52,8 @@ def clean(text: Any, limit: int = MAX_MESSAGE) -> str:
         text = text[:head] + marker.format(len(text) - head - tail) + text[len(text) - tail:]
     if text.isascii() and text.isprintable():
         return text
-    text = _ANSI.sub("", text.replace("\r\n", "\n"))
-    text = _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}" if ord(m.group()) < 256 else f"\\u{ord(m.group()):04x}",
+    text = ESCAPES.sub("", text.replace("\r\n", "\n"))
+    text = CONTROLS.sub(lambda m: f"\\x{ord(m.group()):02x}" if ord(m.group()) < 256 else f"\\u{ord(m.group()):04x}",
                         text)
     return text.encode("utf-8", "backslashreplace").decode("utf-8")
 
