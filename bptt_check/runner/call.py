@@ -144,6 +144,9 @@ class Raw:
     stdout: str = ""
     seconds: float = 0.0
     passed: Any = None                   # (given, params, x, y) after the call: what the mutation check reads
+    more: bool = False                   # a worker made a second call already (``second`` reads it)
+    second: Callable[[], Raw] | None = None
+    release: Callable[[], None] | None = None
 
 
 class _Job:

@@ -65,6 +65,7 @@ LOAD_LIMIT = 300.0               # seconds a worker may take to load a backward 
 START_LIMIT = 120.0              # seconds the zygote may take to start
 MAX_IDLE = 4                     # idle workers kept for reuse
 _RING = 64 * 1024                # bytes of a worker's output kept (the last lines before a crash)
+_DRAIN = 2.0                     # seconds a second call nobody wants may take to finish before its worker is killed
 _DUMP_WAIT = 2.0                 # seconds at most to wait for a stack dump, or for a dead worker's last output
 _ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 _BOOT = ("import sys; sys.path.insert(0, {root!r}); from bptt_check.runner.worker import zygote; "
@@ -266,6 +267,13 @@ class _Worker:
         self.status: int | None = None
 
     def request(self, msg: dict[str, Any], deadline: float | None) -> Any:
+        self.send(msg, deadline)
+        reply = _read_reply(self.chan, deadline)
+        if not isinstance(reply, dict):
+            raise wire.WireError(f"a reply of type {type(reply).__name__}")
+        return reply
+
+    def send(self, msg: dict[str, Any], deadline: float | None) -> None:
         data = wire.frame(msg)
         try:
             if deadline is not None:
@@ -280,10 +288,6 @@ class _Worker:
             raise _Late from None
         except OSError:
             raise _Died from None
-        reply = _read_reply(self.chan, deadline)
-        if not isinstance(reply, dict):
-            raise wire.WireError(f"a reply of type {type(reply).__name__}")
-        return reply
 
     def where(self) -> tuple[str, str]:
         """Where the worker's main thread is now (a faulthandler dump on SIGUSR1), and the dump's text."""
@@ -716,8 +720,13 @@ _REPLACED = object()          # a params entry the backward replaced by another 
 
 
 def call(shipped: Shipped, params: dict[str, np.ndarray], x: np.ndarray, y: np.ndarray, spec: Spec, *,
-         how: str, timeout: float | None) -> Raw:
-    """One call of the backward in a worker, on (copies of) these arrays, under the limit."""
+         how: str, timeout: float | None, repeat: bool = False) -> Raw:
+    """One call of the backward in a worker, on (copies of) these arrays, under the limit.
+
+    ``repeat``: the worker makes a second call on fresh copies right after a first one that returned,
+    without waiting to be asked (one round trip per case instead of two); ``raw.second()`` reads it,
+    under its own limit, and ``raw.release()`` (always called, also when the second is not wanted)
+    gives the worker back."""
     raw = Raw(passed=(dict(params), dict(params), x, y))
     start = time.perf_counter()
     try:
@@ -726,30 +735,62 @@ def call(shipped: Shipped, params: dict[str, np.ndarray], x: np.ndarray, y: np.n
         raw.crashed = ("a fresh worker process could not load the backward again{during}: "
                        + (failed.died or str(failed.reply.get("error") or "")).replace("\n", " "))
         return raw
-    mark = worker.ring.total
-    msg = {"op": "call", "token": shipped.token, "params": params, "x": x, "y": y, "spec": spec, "how": how}
+    msg = {"op": "call", "token": shipped.token, "params": params, "x": x, "y": y, "spec": spec, "how": how,
+           "repeat": repeat}
     deadline = None if timeout is None else time.monotonic() + timeout
+    mark = worker.ring.total
     try:
-        reply = worker.request(msg, deadline)
+        worker.send(msg, deadline)
     except _Late:
-        raw.seconds = time.perf_counter() - start
-        raw.timed_out, raw.killed = True, True
-        raw.where, dump = worker.where()
-        printed = worker.ring.since(mark)
-        raw.stdout = clean(printed[: len(printed) - len(dump)] if dump else printed)
+        return _late(worker, raw, mark, start)
+    except _Died:
+        return _died(worker, raw, mark, start, None)
+    except BaseException:                          # noqa: B036 - Ctrl-C, SIGTERM: the call is abandoned
         _discard(worker)
+        raise
+    if not _reply(worker, raw, mark, start, deadline, params, x, y):
         return raw
+    if not raw.more:
+        _release(worker, shipped.token)
+        return raw
+    state = {"done": False}
+
+    def second() -> Raw:
+        state["done"] = True
+        raw2 = Raw(passed=(dict(params), dict(params), x, y))
+        began, mark2 = time.perf_counter(), worker.ring.total
+        if _reply(worker, raw2, mark2, began, None if timeout is None else time.monotonic() + timeout, params, x, y):
+            _release(worker, shipped.token)
+        return raw2
+
+    def release() -> None:                          # the second call is not wanted: let it finish, or kill it
+        if state["done"]:
+            return
+        state["done"] = True
+        try:                                       # a second call that takes long is not waited for
+            _read_reply(worker.chan, time.monotonic() + min(timeout or _DRAIN, _DRAIN))
+        except BaseException:                      # noqa: B036 - late, dead, garbled, interrupted: it goes
+            _discard(worker)
+            return
+        _release(worker, shipped.token)
+
+    raw.second, raw.release = second, release
+    return raw
+
+
+def _reply(worker: _Worker, raw: Raw, mark: int, start: float, deadline: float | None,
+           params: dict[str, np.ndarray], x: np.ndarray, y: np.ndarray) -> bool:
+    """Read one call's reply into ``raw``; False when the call timed out or its worker died (then discarded)."""
+    try:
+        reply = _read_reply(worker.chan, deadline)
+        if not isinstance(reply, dict):
+            raise wire.WireError(f"a reply of type {type(reply).__name__}")
+    except _Late:
+        _late(worker, raw, mark, start)
+        return False
     except (_Died, wire.WireError) as exc:
-        raw.seconds = time.perf_counter() - start
-        worker.ring.eof.wait(_DUMP_WAIT)
-        status = _discard(worker)
-        output = worker.ring.since(mark)
-        raw.crashed = _crash_text(status, output, worker.ident)
-        if isinstance(exc, wire.WireError):
-            raw.crashed = (f"the worker process sent a reply that cannot be read ({clean(str(exc), 300)}); "
-                           + raw.crashed)
-        raw.stdout = clean(output.split("Fatal Python error")[0])
-        return raw
+        _died(worker, raw, mark, start, exc if isinstance(exc, wire.WireError) else None)
+        return False
     except BaseException:                          # noqa: B036 - Ctrl-C, SIGTERM: the call is abandoned
         _discard(worker)
         raise
@@ -760,10 +801,34 @@ def call(shipped: Shipped, params: dict[str, np.ndarray], x: np.ndarray, y: np.n
         raw.value, raw.error = None, None
         raw.crashed = (f"the worker process sent a reply that cannot be read{{during}} "
                        f"({type(exc).__name__}: {clean(str(exc), 300)})")
-        return raw
+        return False
     if not math.isfinite(raw.seconds) or raw.seconds < 0:
         raw.seconds = time.perf_counter() - start
-    _release(worker, shipped.token)
+    return True
+
+
+def _late(worker: _Worker, raw: Raw, mark: int, start: float) -> Raw:
+    """A call past its limit: where it was, what it printed; the worker is killed."""
+    raw.seconds = time.perf_counter() - start
+    raw.timed_out, raw.killed = True, True
+    raw.where, dump = worker.where()
+    printed = worker.ring.since(mark)
+    raw.stdout = clean(printed[: len(printed) - len(dump)] if dump else printed)
+    _discard(worker)
+    return raw
+
+
+def _died(worker: _Worker, raw: Raw, mark: int, start: float, garbled: Exception | None) -> Raw:
+    """A worker that died during a call (or answered garbage): how, where, the last line it printed."""
+    raw.seconds = time.perf_counter() - start
+    worker.ring.eof.wait(_DUMP_WAIT)
+    status = _discard(worker)
+    output = worker.ring.since(mark)
+    raw.crashed = _crash_text(status, output, worker.ident)
+    if garbled is not None:
+        raw.crashed = (f"the worker process sent a reply that cannot be read ({clean(str(garbled), 300)}); "
+                       + raw.crashed)
+    raw.stdout = clean(output.split("Fatal Python error")[0])
     return raw
 
 
@@ -773,6 +838,7 @@ def _read_call(reply: dict[str, Any], raw: Raw, params: dict[str, np.ndarray], x
         raise wire.WireError(str(reply.get("error") or "the worker failed"))
     seconds = reply.get("seconds")
     raw.seconds = float(seconds) if isinstance(seconds, float) else -1.0
+    raw.more = reply.get("more") is True
     raw.stdout = clean(reply.get("stdout") or "", 64 * 1024 + 100) if isinstance(reply.get("stdout"), str) else ""
     error = reply.get("error")
     if error is not None:

@@ -180,11 +180,12 @@ class Target:
 
     # ------------------------------------------------------------ calling
 
-    def _once(self, case: Case) -> Raw:
+    def _once(self, case: Case, repeat: bool = False) -> Raw:
+        """One call (``repeat``: and, in a worker, the second one made right after it: ``raw.second()``)."""
         if self.remote is not None:
             how = "adapted" if self.adapted is not None else "spec" if self._spec else "plain"
             return process.call(self.remote, case.params, case.x, np.asarray(case.y), case.spec, how=how,
-                                timeout=self.timeout)
+                                timeout=self.timeout, repeat=repeat)
         params, x, y = _inputs(case)
         passed = (dict(params), params, x, y)
         fn, adapted, spec = self.backward, self.adapted, _own_copy(case.spec)
@@ -246,7 +247,14 @@ class Target:
                 self._rerun_seconds += time.perf_counter() - began
 
     def _call(self, case: Case, repeat: bool, out: CallOutcome, first: str) -> CallOutcome:
-        raw = self._once(case)
+        raw = self._once(case, repeat)
+        try:
+            return self._judge(case, repeat, out, first, raw)
+        finally:
+            if raw.release is not None:            # a second call the worker made and nobody read
+                raw.release()
+
+    def _judge(self, case: Case, repeat: bool, out: CallOutcome, first: str, raw: Raw) -> CallOutcome:
         out.stdout, out.seconds = raw.stdout, raw.seconds
         failure = self._failure(raw, first)
         if failure is not None:
@@ -275,7 +283,7 @@ class Target:
             out.error = mutation
             return out
         if repeat and grads is not None:
-            raw2 = self._once(case)
+            raw2 = raw.second() if raw.second is not None else self._once(case)
             out.seconds += raw2.seconds
             failure = self._failure(raw2, "second call, same inputs")
             if failure is not None:
