@@ -156,6 +156,7 @@ class _Zygote:
         theirs.close()
         self.ready: dict[str, Any] | None = None
         self.dead = False
+        self.preloaded: set[str] = set()
 
     def _wait_ready(self) -> dict[str, Any]:
         if self.ready is None:
@@ -197,6 +198,21 @@ class _Zygote:
                 theirs.close()
                 os.close(out_w)
             return _Worker(int(reply["pid"]), chan, _Ring(out_r), self, int(ready.get("ident") or 0))
+
+    def preload(self, names: list[str]) -> None:
+        """Import libraries a worker needed (torch) into the zygote once, for every later worker."""
+        wanted = [n for n in names if isinstance(n, str) and n not in self.preloaded]
+        if not wanted:
+            return
+        with self.lock:
+            self.preloaded.update(wanted)
+            if self.dead:
+                return
+            try:
+                self.sock.sendall(wire.frame({"op": "import", "modules": wanted}))
+                _read_reply(self.sock, time.monotonic() + LOAD_LIMIT)
+            except (_Late, _Died, wire.WireError, OSError):
+                self.dead = True
 
     def wait(self, pid: int) -> int | None:
         """The exit status of a worker that was killed or died: exit code, or minus the signal."""
@@ -576,7 +592,14 @@ def _load(worker: _Worker, shipped: Shipped, limit: float | None) -> dict[str, A
         _discard(worker)
         raise _LoadFailed(reply)
     worker.loaded.add(shipped.token)
+    _preload(worker, reply)
     return reply
+
+
+def _preload(worker: _Worker, reply: dict[str, Any]) -> None:
+    libraries = reply.get("libraries")
+    if isinstance(libraries, list) and libraries:
+        worker.zygote.preload(libraries)
 
 
 def _worker_for(shipped: Shipped, limit: float | None) -> _Worker:
@@ -804,6 +827,7 @@ def _reply(worker: _Worker, raw: Raw, mark: int, start: float, deadline: float |
         return False
     if not math.isfinite(raw.seconds) or raw.seconds < 0:
         raw.seconds = time.perf_counter() - start
+    _preload(worker, reply)
     return True
 
 

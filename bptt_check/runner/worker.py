@@ -41,6 +41,9 @@ from .read import clean, materialize, plain_key
 from .target import PROTOCOL, signature_problem, wants_spec
 
 _MAX_OUT = 64 * 1024                     # characters of a call's output kept (as in call.py)
+# libraries the zygote imports once a worker needed them, so that later workers start with them (importing
+# torch takes a second; forking a process that holds it, a few ms more). Libraries, not the user's code.
+_PRELOADABLE = ("torch",)
 
 
 # ----------------------------------------------------------------- dying with the harness
@@ -113,6 +116,18 @@ def zygote(control: int, parent: int) -> None:
             for fd in fds:
                 os.close(fd)
             _send_plain(ctl, {"pid": pid})
+        elif msg.get("op") == "import":                       # a library every worker will want (torch)
+            for fd in fds:
+                os.close(fd)
+            done = []
+            for name in msg.get("modules") or []:
+                if name in _PRELOADABLE:
+                    try:
+                        __import__(name)
+                        done.append(name)
+                    except Exception:
+                        pass
+            _send_plain(ctl, {"imported": done})
         elif msg.get("op") == "wait":
             pid = int(msg["pid"])
             if pid not in statuses:
@@ -292,7 +307,7 @@ class _Worker:
         finally:
             self.restore()
         self.loaded[int(msg["token"])] = obj
-        return {"ok": True, "facts": facts, "stdout": printed}
+        return {"ok": True, "facts": facts, "stdout": printed, "libraries": _libraries()}
 
     # ------------------------------------------------------------ call
 
@@ -337,7 +352,11 @@ class _Worker:
         self.restore()
         printed = self.calls.stop()
         return {"ok": True, "value": value, "error": error, "stdout": printed, "seconds": seconds,
-                "after": _after(before, given, params, x, y)}
+                "after": _after(before, given, params, x, y), "libraries": _libraries()}
+
+
+def _libraries() -> list[str]:
+    return [name for name in _PRELOADABLE if name in sys.modules]
 
 
 def _after(before: tuple[dict[str, np.ndarray], np.ndarray, np.ndarray], given: dict[str, np.ndarray],
