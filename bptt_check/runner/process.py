@@ -566,7 +566,7 @@ class Shipped:
 
 
 _shipped: collections.OrderedDict[int, Shipped] = collections.OrderedDict()
-_MAX_SHIPPED = 64
+_MAX_SHIPPED = 32
 
 
 class _LoadFailed(Exception):
@@ -680,6 +680,9 @@ def ship(backward: Any, *, wants_spec: bool = False) -> Shipped:
                              "(--isolate thread, --bptt-isolate thread) to call it in this process") from None
         try:
             worker = _worker_for(shipped, LOAD_LIMIT)
+        except _Died as exc:
+            raise UsageError(f"no worker process could be started ({exc}); pass isolate='thread' "
+                             "(--isolate thread, --bptt-isolate thread) to call the backward in this process") from None
         except _LoadFailed as failed:
             last = failed
             if failed.died or not failed.reply.get("import_error"):
@@ -707,6 +710,9 @@ def load_named(text: str, *, limit: float | None = LOAD_LIMIT) -> Shipped:
     try:
         worker = _fork()
         reply = _load(worker, shipped, limit)
+    except _Died as exc:
+        raise UsageError(f"no worker process could be started to load TARGET {text!r} ({exc}); "
+                         "use --isolate thread") from None
     except _LoadFailed as failed:
         if failed.died:
             raise UsageError(f"loading TARGET {text!r} ended the worker process: "
@@ -757,6 +763,9 @@ def call(shipped: Shipped, params: dict[str, np.ndarray], x: np.ndarray, y: np.n
     except _LoadFailed as failed:
         raw.crashed = ("a fresh worker process could not load the backward again{during}: "
                        + (failed.died or str(failed.reply.get("error") or "")).replace("\n", " "))
+        return raw
+    except (_Died, UsageError) as exc:             # the zygote died and could not be started again
+        raw.crashed = f"no worker process could be started{{during}}: {clean(str(exc), 500)}"
         return raw
     msg = {"op": "call", "token": shipped.token, "params": params, "x": x, "y": y, "spec": spec, "how": how,
            "repeat": repeat}
