@@ -456,3 +456,128 @@ def test_in_this_process_a_catalogue_row_gets_the_same_finding_as_in_a_worker(ro
     assert here.failed_grads == there.failed_grads
     if planted.kind not in ("timeout", None):      # a class made in a function is pickled without its <locals>
         assert here.error["message"].replace(".raises_base.<locals>", "") == there.error["message"]
+
+
+# ----------------------------------------------------------------- what a worker can send back
+
+def test_a_reply_is_plain_data_a_pickled_class_or_function_is_refused():
+    import os as os_module
+    import pickle
+
+    from bptt_check.runner import wire
+
+    plain = {"ok": True, "items": [("W", ("nd", "<f8", (2,), b"\0" * 16))], "x": None, "s": "\udc80"}
+    assert wire.loads_plain(pickle.dumps(plain, protocol=5)) == plain
+    for hostile in (os_module.system, np.ones(2), bc.Spec(), Exception("x")):
+        with pytest.raises(wire.WireError, match="plain data only"):
+            wire.loads_plain(pickle.dumps(hostile, protocol=5))
+    with pytest.raises(wire.WireError):
+        wire.loads_plain(b"\x80\x05garbage")
+
+
+@pytest.mark.parametrize("bad", [
+    ("nd", "<f8", (3,), b"\0" * 16),          # 2 elements' bytes for 3
+    ("nd", "<f8", (-1,), b""),
+    ("nd", "not a dtype", (1,), b"\0"),
+    ("array", "<f8", (1,), b"\0" * 8),
+    ("nd", "<U99999999999", (1,), b""),
+])
+def test_a_malformed_array_in_a_reply_is_a_wire_error(bad):
+    from bptt_check.runner import wire
+
+    with pytest.raises(wire.WireError):
+        wire.decode_array(bad)
+
+
+def test_arrays_cross_bit_for_bit_in_every_dtype():
+    from bptt_check.runner import wire
+
+    for a in (np.arange(6.0).reshape(2, 3), np.float32([1.5, np.nan]), np.int8([1, -2]), np.array([True]),
+              np.complex128([1 + 2j]), np.float16([0.1]), np.array(["ab"]), np.zeros((0, 3)),
+              np.arange(8.0).reshape(2, 4).T):
+        b = wire.decode_array(wire.encode_array(a))
+        assert b.dtype == a.dtype and b.shape == a.shape and b.tobytes() == np.ascontiguousarray(a).tobytes()
+        assert b.flags.writeable
+    objects = wire.decode_array(wire.encode_array(np.array([object(), None])))
+    assert objects.dtype == object and objects.shape == (2,)
+
+
+def test_a_backward_that_closes_every_descriptor_is_a_crashed_finding_and_the_next_case_runs():
+    def backward(params, x, y, spec):
+        import os
+
+        os.closerange(3, 4096)                # the worker's channel to the harness too
+        return truncated(params, x, y, spec)
+
+    report = bc.check(backward, SPEC, cases=2, oracles=AUTOGRAD)
+    assert [c.error["kind"] for c in report.cases] == ["crashed", "crashed"]
+    assert bc.check(truncated, SPEC, cases=1, oracles=AUTOGRAD).passed
+
+
+def test_the_spec_the_backward_edits_is_its_own_in_every_mode():
+    def backward(params, x, y, spec):
+        object.__setattr__(spec, "truncation", bc.Truncation())
+        return truncated(params, x, y, spec)
+
+    c = case(spec=SPEC.replace(truncation="window:2"))
+    for isolate in ("process", "thread", "none"):
+        result = bc.check_case(backward, c, oracles=AUTOGRAD, isolate=isolate)
+        assert result.status == "failed" and str(c.spec.truncation) == "window:2", isolate
+
+
+def test_isolate_is_checked_like_every_argument():
+    for bad in ("proc", None, 1):
+        with pytest.raises(bc.UsageError, match="isolate must be one of process, thread, none"):
+            bc.check(truncated, cases=1, isolate=bad)
+    with pytest.raises(bc.UsageError, match="isolate must be one of"):
+        bc.check_case(truncated, case(), isolate="vm")
+
+
+@pytest.mark.parametrize("kwargs, words", [
+    ({"directions": 2.5}, "directions must be a whole number"),
+    ({"directions": 10**30}, "directions must be at most 1024"),
+    ({"fast": "yes"}, "fast must be True or False"),
+    ({"fast": True, "directions": 0}, "directions must be a whole number >= 1"),
+    ({"evidence": "all"}, "evidence must be 'full', 'cheap' or None"),
+])
+def test_bad_run_arguments_of_check_case_are_usage_errors(kwargs, words):
+    with pytest.raises(bc.UsageError, match=words):
+        bc.check_case(truncated, case(), **kwargs)
+
+
+@pytest.mark.parametrize("kwargs, words", [
+    ({"sizes": {"T": 10**20}}, "sizes must be at most 1,000,000"),
+    ({"truncation": "window:99999999999999999999"}, "window sizes must be at most 1,000,000"),
+    ({"fast": 1}, "fast must be True or False"),
+])
+def test_huge_sizes_and_bad_fast_values_are_usage_errors(kwargs, words):
+    with pytest.raises(bc.BPTTCheckError, match=words):
+        bc.check(truncated, cases=1, **kwargs)
+
+
+def test_an_unpicklable_backward_is_a_usage_error_that_says_what_to_do():
+    lock = threading.Lock()
+
+    def backward(params, x, y, spec):
+        with lock:
+            return truncated(params, x, y, spec)
+
+    with pytest.raises(bc.UsageError, match="cannot be sent to a worker process .*isolate='thread'"):
+        bc.check(backward, cases=1)
+    assert bc.check(backward, SPEC, cases=1, oracles=AUTOGRAD, isolate="thread").passed
+
+
+def test_a_decorated_target_without_wraps_is_a_backward_not_a_factory():
+    from bptt_check.runner.load import is_factory, resolve
+
+    def wrapper(*args, **kwargs):
+        return truncated(*args, **kwargs)
+
+    def make():
+        return truncated
+
+    def backward(params=None, x=None, y=None):
+        return {}
+
+    assert not is_factory(wrapper) and resolve(wrapper) is wrapper
+    assert not is_factory(backward) and is_factory(make) and resolve(make) is truncated

@@ -523,6 +523,13 @@ def edits_the_spec() -> Planted:
     return Planted(backward, "failed", None)
 
 
+def closes_descriptors() -> Planted:
+    def backward(params, x, y, spec):
+        os.closerange(3, 4096)                 # the worker's channel to the harness among them
+        return correct(params, x, y, spec)
+    return Planted(backward, "error", "crashed", ("died",), isolated=True)
+
+
 def raises_base(kind: str = "GeneratorExit") -> Planted:
     class Stop(BaseException):
         pass
@@ -599,6 +606,7 @@ CATALOGUE: tuple[Row, ...] = (
     Row("raises with a 20 MB message", huge_message),
     Row("patches numpy and the harness, and is wrong", patches_and_is_wrong),
     Row("edits the Spec it receives (`window:2` into full BPTT)", edits_the_spec, {"truncation": "window:2"}),
+    Row("closes every file descriptor (its channel to the harness too)", closes_descriptors),
     Row("raises `GeneratorExit`", raises_base),
     Row("raises its own `BaseException`", lambda: raises_base("Stop")),
 )
