@@ -382,6 +382,9 @@ def _crash_text(status: int | None, output: str, ident: int) -> str:
     """How a worker died, where, and the last lines it printed."""
     if status is None:
         how = "it stopped answering"
+    elif status == wire.LOST_CHANNEL:
+        how = ("it could not answer: its channel to the harness was closed or broken (did the backward close "
+               "file descriptors it did not open?)")
     elif status >= 0:
         how = f"exit code {status} (os._exit(), or exit() in C code; sys.exit() would be an exception)"
     else:

@@ -21,6 +21,7 @@ import numpy as np
 from .read import Key, _Result, _Value, clean
 
 _HEADER = struct.Struct("<Q")
+LOST_CHANNEL = 70                    # the exit code of a worker whose channel to the harness broke
 MAX_FRAME = 1 << 34                  # 16 GiB: a length above it is a corrupt frame, not a reply
 
 
@@ -140,5 +141,5 @@ def result_from_plain(data: Any) -> _Result:
     return res
 
 
-__all__ = ["result_to_plain", "result_from_plain", "WireError", "frame", "header_length", "HEADER_SIZE",
+__all__ = ["LOST_CHANNEL", "result_to_plain", "result_from_plain", "WireError", "frame", "header_length", "HEADER_SIZE",
            "loads_plain", "encode_array", "decode_array"]

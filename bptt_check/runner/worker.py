@@ -277,7 +277,7 @@ class _Worker:
             try:
                 _send_plain(self.chan, reply)
             except BaseException:                          # noqa: B036 - the channel is gone (or the user broke it)
-                os._exit(70)
+                os._exit(wire.LOST_CHANNEL)
 
     # ------------------------------------------------------------ load
 
