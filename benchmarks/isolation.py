@@ -2,7 +2,8 @@
 
     python benchmarks/isolation.py [--calls N] [--cases N] [--repeat R] [--json FILE]
 
-1. **Per call**, on a small case (the default spec's case 0): the bare built-in backward on copies, and
+1. **Per call**, on a small case (the default spec's case 0), and on a large one (0.6 MB of arrays each
+   way: is a pipe enough, or would shared memory pay?): the bare built-in backward on copies, and
    one call through the runner's Target (``invoke``) with ``isolate="none"`` (this thread, no
    limit), ``"thread"`` (this process, under the limit: what every call did before issue 13) and
    ``"process"`` (a worker process: the default now). Best of R rounds of N calls each.
@@ -41,8 +42,11 @@ def per_call(fn, n: int, repeat: int) -> float:
     return best
 
 
-def calls(n: int, repeat: int) -> dict[str, float]:
-    case = bc.draw_case(bc.Spec(), 0, 0)
+LARGE = bc.Spec(sizes={"T": 200, "B": 8, "I": 32, "H": 128, "O": 8})     # 0.6 MB of arrays each way
+
+
+def calls(n: int, repeat: int, spec: bc.Spec | None = None) -> dict[str, float]:
+    case = bc.draw_case(spec or bc.Spec(), 0, 0)
 
     def bare():
         truncated({k: v.copy() for k, v in case.params.items()}, case.x.copy(), case.y.copy(), case.spec)
@@ -106,6 +110,12 @@ def main(argv: list[str]) -> int:
     added = per['invoke, isolate="process"'] - thread
     print(f"   process - thread: {added * 1e3:+.3f} ms per call (target <= +1 ms)")
 
+    n_large = max(args.calls // 30, 5)
+    large = calls(n_large, args.repeat, LARGE)
+    t_large, p_large = large['invoke, isolate="thread"'], large['invoke, isolate="process"']
+    print(f"   large case (I32 H128 T200 B8, 0.6 MB of arrays each way), best of {args.repeat} x {n_large} calls: "
+          f"thread {t_large * 1e3:.1f} ms, process {p_large * 1e3:.1f} ms")
+
     start = starting(args.repeat)
     print("\n2. starting")
     for name, t in start.items():
@@ -120,7 +130,8 @@ def main(argv: list[str]) -> int:
     print(f"   after / before: {ratio:.2f}x (target <= 1.5x)")
 
     if args.json:
-        Path(args.json).write_text(json.dumps({"per_call_s": per, "process_minus_thread_s": added,
+        Path(args.json).write_text(json.dumps({"per_call_s": per, "per_call_large_s": large,
+                                               "process_minus_thread_s": added,
                                                "starting_s": start, "command_s": runs, "command_ratio": ratio,
                                                "cases": args.cases, "calls": args.calls, "repeat": args.repeat},
                                               indent=2) + "\n")
