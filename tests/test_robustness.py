@@ -581,3 +581,21 @@ def test_a_decorated_target_without_wraps_is_a_backward_not_a_factory():
 
     assert not is_factory(wrapper) and resolve(wrapper) is wrapper
     assert not is_factory(backward) and is_factory(make) and resolve(make) is truncated
+
+
+def test_the_re_runs_of_a_case_share_one_limit_so_a_slow_wrong_backward_cannot_stretch_a_case():
+    """A wrong backward taking 0.3 s per call under a 0.5 s limit: the evidence would re-run it on ~48
+    prefixes (14 s and more); the re-runs stop once they took one limit's worth of time."""
+    bug = mutant("du_from_t1")
+
+    def slow(params, x, y, spec):
+        time.sleep(0.3)
+        return bug(params, x, y, spec)
+
+    spec = bc.Spec(sizes={"T": 40, "B": 1, "I": 2, "H": 3, "O": 2})
+    start = time.perf_counter()
+    result = bc.check_case(slow, bc.draw_case(spec, 0, 0), oracles=AUTOGRAD, timeout=0.5)
+    took = time.perf_counter() - start
+    assert result.status == "failed" and took < 0.3 * 2 + 0.5 + 0.3 + 4.0, took     # 2 calls + the budget + one more
+    rows = result.evidence["prefix"]["runs"]
+    assert any("not run" in (r.get("error") or "") for r in rows), rows
