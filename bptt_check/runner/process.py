@@ -189,11 +189,16 @@ class _Zygote:
                 socket.send_fds(self.sock, [data[: wire.HEADER_SIZE]], [theirs.fileno(), out_w])
                 self.sock.sendall(data[wire.HEADER_SIZE:])
                 reply = _read_reply(self.sock, time.monotonic() + START_LIMIT)
-            except (_Late, _Died, wire.WireError, OSError) as exc:
+            except (_Late, _Died, wire.WireError, OSError, KeyError, TypeError) as exc:
                 self.dead = True
                 chan.close()
                 os.close(out_r)
                 raise _Died(f"the zygote process failed ({type(exc).__name__})") from None
+            except BaseException:                  # noqa: B036 - interrupted mid-request: its replies are out of step
+                self.dead = True
+                chan.close()
+                os.close(out_r)
+                raise
             finally:
                 theirs.close()
                 os.close(out_w)
@@ -212,7 +217,10 @@ class _Zygote:
                 self.sock.sendall(wire.frame({"op": "import", "modules": wanted}))
                 _read_reply(self.sock, time.monotonic() + LOAD_LIMIT)
             except (_Late, _Died, wire.WireError, OSError):
+                self.dead = True                   # a new zygote next time (preloading is only an optimization)
+            except BaseException:                  # noqa: B036 - interrupted mid-request: its replies are out of step
                 self.dead = True
+                raise
 
     def wait(self, pid: int) -> int | None:
         """The exit status of a worker that was killed or died: exit code, or minus the signal."""
@@ -222,11 +230,14 @@ class _Zygote:
             try:
                 self.sock.sendall(wire.frame({"op": "wait", "pid": pid}))
                 reply = _read_reply(self.sock, time.monotonic() + 30)
-                status = reply.get("status")
+                status = reply.get("status") if isinstance(reply, dict) else None
                 return int(status) if isinstance(status, int) else None
             except (_Late, _Died, wire.WireError, OSError):
                 self.dead = True
                 return None
+            except BaseException:                  # noqa: B036 - interrupted mid-request: its replies are out of step
+                self.dead = True
+                raise
 
     def close(self) -> None:
         self.dead = True
@@ -804,9 +815,12 @@ def call(shipped: Shipped, params: dict[str, np.ndarray], x: np.ndarray, y: np.n
         state["done"] = True
         try:                                       # a second call that takes long is not waited for
             _read_reply(worker.chan, time.monotonic() + min(timeout or _DRAIN, _DRAIN))
-        except BaseException:                      # noqa: B036 - late, dead, garbled, interrupted: it goes
+        except (_Late, _Died, wire.WireError):
             _discard(worker)
             return
+        except BaseException:                      # noqa: B036 - Ctrl-C, SIGTERM: the worker goes, the stop goes on
+            _discard(worker)
+            raise
         _release(worker, shipped.token)
 
     raw.second, raw.release = second, release
