@@ -505,13 +505,21 @@ def _fork() -> _Worker:
 
 
 def _acquire(token: int) -> _Worker | None:
+    """An idle worker that has loaded this backward and is still there (a worker that died while idle
+    — its zygote restarted, the OOM killer — has closed its output: it is not handed out)."""
+    gone = []
+    found = None
     with _lock:
         for worker in reversed(_idle):
             if _idle[worker] == token:
                 del _idle[worker]
-                if worker.alive:
-                    return worker
-    return None
+                if worker.alive and not worker.ring.eof.is_set() and not worker.zygote.dead:
+                    found = worker
+                    break
+                gone.append(worker)
+    for worker in gone:
+        _discard(worker)
+    return found
 
 
 def _release(worker: _Worker, token: int) -> None:
