@@ -104,11 +104,12 @@ def run_options(*, timeout: Any, fast: Any, directions: Any, isolate: Any) -> fl
     return limit(timeout)
 
 
-def _run_arguments(backward: Backward, oracles: Iterable[str], **how: Any) -> tuple[float | None, tuple[str, ...]]:
+def _run_arguments(backward: Backward, oracles: Iterable[str], *, lengths: bool = False,
+                   **how: Any) -> tuple[float | None, tuple[str, ...]]:
     """The checked arguments of a check: the time limit and the oracles; UsageError for a bad one."""
     timeout = run_options(**how)
     names = parse_oracles(oracles)
-    problem = signature_problem(backward)
+    problem = signature_problem(backward, lengths=lengths)
     if problem:
         raise UsageError(problem)
     return timeout, names
@@ -127,7 +128,7 @@ def check_case(backward: Backward, case: Any, *, oracles: Iterable[str] = DEFAUL
         if evidence not in ("full", "cheap", None):
             raise UsageError(f"evidence must be 'full', 'cheap' or None, got {evidence!r}")
         timeout, names = _run_arguments(backward, oracles, timeout=timeout, fast=fast, directions=directions,
-                                        isolate=isolate)
+                                        isolate=isolate, lengths=bool(getattr(case, "lengths", None) is not None))
     except BPTTCheckError as err:
         raise err.with_context(case=getattr(case, "index", None), seed=getattr(case, "seed", None)) from None
     return pipeline.check_case(backward, case, oracles=names, target=target, evidence=evidence, timeout=timeout,
@@ -163,7 +164,7 @@ def check(backward: Backward, spec: Spec | None = None, *, cases: int = 20, seed
         _whole("cases", cases, 1)
         _whole("seed", seed, 0)
         timeout, names = _run_arguments(backward, oracles, timeout=timeout, fast=fast, directions=directions,
-                                        isolate=isolate)
+                                        isolate=isolate, lengths=spec.lengths)
     except BPTTCheckError as err:
         raise err.with_context(cases=cases, seed=seed) from None
     except TypeError as err:

@@ -160,7 +160,7 @@ def _jobs(args: argparse.Namespace, given: set[str]) -> list[tuple[str, Callable
         # TARGET is imported (and a factory called) in the worker process only.
         loaded = process.load_named(args.target) if args.isolate == "process" else load_target(args.target)
         fn, spec = target_and_spec(loaded, vars(args), given)
-        problem = signature_problem(fn)
+        problem = signature_problem(fn, lengths=spec.lengths)
         if problem:
             raise UsageError(f"TARGET {args.target!r}: {problem}")
         return [(args.target, fn, spec)]

@@ -61,11 +61,14 @@ def specs(*, modes: Sequence[str] | None = None,
           reductions: Sequence[str] | None = None,
           bias: bool | None = None,
           dtypes: Sequence[str] = ("float64",),
-          cells: Sequence[str] = ("rnn",)) -> st.SearchStrategy[Spec]:
+          cells: Sequence[str] = ("rnn",),
+          lengths: bool | None = False,
+          output_layer: bool | None = True) -> st.SearchStrategy[Spec]:
     """Specs; every argument restricts one field (None: anything valid). ``cells``: the cells to draw —
     the vanilla rnn by default, since a backward is written for one cell (``rnn``, ``lstm``, ``gru``, a
     GRU variant such as ``gru:z=n``, or the name of a cell object given before); ``activations`` apply to
-    the rnn only (the others' are fixed)."""
+    the rnn only (the others' are fixed). ``lengths``: padded batches (None: both); ``output_layer``: with
+    the dense layer V, c (None: both)."""
     cells = list(cells)
     if not cells:
         raise UsageError("cells: empty; give at least one, e.g. cells=['rnn', 'lstm', 'gru']")
@@ -81,9 +84,8 @@ def specs(*, modes: Sequence[str] | None = None,
     @st.composite
     def draw(data: st.DrawFn) -> Spec:
         loss = data(st.sampled_from(losses))
-        outs = [o for o in outputs if loss != "cross_entropy" or o in ("softmax", "identity")]
-        if not outs:
-            outs = ["identity"]
+        takes = {"cross_entropy": ("softmax", "identity"), "bce": ("sigmoid", "identity")}.get(loss, OUTPUTS)
+        outs = [o for o in outputs if o in takes] or ["identity"]
         cell = data(st.sampled_from(cells))
         return Spec(
             cell=cell,
@@ -95,6 +97,8 @@ def specs(*, modes: Sequence[str] | None = None,
             reduction=data(st.sampled_from(reductions)),
             bias=data(st.booleans()) if bias is None else bias,
             dtype=data(st.sampled_from(list(dtypes))),
+            lengths=data(st.booleans()) if lengths is None else lengths,
+            output_layer=data(st.booleans()) if output_layer is None else output_layer,
         )
 
     return draw()

@@ -62,7 +62,8 @@ def test_invoke_calls_once_by_default_and_returns_float_copies():
 def test_invoke_never_raises_for_what_the_backward_does():
     for row in mb.CATALOGUE:
         planted = row.build()
-        out = invoke(planted.backward, case(spec=SPEC.replace(**row.spec)), timeout=0.2, repeat=True)
+        out = invoke(planted.backward, case(spec=SPEC.replace(**row.spec)), timeout=0.2 if planted.hangs else 30,
+                     repeat=True)
         assert out.status in ("ok", "error", "timeout"), row.behaviour
         if planted.kind is not None:
             assert out.error is not None and out.error["kind"] == planted.kind, (row.behaviour, out.error)
@@ -546,7 +547,7 @@ def test_bad_run_arguments_of_check_case_are_usage_errors(kwargs, words):
 
 
 @pytest.mark.parametrize("kwargs, words", [
-    ({"sizes": {"T": 10**20}}, "sizes must be at most 1,000,000"),
+    ({"sizes": {"T": 10**20}}, "is too large: at most 1000000"),
     ({"truncation": "window:99999999999999999999"}, "window sizes must be at most 1,000,000"),
     ({"fast": 1}, "fast must be True or False"),
 ])

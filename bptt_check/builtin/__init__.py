@@ -1,7 +1,8 @@
 """Hand-written backward passes, each readable against its seed document.
 
 Every function has the canonical signature ``backward(params, x, y, spec)``
-(DESIGN §4) and returns dL/dθ for every parameter present, h0 and x.
+(DESIGN §4) and returns dL/dθ for every parameter present, h0 and x. All but the two seed-literal
+ones also take ``lengths`` (a padded batch, DESIGN §12) and work without an output layer.
 
 | name           | seed                              | modes                     |
 | -------------- | --------------------------------- | ------------------------- |
@@ -44,6 +45,8 @@ def supports(name: str, spec: Spec) -> bool:
         return cell == name
     if cell != "rnn":
         return False
+    if name in ("many_to_one", "many_to_many") and (spec.lengths or not spec.output_layer):
+        return False                               # the seeds' equations: full batches through V
     if name == "many_to_one":
         return spec.mode == "many-to-one" and spec.truncation.kind == "none"
     if name == "many_to_many":

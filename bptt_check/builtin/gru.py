@@ -31,13 +31,14 @@ from typing import Any
 import numpy as np
 
 from ..model.forward import forward
-from ..model.functions import act, loss_scale, step_loss_grad, target_at
+from ..model.functions import act, loss_weights, step_loss_grad, target_at
 from ..model.spec import Spec
-from ._common import zero_grads
+from ._common import dense_backward, zero_grads
 
 
-def backward(params: Mapping[str, Any], x: np.ndarray, y: np.ndarray, spec: Spec) -> dict[str, np.ndarray]:
-    W, U, V = params["W"], params["U"], params["V"]
+def backward(params: Mapping[str, Any], x: np.ndarray, y: np.ndarray, spec: Spec,
+             lengths: np.ndarray | None = None) -> dict[str, np.ndarray]:
+    W, U = params["W"], params["U"]
     T, B, _ = x.shape
     H = U.shape[1]
     options = spec.cell.partition(":")[2]
@@ -46,21 +47,18 @@ def backward(params: Mapping[str, Any], x: np.ndarray, y: np.ndarray, spec: Spec
     tr = forward(params, x, spec)
     h = tr.states[0]                                      # (T+1, B, H): h[0] = h0
     a, m = tr.cache                                       # pre-activations of (r, z, n); what r multiplies
-    scale = loss_scale(spec, T, B)
+    w = loss_weights(spec, T, B, lengths)                # (T, B): each sample's loss weight at each step
     g = zero_grads(params, x)
 
-    for window in spec.windows(T):
+    for window in spec.windows(T, lengths):
         losses = set(window.losses)
         dh_next = np.zeros_like(h[0])
         for t in reversed(range(window.start, max(losses) + 1)):
             dh = dh_next
             if t in losses:
                 # E_t and the dense layer ŷ_t = h_t Vᵀ + c
-                dyhat = scale * step_loss_grad(spec, tr.yhat[t], target_at(spec, y, t, T))
-                g["V"] += dyhat.T @ h[t + 1]
-                if "c" in g:
-                    g["c"] += dyhat.sum(axis=0)
-                dh = dh + dyhat @ V
+                dyhat = w[t][:, None] * step_loss_grad(spec, tr.yhat[t], target_at(spec, y, t, T))
+                dh = dh + dense_backward(params, g, dyhat, h[t + 1])
             # the gates of step t
             r = act("sigmoid", a[t][:, :H])
             zg = act("sigmoid", a[t][:, H:2 * H])

@@ -28,22 +28,23 @@ from typing import Any
 import numpy as np
 
 from ..model.forward import forward
-from ..model.functions import act, loss_scale, step_loss_grad, target_at
+from ..model.functions import act, loss_weights, step_loss_grad, target_at
 from ..model.spec import Spec
-from ._common import zero_grads
+from ._common import dense_backward, zero_grads
 
 
-def backward(params: Mapping[str, Any], x: np.ndarray, y: np.ndarray, spec: Spec) -> dict[str, np.ndarray]:
-    W, U, V = params["W"], params["U"], params["V"]
+def backward(params: Mapping[str, Any], x: np.ndarray, y: np.ndarray, spec: Spec,
+             lengths: np.ndarray | None = None) -> dict[str, np.ndarray]:
+    W, U = params["W"], params["U"]
     T, B, _ = x.shape
     H = U.shape[1]
     tr = forward(params, x, spec)
     h, c = tr.states                                      # (T+1, B, H): h[0] = h0, c[0] = c0
     z = tr.cache                                          # (T, B, 4H): the gates' pre-activations
-    scale = loss_scale(spec, T, B)
+    w = loss_weights(spec, T, B, lengths)                # (T, B): each sample's loss weight at each step
     g = zero_grads(params, x)
 
-    for window in spec.windows(T):
+    for window in spec.windows(T, lengths):
         losses = set(window.losses)
         dh_next = np.zeros_like(h[0])
         dc_next = np.zeros_like(c[0])
@@ -51,11 +52,8 @@ def backward(params: Mapping[str, Any], x: np.ndarray, y: np.ndarray, spec: Spec
             dh, dc = dh_next, dc_next
             if t in losses:
                 # E_t and the dense layer ŷ_t = h_t Vᵀ + c
-                dyhat = scale * step_loss_grad(spec, tr.yhat[t], target_at(spec, y, t, T))
-                g["V"] += dyhat.T @ h[t + 1]
-                if "c" in g:
-                    g["c"] += dyhat.sum(axis=0)
-                dh = dh + dyhat @ V
+                dyhat = w[t][:, None] * step_loss_grad(spec, tr.yhat[t], target_at(spec, y, t, T))
+                dh = dh + dense_backward(params, g, dyhat, h[t + 1])
             # the gates of step t
             i = act("sigmoid", z[t][:, :H])
             f = act("sigmoid", z[t][:, H:2 * H])

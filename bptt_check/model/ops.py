@@ -56,6 +56,16 @@ class NumpyOps:
         return np.real(a).max(axis=-1, keepdims=True)
 
     @staticmethod
+    def lift(a: Any, like: Any) -> Any:
+        """A numpy array of constants, in the namespace of ``like``."""
+        return a
+
+    @staticmethod
+    def positive_part(a: Any) -> Any:
+        """max(Re a, 0) element-wise, as a constant (a stable shift)."""
+        return np.maximum(np.real(a), 0.0)
+
+    @staticmethod
     def pick(a: Any, index: Any) -> Any:
         """``a[..., index]`` per row: the entry of each row's class."""
         idx = np.broadcast_to(np.asarray(index, dtype=np.int64), a.shape[:-1])
@@ -127,6 +137,12 @@ class TorchOps:
     @staticmethod
     def shift(a: Any) -> Any:
         return a.detach().real.amax(dim=-1, keepdim=True)
+
+    def positive_part(self, a: Any) -> Any:
+        return self.torch.clamp(a.detach().real, min=0.0)
+
+    def lift(self, a: Any, like: Any) -> Any:
+        return self.torch.as_tensor(a, dtype=like.real.dtype, device=like.device)
 
     def pick(self, a: Any, index: Any) -> Any:
         idx = self.torch.as_tensor(index, dtype=self.torch.long, device=a.device)

@@ -20,7 +20,9 @@ from .cell import CELLS, cell_name, parse_cell, register, user_cell
 
 ACTIVATIONS = ("tanh", "sigmoid", "relu", "identity")
 OUTPUTS = ("identity", "tanh", "sigmoid", "softmax")
-LOSSES = ("half_mse", "sse", "cross_entropy")
+LOSSES = ("half_mse", "sse", "cross_entropy", "bce")
+SIZE_NAMES = ("T", "B", "I", "H", "O")
+MAX_SIZE = 1_000_000     # a size or a truncation window above this is a typo, not a case
 # sum: sum over batch and time; mean: mean over batch and time;
 # mean_batch: sum over time, mean over batch (CS231n style);
 # mean_time: mean over time, sum over batch.
@@ -28,7 +30,6 @@ REDUCTIONS = ("sum", "mean", "mean_batch", "mean_time")
 MODES = ("many-to-one", "many-to-many")
 DTYPES = ("float64", "float32")
 TRUNCATION_KINDS = ("none", "window", "tbptt", "chunk", "window-loss")
-MAX_SIZE = 1_000_000     # a size or a truncation window above this is a typo, not a case (issue 13)
 
 
 @dataclass(frozen=True)
@@ -173,6 +174,28 @@ def schedule_windows(truncation: Truncation, T: int) -> list[Window]:
 class Sizes:
     """The space random cases are drawn from (inclusive ranges)."""
 
+    @classmethod
+    def parse(cls, text: str) -> Sizes:
+        """``T=3:8,B=1:3,I=1:4,H=2:5,O=1:3`` (any subset; ``N`` or ``LO:HI``), the rest at their defaults."""
+        out: dict[str, Any] = {}
+        for item in filter(None, (p.strip() for p in str(text).split(","))):
+            name, eq, value = item.partition("=")
+            name = name.strip()
+            if not eq or name not in SIZE_NAMES or name in out:
+                raise UsageError(f"sizes {text!r}: give NAME=N or NAME=LO:HI for T, B, I, H, O, comma-separated, "
+                                 "each once, e.g. T=3:8,B=2")
+            lo, colon, hi = value.partition(":")
+            try:
+                out[name] = (int(lo), int(hi)) if colon else int(lo)
+            except ValueError:
+                raise UsageError(f"sizes {text!r}: {item!r} is not NAME=N or NAME=LO:HI with whole numbers") from None
+        return cls(**out)
+
+    def text(self) -> str:
+        """The form :meth:`parse` reads, every size."""
+        return ",".join(f"{n}={lo}" if lo == hi else f"{n}={lo}:{hi}" for n in SIZE_NAMES
+                        for lo, hi in [getattr(self, n)])
+
     T: tuple[int, int] = (3, 8)
     B: tuple[int, int] = (1, 3)
     I: tuple[int, int] = (1, 4)  # noqa: E741
@@ -198,7 +221,7 @@ class Sizes:
                     "and the range must not be empty"
                 )
             if hi > MAX_SIZE:
-                raise UsageError(f"size range {name}={lo}..{hi} is invalid: sizes must be at most {MAX_SIZE:,}")
+                raise UsageError(f"size range {name}={lo}..{hi} is too large: at most {MAX_SIZE}")
 
 
 class Shaped:
@@ -216,16 +239,20 @@ class Shaped:
         return int(self.x.shape[1])
 
     @property
+    def I(self) -> int:  # noqa: E743
+        return int(self.x.shape[2])
+
+    @property
     def H(self) -> int:
         return int(self.params["h0"].shape[-1])
 
     @property
     def O(self) -> int:  # noqa: E743
-        return int(self.params["V"].shape[0])
+        return int(self.params["V"].shape[0]) if "V" in self.params else self.H
 
     @property
     def shapes(self) -> dict[str, int]:
-        return {"T": self.T, "B": self.B, "I": int(self.x.shape[2]), "H": self.H, "O": self.O}
+        return {"T": self.T, "B": self.B, "I": self.I, "H": self.H, "O": self.O}
 
     def shape(self, name: str) -> tuple[int, ...]:
         """The shape of a gradient (a parameter's, or ``x``'s)."""
@@ -247,6 +274,12 @@ class Spec:
     sizes: Sizes = field(default_factory=Sizes)
     # rnn, lstm, gru (gru:z=n, gru:reset=before), or a cell of your own (an object, or its name)
     cell: Any = "rnn"
+    # variable-length batches: each case draws lengths 1 <= l_b <= T (DESIGN §12)
+    lengths: bool = False
+    # the dense layer y_t = h_t V^T + c; without it the hidden state is the output (O = H)
+    output_layer: bool = True
+    # sizes drawn equal, e.g. ("I", "O") for one vocabulary in and out
+    tie: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         self._check_cell()
@@ -276,6 +309,20 @@ class Spec:
                 f"loss cross_entropy is -log softmax(yhat)[target]; it takes the logits, so "
                 f"output must be softmax or identity, not {self.output!r}"
             )
+        if self.loss == "bce" and self.output not in ("sigmoid", "identity"):
+            raise UsageError(
+                f"loss bce is the binary cross-entropy of sigmoid(yhat) and targets in [0, 1]; it takes the "
+                f"logits, so output must be sigmoid or identity, not {self.output!r}")
+        for name in ("lengths", "output_layer"):
+            if not isinstance(getattr(self, name), (bool, np.bool_)):
+                raise UsageError(f"{name} must be True or False, got {getattr(self, name)!r}")
+        tie = (self.tie,) if isinstance(self.tie, str) else tuple(self.tie)
+        if any(t not in SIZE_NAMES for t in tie) or len(set(tie)) != len(tie) or len(tie) == 1:
+            raise UsageError(f"tie={self.tie!r}: name two or more sizes to draw equal, e.g. tie=('I', 'O') for a "
+                             "model whose input and output share one vocabulary")
+        object.__setattr__(self, "tie", tie)
+        if not self.output_layer and "O" in tie:
+            raise UsageError("without an output layer the output is the hidden state: O = H already; tie H instead")
 
     def _check_cell(self) -> None:
         cell = self.cell
@@ -299,9 +346,13 @@ class Spec:
     def replace(self, **changes: Any) -> Spec:
         return dataclasses.replace(self, **changes)
 
-    def windows(self, T: int) -> list[Window]:
-        """The windows of this spec over T steps, restricted to its loss steps."""
-        loss_steps = set(range(T)) if self.mode == "many-to-many" else {T - 1}
+    def windows(self, T: int, lengths: Any = None) -> list[Window]:
+        """The windows of this spec over T steps, restricted to its loss steps (many-to-one: the last step
+        of each sequence, ``lengths`` − 1 when the batch is padded; many-to-many: the steps some sequence has)."""
+        if self.mode == "many-to-many":
+            loss_steps = set(range(T if lengths is None else int(np.max(lengths))))
+        else:
+            loss_steps = {T - 1} if lengths is None else {int(n) - 1 for n in np.asarray(lengths)}
         out = []
         for w in schedule_windows(self.truncation, T):
             kept = tuple(t for t in w.losses if t in loss_steps)
@@ -321,6 +372,9 @@ class Spec:
             "dtype": self.dtype,
             "sizes": {k: list(v) for k, v in dataclasses.asdict(self.sizes).items()},
             "cell": self.cell,
+            "lengths": self.lengths,
+            "output_layer": self.output_layer,
+            "tie": list(self.tie),
         }
 
     @classmethod
@@ -343,6 +397,14 @@ class Spec:
             args.append("--no-bias")
         if self.dtype != "float64":
             args += ["--dtype", self.dtype]
+        if self.lengths:
+            args.append("--lengths")
+        if not self.output_layer:
+            args.append("--no-output-layer")
+        if self.tie:
+            args += ["--tie", ",".join(self.tie)]
+        if self.sizes != Sizes():
+            args += ["--sizes", self.sizes.text()]
         return args
 
     def __str__(self) -> str:
@@ -363,4 +425,10 @@ def spec_line(spec: dict[str, Any]) -> str:
         parts.append("no-bias")
     if spec.get("dtype", "float64") != "float64":
         parts.append(spec["dtype"])
+    if spec.get("lengths"):
+        parts.append("lengths")
+    if spec.get("output_layer") is False:
+        parts.append("no-output-layer")
+    if spec.get("tie"):
+        parts.append("tie=" + ",".join(spec["tie"]))
     return " ".join(parts)

@@ -99,7 +99,7 @@ def derivatives_along(traj: Trajectory, items: list[tuple[str, np.ndarray]]
 
 
 def _along(traj: Trajectory, items: list[tuple[str, np.ndarray]]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    if traj.spec.cell != "rnn":       # any other cell: the one forward on complex copies
+    if generic.needed(traj.spec):     # beyond the vanilla engine: the one forward on complex copies
         vals, err, _ = generic.along(generic.Evaluator(traj), items)
         return vals, err, np.zeros(len(vals), dtype=bool)
     if traj.spec.activation in ANALYTIC:
@@ -135,7 +135,7 @@ def directional_derivatives(traj: Trajectory, directions: dict[str, np.ndarray])
 def joint_derivatives(traj: Trajectory, directions: dict[str, np.ndarray]) -> DirectionalResult:
     """The derivative along k joint directions (direction j moves every tensor by its ``[j]`` part)."""
     analytic = traj.spec.activation in ANALYTIC
-    if traj.spec.cell != "rnn":       # any other cell: the one forward on complex copies
+    if generic.needed(traj.spec):     # beyond the vanilla engine: the one forward on complex copies
         vals, err, how = generic.along(generic.Evaluator(traj), list(directions.items()), joint=True)
         kinks = np.zeros(len(vals), dtype=bool)
         analytic = how == "complex"

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ..model.forward import forward, objective
+from ..model.functions import loss_weights
 from ..model.names import ordered
 from ..model.usercell import NotAnalytic
 from .batched import BLOCK_FLOATS
@@ -36,6 +37,17 @@ EPS_M = float(np.finfo(np.float64).eps)
 Item = tuple[str, np.ndarray]          # (tensor name, directions (k, *shape))
 
 
+def needed(spec: Any) -> bool:
+    """Whether this engine (and not the vanilla cell's batched one) computes the spec's oracles: any other
+    cell, a padded batch, a model without an output layer, the binary cross-entropy."""
+    return spec.cell != "rnn" or spec.lengths or not spec.output_layer or spec.loss == "bce"
+
+
+def method_for(spec: Any) -> str:
+    """``complex`` for an analytic model, ``fd`` for the vanilla cell with relu."""
+    return "fd" if spec.cell == "rnn" and spec.activation == "relu" else "complex"
+
+
 class Evaluator:
     """The case's windowed objective on copies: ``values(moves)`` for moves {tensor: (k, *shape)} → (k,)."""
 
@@ -45,7 +57,9 @@ class Evaluator:
         self.params = {n: np.asarray(v, dtype=np.float64) for n, v in case.params.items()}
         self.x = np.asarray(case.x, dtype=np.float64)
         self.y = case.y if case.spec.loss == "cross_entropy" else np.asarray(case.y, dtype=np.float64)
-        self.windows = case.spec.windows(self.x.shape[0])
+        lengths = getattr(case, "lengths", None)
+        self.windows = case.spec.windows(self.x.shape[0], lengths)
+        self.weights = None if lengths is None else loss_weights(case.spec, self.x.shape[0], self.x.shape[1], lengths)
         self.states = forward(self.params, self.x, case.spec).states     # the windows' entering states
         self.base = float(np.real(self.loss({})))
 
@@ -59,7 +73,7 @@ class Evaluator:
         """L at the parameters moved by ``moves`` (each (k, *shape), added), one value per copy."""
         params = {n: (v + moves[n] if n in moves else v) for n, v in self.params.items()}
         x = self.x + moves["x"] if "x" in moves else self.x
-        return objective(params, x, self.y, self.spec, self.windows, self.entering)
+        return objective(params, x, self.y, self.spec, self.windows, self.entering, weights=self.weights)
 
     def per_copy(self, items: Sequence[Item]) -> int:
         """How many copies of these tensors one block holds."""
@@ -114,10 +128,12 @@ def fd_values(ev: Evaluator, items: Sequence[Item], joint: bool = False, eps: fl
 def along(ev: Evaluator, items: Sequence[Item], joint: bool = False) -> tuple[np.ndarray, np.ndarray, str]:
     """Directional derivatives by the complex step, or — for a step that is not analytic — by finite
     differences: (values, error estimates, the method used)."""
-    try:
-        return (*complex_values(ev, items, joint), "complex")
-    except NotAnalytic:
-        return (*fd_values(ev, items, joint), "fd")
+    if method_for(ev.spec) == "complex":
+        try:
+            return (*complex_values(ev, items, joint), "complex")
+        except NotAnalytic:
+            pass
+    return (*fd_values(ev, items, joint), "fd")
 
 
 def onehot(shape: tuple[int, ...], index: np.ndarray) -> np.ndarray:

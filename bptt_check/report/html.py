@@ -107,7 +107,7 @@ def _bad_table(bad: list[dict[str, Any]], report: dict[str, Any]) -> str:
             name = f'<a href="#{tx.case_id(c)}">{name}</a>'
         what = _e(tx.wrong_text(c))
         first = ev.get("first_bad_step")
-        rows.append([name, _e(c.get("status", "")), _e(tx.shapes_text(c.get("shapes", {}))), what,
+        rows.append([name, _e(c.get("status", "")), _e(tx.case_shapes(c)), what,
                      "" if first is None else str(first),
                      "" if ev.get("shortest_failing_length") is None else str(ev["shortest_failing_length"]),
                      f"<code>{_e(tx.reproduce_line(c, report))}</code>"])
@@ -195,7 +195,7 @@ def _case_section(case: dict[str, Any], draw: bool, report: dict[str, Any]) -> s
     ev = case.get("evidence") or {}
     out = [f'<section class="case" id="{tx.case_id(case)}"><h3 class="bad">{_e(tx.case_title(case))} '
            f"— {_e(case.get('status', '').upper())}</h3>",
-           f"<p>shapes {_e(tx.shapes_text(case.get('shapes', {})))}, seed {_e(case.get('seed'))}, "
+           f"<p>shapes {_e(tx.case_shapes(case))}, seed {_e(case.get('seed'))}, "
            f"flavor {_e(str(case.get('flavor', '')))}</p>",
            f'<div class="lines">{_e(chr(10).join(tx.three_lines(case)))}</div>']
     diag = case.get("diagnosis")

@@ -54,7 +54,7 @@ def render_junit(report: dict[str, Any]) -> str:
         for c in cs:
             tc = ET.SubElement(suite, "testcase", {
                 "classname": _classname(target),
-                "name": _x(f"case {c.get('index')} [{spec}] {tx.shapes_text(c.get('shapes', {}))}"),
+                "name": _x(f"case {c.get('index')} [{spec}] {tx.case_shapes(c)}"),
                 "time": f"{c.get('seconds') or 0.0:.6f}"})
             status = c.get("status")
             if status == "failed":

@@ -62,7 +62,7 @@ class Raw:
 
 def _details(case: dict[str, Any], report: dict[str, Any]) -> list[str]:
     out = [f"### {md(tx.case_title(case))} — {md(str(case.get('status', '')).upper())}", "",
-           f"shapes {md(tx.shapes_text(case.get('shapes', {})))}, seed {md(case.get('seed'))}", ""]
+           f"shapes {md(tx.case_shapes(case))}, seed {md(case.get('seed'))}", ""]
     out += block(tx.three_lines(case))
     out.append("")
     err = case.get("error") or {}
@@ -145,7 +145,7 @@ def render_markdown(report: dict[str, Any], html_name: str = "report.html") -> s
             what = tx.wrong_text(c)
             first = ev.get("first_bad_step")
             sfl = ev.get("shortest_failing_length")
-            rows.append([tx.case_title(c), tx.shapes_text(c.get("shapes", {})), what,
+            rows.append([tx.case_title(c), tx.case_shapes(c), what,
                          "" if first is None else first, "" if sfl is None else sfl])
         out += _table(["case", "shapes", "wrong", "first bad step", "shortest failing length"], rows)
         if len(bad) > TABLE_LIMIT:

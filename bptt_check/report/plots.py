@@ -90,6 +90,16 @@ def _outline(ax: Any, mask: Any) -> None:
     ax.add_collection(LineCollection(segs, colors="k", linewidths=1.4))
 
 
+def _mark_padding(ax: Any, lengths: Any, T: int) -> None:
+    """Shade the steps that are padding for some sequence of a padded batch (from the shortest length on)."""
+    if not lengths or min(lengths) >= T:
+        return
+    first = min(lengths)
+    ax.axvspan(first - 0.5, T - 0.5, color="#8a8a8a", alpha=0.18, lw=0, hatch="//")
+    ax.text(0.01, 0.98, f"shaded: padding (lengths {', '.join(map(str, lengths))})", transform=ax.transAxes,
+            ha="left", va="top", fontsize=6)
+
+
 def temporal_png(tm: dict[str, Any], evidence: dict[str, Any], rtol: float | None = None) -> bytes:
     """The (loss step t, step s) map of the recurrent matrix's error, windows outlined, its colours
     anchored at the tolerance ``rtol``, next to dU's error by sequence length (prefix runs)."""
@@ -128,6 +138,7 @@ def temporal_png(tm: dict[str, Any], evidence: dict[str, Any], rtol: float | Non
     im = ax.imshow(lg, cmap=cmap, vmin=vmin, vmax=max(vmax, vmin + 1), interpolation="nearest")
     ax.set_facecolor("#f4f4f4")
     _outline(ax, mask)
+    _mark_padding(ax, tm.get("sequence_lengths"), T)
     cb = fig.colorbar(im, ax=ax, fraction=0.05, pad=0.03, extend=extend)
     cb.set_label("log10 rel. to ‖reference‖" + (f" (below {vmin:.0f}: within rtol)" if errors else ""), fontsize=7)
     cb.ax.tick_params(labelsize=6)
@@ -185,6 +196,7 @@ def steps_png(case: dict[str, Any]) -> bytes | None:
             _integer_axis(ax.xaxis, range(len(vals)))
             ax.set_xlabel("time step t", fontsize=7)
             ax.set_ylabel("dx error / tolerance", fontsize=7)
+            _mark_padding(ax, case.get("lengths"), len(vals))
             first = data.get("first_bad_step")
             ax.set_title("dL/dx per step" + (f": wrong at {ranges(bad)}" if first is not None else ": right"),
                          fontsize=8)

@@ -125,7 +125,7 @@ def print_failures(report: dict[str, Any], con: Any = None) -> None:
             ev = c.get("evidence") or {}
             what = tx.wrong_text(c)
             first, sfl = ev.get("first_bad_step"), ev.get("shortest_failing_length")
-            table.add_row(str(c.get("index")), tx.shapes_text(c.get("shapes", {})), escape(tx.plain(what)),
+            table.add_row(str(c.get("index")), tx.case_shapes(c), escape(tx.plain(what)),
                           "" if first is None else str(first), "" if sfl is None else str(sfl))
         con.print(table)
     if len(bad) > TABLE_LIMIT:

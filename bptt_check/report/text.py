@@ -9,6 +9,7 @@ from typing import Any
 from ..model.names import ordered
 from ..model.reproducer import reproducer
 from ..model.spec import Spec, spec_line
+from ..runner.read import headline as finding_headline
 from ..verdict.pipeline import FAST_ORACLES
 from ..verdict.result import plain, user_frame
 
@@ -56,6 +57,14 @@ def spec_text(spec: dict[str, Any]) -> str:
 
 def shapes_text(shapes: dict[str, int]) -> str:
     return " ".join(f"{k}={v}" for k, v in shapes.items())
+
+
+def case_shapes(case: dict[str, Any]) -> str:
+    """A case's sizes, and the lengths of its sequences when the batch is padded."""
+    text = shapes_text(case.get("shapes") or {})
+    if case.get("lengths") is not None:
+        text += f" lengths=({','.join(str(n) for n in case['lengths'])})"
+    return text
 
 
 def case_id(case: dict[str, Any]) -> str:
@@ -107,6 +116,18 @@ def grad_line(case: dict[str, Any]) -> str:
     return "wrong: " + ", ".join(parts) if parts else "wrong: nothing"
 
 
+def _in_padding(case: dict[str, Any], name: str, index: Any) -> str:
+    """`` — a padded step`` when the element of dx lies in a sequence's padding (its gradient must be 0)."""
+    lengths = case.get("lengths")
+    if name != "x" or not lengths or not index or len(index) < 2:
+        return ""
+    t, b = int(index[0]), int(index[1])
+    if b < len(lengths) and t >= int(lengths[b]):
+        n = int(lengths[b])
+        return f" — a padded step: sequence {b} has {n} real step{'s' if n != 1 else ''}, so no loss depends on it"
+    return ""
+
+
 def worst_line(case: dict[str, Any]) -> str:
     """Line 2: the worst element of the worst gradient."""
     k = worst_grad(case)
@@ -119,8 +140,8 @@ def worst_line(case: dict[str, Any]) -> str:
     if rows:
         r = rows[0]
         return (f"worst: d{k}{idx(r['index'])} = {num(r['yours'], 6)}, reference {num(r['reference'], 6)} "
-                f"(abs {num(r['abs'])}, rel {num(r['rel'])}); ‖d{k}‖ rel err {num(g.get('norm_rel_err'))}, "
-                f"cosine {num(g.get('cosine'), 4)}")
+                f"(abs {num(r['abs'])}, rel {num(r['rel'])}){_in_padding(case, k, r['index'])}; "
+                f"‖d{k}‖ rel err {num(g.get('norm_rel_err'))}, cosine {num(g.get('cosine'), 4)}")
     return (f"worst: d{k}{idx(g.get('worst_index'))}: abs {num(g.get('max_abs_err'))}, "
             f"rel {num(g.get('max_rel_err'))}")
 
@@ -165,10 +186,9 @@ def diagnosis_lines(case: dict[str, Any], limit: int = 3) -> list[str]:
 def error_line(case: dict[str, Any]) -> str:
     """``error: exception: IndexError: …`` (the kind once when it is the status: ``timeout: the backward …``)."""
     err = case.get("error") or {}
-    msg = [ln for ln in plain(err.get("message") or "").strip().splitlines() if ln.strip()]
     kind = err.get("kind", "?")
-    last = msg[-1].strip() if msg and kind == "exception" else (msg[0].strip() if msg else "")
-    return f"{case.get('status')}: " + ("" if kind == case.get("status") else f"{kind}: ") + last
+    said = finding_headline({**err, "message": plain(err.get("message") or "").strip()}) if err.get("message") else ""
+    return f"{case.get('status')}: " + ("" if kind == case.get("status") else f"{kind}: ") + said
 
 
 def wrong_text(case: dict[str, Any]) -> str:

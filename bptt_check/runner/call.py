@@ -136,6 +136,7 @@ class Raw:
     value: Any = None                    # what the body returned (materialized: plain data)
     exc: BaseException | None = None     # what it raised (in this process)
     error: str | None = None             # what it raised, as the user's traceback (set from ``exc``, or by the worker)
+    shape_error: bool = False            # ... an exception that says two arrays' shapes do not fit
     timed_out: bool = False
     stopped: bool = True                 # a timed-out call did stop
     killed: bool = False                 # ... by killing the worker process that ran it

@@ -577,8 +577,8 @@ class Shipped:
     how: tuple[str, Any]                      # ("pickle", bytes) or ("name", "path.py:fn")
     name: str
     adapted: Adapted | None = None            # for the layout questions (the object itself, or a shadow)
-    wants_spec: bool = False
-    problem: str | None = None
+    keywords: tuple[str, ...] = ()            # of "spec", "lengths": the keywords a plain backward takes
+    problems: dict[bool, str | None] = field(default_factory=dict)   # signature problem, without/with lengths
     bptt_spec: Spec | None = None
     source: Any = None                        # the Python object (kept alive: the cache is keyed by its id)
     facts: dict[str, Any] = field(default_factory=dict)
@@ -678,7 +678,7 @@ def _pickler_class() -> Any:
     return Pickler
 
 
-def ship(backward: Any, *, wants_spec: bool = False) -> Shipped:
+def ship(backward: Any, *, keywords: tuple[str, ...] = ()) -> Shipped:
     """The backward, made ready to run in worker processes (cached per object): pickled with cloudpickle
     and loaded once into a worker now, so that a backward that cannot get there is a UsageError before
     any case."""
@@ -691,7 +691,7 @@ def ship(backward: Any, *, wants_spec: bool = False) -> Shipped:
             return known
     name = str(getattr(backward, "name", None) or getattr(backward, "__qualname__", None) or type(backward).__name__)
     shipped = Shipped(next(_tokens), ("pickle", b""), name, adapted=backward if isinstance(backward, Adapted) else None,
-                      wants_spec=wants_spec, bptt_spec=getattr(backward, "bptt_spec", None), source=backward)
+                      keywords=keywords, bptt_spec=getattr(backward, "bptt_spec", None), source=backward)
     last: _LoadFailed | None = None
     for by_value in (False, True):
         try:
@@ -750,8 +750,10 @@ def load_named(text: str, *, limit: float | None = LOAD_LIMIT) -> Shipped:
     facts = reply.get("facts") or {}
     shipped.facts = facts
     shipped.name = str(facts.get("name") or text)
-    shipped.wants_spec = bool(facts.get("wants_spec"))
-    shipped.problem = facts.get("problem") if isinstance(facts.get("problem"), str) else None
+    shipped.keywords = tuple(k for k in facts.get("keywords") or () if k in ("spec", "lengths"))
+    problems = facts.get("problems") if isinstance(facts.get("problems"), dict) else {}
+    shipped.problems = {flag: (problems.get(flag) if isinstance(problems.get(flag), str) else None)
+                        for flag in (False, True)}
     try:
         if isinstance(facts.get("declared"), dict):
             shipped.bptt_spec = Spec.from_dict(facts["declared"])
@@ -771,7 +773,8 @@ _REPLACED = object()          # a params entry the backward replaced by another 
 
 
 def call(shipped: Shipped, params: dict[str, np.ndarray], x: np.ndarray, y: np.ndarray, spec: Spec, *,
-         how: str, timeout: float | None, repeat: bool = False) -> Raw:
+         how: str, keywords: tuple[str, ...] = (), lengths: np.ndarray | None = None, timeout: float | None,
+         repeat: bool = False) -> Raw:
     """One call of the backward in a worker, on (copies of) these arrays, under the limit.
 
     ``repeat``: the worker makes a second call on fresh copies right after a first one that returned,
@@ -790,7 +793,7 @@ def call(shipped: Shipped, params: dict[str, np.ndarray], x: np.ndarray, y: np.n
         raw.crashed = f"no worker process could be started{{during}}: {clean(str(exc), 500)}"
         return raw
     msg = {"op": "call", "token": shipped.token, "params": params, "x": x, "y": y, "spec": spec, "how": how,
-           "repeat": repeat}
+           "keywords": keywords, "lengths": lengths, "repeat": repeat}
     deadline = None if timeout is None else time.monotonic() + timeout
     mark = worker.ring.total
     try:
@@ -901,6 +904,7 @@ def _read_call(reply: dict[str, Any], raw: Raw, params: dict[str, np.ndarray], x
     error = reply.get("error")
     if error is not None:
         raw.error = clean(error) if isinstance(error, str) else "the backward raised (its traceback was not readable)"
+        raw.shape_error = reply.get("shape_error") is True
     value = reply.get("value")
     if value is not None:
         if not isinstance(value, tuple) or not value:

@@ -34,7 +34,7 @@ from . import process
 from .adapters import Adapted, Lowered
 from .call import DEFAULT_TIMEOUT, Raw, limit, run_limited, timeout_message, user_frames
 from .process import DEFAULT_ISOLATE, isolation
-from .read import compare_repeat, finding, materialize, mutations, read_result
+from .read import compare_repeat, finding, materialize, mutations, read_result, tie_hint
 
 Backward = Callable[..., Mapping[str, Any]]
 PROTOCOL_CALL = "backward(params, x, y) or backward(params, x, y, spec)"
@@ -71,44 +71,74 @@ class CallOutcome:
 
 def wants_spec(fn: Callable[..., Any]) -> bool:
     """Whether the backward takes the spec (a parameter named ``spec``, or ``**kwargs``)."""
+    return takes(fn, "spec")
+
+
+def takes(fn: Callable[..., Any], name: str) -> bool:
+    """Whether ``fn`` has a parameter called ``name`` (or ``**kwargs``)."""
     try:
-        return _wants_spec_cached(fn)
+        return _takes_cached(fn, name)
     except TypeError:                                # an unhashable callable
-        return _wants_spec(fn)
+        return _takes(fn, name)
 
 
 @functools.lru_cache(maxsize=256)
-def _wants_spec_cached(fn: Callable[..., Any]) -> bool:
-    return _wants_spec(fn)
+def _takes_cached(fn: Callable[..., Any], name: str) -> bool:
+    return _takes(fn, name)
 
 
-def _wants_spec(fn: Callable[..., Any]) -> bool:
+def _takes(fn: Callable[..., Any], name: str) -> bool:
     try:
         sig = inspect.signature(fn)
     except (TypeError, ValueError):
         return False
-    return "spec" in sig.parameters or any(
+    return name in sig.parameters or any(
         p.kind is inspect.Parameter.VAR_KEYWORD for p in sig.parameters.values())
 
 
-def signature_problem(fn: Any) -> str | None:
-    """Why ``fn`` cannot be called in the canonical protocol, or None (also when it cannot be told)."""
+def keywords(fn: Callable[..., Any], case: Case) -> dict[str, Any]:
+    """The keyword arguments a plain backward gets: ``spec`` and, for a padded batch, ``lengths``."""
+    out: dict[str, Any] = {}
+    if takes(fn, "spec"):
+        out["spec"] = case.spec
+    if case.lengths is not None and takes(fn, "lengths"):
+        out["lengths"] = case.lengths.copy()
+    return out
+
+
+def signature_problem(fn: Any, *, lengths: bool = False) -> str | None:
+    """Why ``fn`` cannot be called in the canonical protocol, or None (also when it cannot be told).
+
+    ``lengths``: the cases are padded batches (``Spec.lengths``), passed as ``lengths=``.
+    """
     if isinstance(fn, process.Shipped):            # loaded by name in a worker: it said so there
-        return fn.problem
+        return fn.problems.get(bool(lengths))
     if not callable(fn):
         return f"the backward must be callable, got {type(fn).__name__}"
     try:
         sig = inspect.signature(fn)
     except (TypeError, ValueError):
         return None
+    name = getattr(fn, "__qualname__", repr(fn))
+    if lengths and not isinstance(fn, Adapted) and not takes(fn, "lengths"):
+        return (f"{name}{sig} has no parameter named 'lengths': with lengths=True (--lengths) every case is "
+                "a padded batch, and your backward receives the per-sequence lengths as lengths=<int array (B,)>")
     args: tuple[Any, ...] = ({}, None, None)
-    kwargs = {"spec": None} if wants_spec(fn) else {}
+    kwargs = {k: None for k in ("spec", "lengths") if (k == "spec" or lengths) and takes(fn, k)}
     try:
         sig.bind(*args, **kwargs)
     except TypeError as exc:
-        name = getattr(fn, "__qualname__", repr(fn))
-        return f"{name}{sig} cannot be called as {PROTOCOL_CALL} ({exc})"
+        hint = (" (a required 'lengths' parameter: run with lengths=True / --lengths)"
+                if "lengths" in sig.parameters and not lengths else "")
+        return f"{name}{sig} cannot be called as {PROTOCOL_CALL} ({exc}){hint}"
     return None
+
+
+def shape_error(exc: BaseException) -> bool:
+    """An exception that says two arrays' shapes do not fit."""
+    text = str(exc).lower()
+    return isinstance(exc, (ValueError, IndexError, RuntimeError, KeyError)) and any(
+        w in text for w in ("shape", "broadcast", "align", "size", "dimension", "out of bounds", "mat1"))
 
 
 def _inputs(case: Case) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray]:
@@ -134,13 +164,11 @@ class Target:
         if isinstance(backward, process.Shipped):
             self.remote = backward
         elif self.isolate == "process":
-            self.remote = process.ship(backward, wants_spec=not isinstance(backward, Adapted) and wants_spec(backward))
-        if self.remote is not None:
-            self.adapted: Adapted | None = self.remote.adapted
-            self._spec = self.remote.wants_spec
-        else:
-            self.adapted = backward if isinstance(backward, Adapted) else None
-            self._spec = self.adapted is None and wants_spec(backward)
+            plain = not isinstance(backward, Adapted)
+            self.remote = process.ship(backward, keywords=tuple(k for k in ("spec", "lengths")
+                                                                if plain and takes(backward, k)))
+        self.adapted: Adapted | None = (self.remote.adapted if self.remote is not None
+                                        else backward if isinstance(backward, Adapted) else None)
         self._calls = 0                  # call() made so far: the first is the case's own, later ones re-runs
         self._rerun_seconds = 0.0
         self._fault: dict[str, Any] | None = None      # a call that timed out or crashed: no more calls
@@ -183,24 +211,29 @@ class Target:
     def _once(self, case: Case, repeat: bool = False) -> Raw:
         """One call (``repeat``: and, in a worker, the second one made right after it: ``raw.second()``)."""
         if self.remote is not None:
-            how = "adapted" if self.adapted is not None else "spec" if self._spec else "plain"
-            return process.call(self.remote, case.params, case.x, np.asarray(case.y), case.spec, how=how,
-                                timeout=self.timeout, repeat=repeat)
+            keys = () if self.adapted is not None else self.remote.keywords
+            return process.call(self.remote, case.params, case.x, np.asarray(case.y), case.spec, how=(
+                "adapted" if self.adapted is not None else "plain"), keywords=keys, lengths=case.lengths,
+                timeout=self.timeout, repeat=repeat)
         params, x, y = _inputs(case)
         passed = (dict(params), params, x, y)
-        fn, adapted, spec = self.backward, self.adapted, _own_copy(case.spec)
+        fn, adapted = self.backward, self.adapted
+        kw = {} if adapted is not None else keywords(fn, case)
+        spec = _own_copy(case.spec)
+        if "spec" in kw:
+            kw["spec"] = spec
 
         def body() -> Any:
             if adapted is not None:
-                out = adapted.run(params, x, y, spec)
+                out = adapted.run(params, x, y, spec, case.lengths)
                 return Lowered(materialize(out.grads), out.loss, out.source)
-            out = fn(params, x, y, spec=spec) if self._spec else fn(params, x, y)
-            return materialize(out)
+            return materialize(fn(params, x, y, **kw))
 
         raw = run_limited(body, None if self.isolate == "none" else self.timeout)
         raw.passed = passed
         if raw.exc is not None:
             raw.error = user_frames(raw.exc, PROTOCOL)
+            raw.shape_error = shape_error(raw.exc)
         return raw
 
     def _failure(self, raw: Raw, which: str) -> dict[str, Any] | None:
@@ -223,6 +256,13 @@ class Target:
                                       f"{self._rerun_seconds:.3g} s, the limit per call (--timeout, timeout=) "
                                       "that they share")
         return None
+
+    def _read(self, value: Any, case: Case) -> tuple[Any, Any, list[str], Any]:
+        lowered = value if isinstance(value, Lowered) else None
+        result = lowered.grads if lowered else value
+        grads, error, notes = read_result(result, case, self.expected(case),
+                                           self.adapted.optional() if self.adapted else ("x",))
+        return grads, error, notes, lowered
 
     def call(self, case: Case, *, repeat: bool = False) -> CallOutcome:
         """Call the backward on copies of ``case``'s arrays and read its result; faults become findings.
@@ -268,7 +308,8 @@ class Target:
                                + "; ".join(said) + " (work on copies: the caller's arrays must stay as they were)",
                                which)
         if raw.error is not None:
-            out.error = finding("exception", raw.error)
+            hint = tie_hint(case) if raw.shape_error else None
+            out.error = finding("exception", raw.error + (f"\n{hint}" if hint else ""))
             if mutation:
                 out.notes.append("also: " + mutation["message"])
             return out
@@ -308,12 +349,6 @@ class Target:
             out.error = self.adapted.check_loss(case, lowered.loss, lowered.source)
         return out
 
-    def _read(self, value: Any, case: Case) -> tuple[Any, Any, list[str], Any]:
-        lowered = value if isinstance(value, Lowered) else None
-        result = lowered.grads if lowered else value
-        grads, error, notes = read_result(result, case, self.expected(case))
-        return grads, error, notes, lowered
-
 
 def _own_copy(spec: Any) -> Any:
     """The Spec the backward receives in this process: its own copy (editing it cannot reach the verdict)."""
@@ -333,10 +368,9 @@ def invoke(backward: Backward, case: Case, *, timeout: float | None = DEFAULT_TI
 def call_backward(backward: Backward, case: Case) -> Any:
     """Call a plain backward in the canonical protocol on copies of the case's arrays (no limit, no checks)."""
     params, x, y = _inputs(case)
-    if wants_spec(backward):
-        return backward(params, x, y, spec=case.spec)
-    return backward(params, x, y)
+    return backward(params, x, y, **keywords(backward, case))
 
 
-__all__ = ["Target", "CallOutcome", "invoke", "call_backward", "wants_spec", "signature_problem", "Backward",
-           "PROTOCOL", "PROTOCOL_CALL", "DEFAULT_ISOLATE", "isolation"]
+__all__ = ["Target", "CallOutcome", "invoke", "call_backward", "wants_spec", "takes", "keywords",
+           "signature_problem", "shape_error", "Backward", "PROTOCOL", "PROTOCOL_CALL", "DEFAULT_ISOLATE",
+           "isolation"]

@@ -38,7 +38,7 @@ from .adapters import Adapted, Layout
 from .call import user_frames
 from .load import load_target, resolve
 from .read import clean, materialize, plain_key
-from .target import PROTOCOL, signature_problem, wants_spec
+from .target import PROTOCOL, shape_error, signature_problem, takes
 
 _MAX_OUT = 64 * 1024                     # characters of a call's output kept (as in call.py)
 # libraries the zygote imports once a worker needed them, so that later workers start with them (importing
@@ -327,32 +327,39 @@ class _Worker:
     def call_once(self, msg: dict[str, Any], params: dict[str, Any], x: np.ndarray, y: np.ndarray
                   ) -> dict[str, Any]:
         fn = self.loaded[int(msg["token"])]
-        spec, how = msg["spec"], msg["how"]
+        spec, how, lengths = msg["spec"], msg["how"], msg.get("lengths")
         if msg.get("repeat"):
             spec = pickle.loads(pickle.dumps(spec))       # its own copy for each call
+        kw: dict[str, Any] = {}
+        if "spec" in msg.get("keywords", ()):
+            kw["spec"] = spec
+        if "lengths" in msg.get("keywords", ()) and lengths is not None:
+            kw["lengths"] = np.array(lengths, copy=True)
         before = {k: v.copy() for k, v in params.items()}, x.copy(), np.array(y, copy=True)
         given = dict(params)
         value: Any = None
-        error = None
+        error, shaped = None, False
         self.calls.start()
         start = time.perf_counter()
         try:
             if how == "adapted":
-                out = fn.run(params, x, y, spec)
+                out = fn.run(params, x, y, spec, None if lengths is None else np.array(lengths, copy=True))
                 loss = None if out.loss is None else float(out.loss)
                 value = ("lowered", wire.result_to_plain(materialize(out.grads)), loss, clean(str(out.source), 500))
-            elif how == "spec":
-                value = ("result", wire.result_to_plain(materialize(fn(params, x, y, spec=spec))))
             else:
-                value = ("result", wire.result_to_plain(materialize(fn(params, x, y))))
+                value = ("result", wire.result_to_plain(materialize(fn(params, x, y, **kw))))
         except BaseException as exc:                       # noqa: B036 - everything the user raises is a finding
             error = user_frames(exc, PROTOCOL)
+            try:
+                shaped = shape_error(exc)
+            except Exception:
+                shaped = False
             value = None
         seconds = time.perf_counter() - start
         self.restore()
         printed = self.calls.stop()
-        return {"ok": True, "value": value, "error": error, "stdout": printed, "seconds": seconds,
-                "after": _after(before, given, params, x, y), "libraries": _libraries()}
+        return {"ok": True, "value": value, "error": error, "shape_error": shaped, "stdout": printed,
+                "seconds": seconds, "after": _after(before, given, params, x, y), "libraries": _libraries()}
 
 
 def _libraries() -> list[str]:
@@ -394,8 +401,8 @@ def _facts(obj: Any) -> dict[str, Any]:
         "name": clean(str(getattr(obj, "name", None) or getattr(obj, "__qualname__", None) or type(obj).__name__),
                       200),
         "declared": declared_dict,
-        "wants_spec": False if adapted else bool(wants_spec(obj)),
-        "problem": None if adapted else signature_problem(obj),
+        "keywords": [] if adapted else [k for k in ("spec", "lengths") if takes(obj, k)],
+        "problems": {flag: signature_problem(obj, lengths=flag) for flag in (False, True)},
     }
     if adapted:
         layout: Layout = obj.layout

@@ -36,9 +36,7 @@ import numpy as np
 
 from ..model.backprop import (
     Knobs,
-    last_step_only_windows,
     never_visiting,
-    target_every_step_windows,
     variant_grads,
 )
 from ..model.cell import cell_of
@@ -75,6 +73,7 @@ CODES = (
     "batch_not_summed",
     "scaled",
     "clipped",
+    "lengths_ignored",
     "loss_at_last_step_only",
     "loss_at_every_step",
     "no_recurrent_flow",
@@ -99,6 +98,11 @@ class Finding:
 
     def to_dict(self) -> dict[str, Any]:
         return {"code": self.code, "fit": round(float(self.fit), 4), "message": self.message}
+
+
+def describe_lengths(lengths: Any, T: int) -> str:
+    """``lengths (3, 5, 2) of T = 5``: a padded batch in a few words."""
+    return f"lengths ({', '.join(str(int(n)) for n in np.asarray(lengths))}) of T = {T}"
 
 
 def _names(ns: list[str]) -> str:
@@ -262,8 +266,11 @@ class _Diagnosis:
         self._cache: dict[Knobs, dict[str, Array]] = {}
 
     def variant(self, k: Knobs) -> dict[str, Array]:
+        """The gradients a backward with the mistake ``k`` returns, as the backward's layout returns them
+        (an adapter's shared h0 summed, a second bias, a declared clip applied to the variant itself)."""
         if k not in self._cache:
-            self._cache[k] = variant_grads(self.case, k)
+            grads = variant_grads(self.case, k)
+            self._cache[k] = self.target.lower(self.case, grads) if self.target is not None and grads else grads
         return self._cache[k]
 
     def add(self, code: str, fit: float, message: str) -> None:
@@ -511,20 +518,38 @@ class _Diagnosis:
         if T < 2:
             return
         if spec.mode == "many-to-many":
-            windows = last_step_only_windows(case)
             for sc in {loss_scale(spec, T, B), loss_scale(spec.replace(mode="many-to-one"), T, B)}:
-                fit, _ = s.joint(self.variant(Knobs(windows=windows, scale=sc)))
+                fit, _ = s.joint(self.variant(Knobs(mode="many-to-one", scale=sc)))
                 self.add("loss_at_last_step_only", fit,
                          "only the loss at the last step is back-propagated (many-to-one), but the spec "
                          "is many-to-many: the output-layer gradient is missing at the intermediate steps")
         else:
-            windows = target_every_step_windows(case)
             base = loss_scale(spec, T, B)
             for sc in {base, base / T}:
-                fit, _ = s.joint(self.variant(Knobs(windows=windows, scale=sc)))
+                fit, _ = s.joint(self.variant(Knobs(mode="many-to-many", scale=sc)))
                 self.add("loss_at_every_step", fit,
                          "a loss is back-propagated at every step (many-to-many, the target reused), but the "
                          "spec is many-to-one: only the last step has a loss")
+
+    def lengths(self) -> None:
+        """A padded batch treated as full-length sequences: the many-to-one loss read at T − 1 (in the
+        padding), or the many-to-many losses of padded steps counted."""
+        case = self.case
+        if case.lengths is None or int(np.min(case.lengths)) >= case.T:
+            return
+        fit, _ = self.s.joint(self.variant(Knobs(ignore_lengths=True)))
+        if case.spec.mode == "many-to-many" and case.spec.reduction == "mean":
+            # the padded steps' losses counted, divided by the number of real ones (a token mean)
+            token = 1.0 / float(np.sum(case.lengths))
+            fit = max(fit, self.s.joint(self.variant(Knobs(ignore_lengths=True, scale=token)))[0])
+        short = describe_lengths(case.lengths, case.T)
+        if case.spec.mode == "many-to-one":
+            msg = (f"the loss of every sequence is read at the last step T − 1 = {case.T - 1}, in the padding of "
+                   f"the shorter sequences ({short}): each sequence's loss belongs at its own last step ℓ − 1")
+        else:
+            msg = (f"losses at padded steps are counted ({short}): sequence b has losses only at t < ℓ_b "
+                   "(mask the loss, and its gradient, with the lengths)")
+        self.add("lengths_ignored", fit, msg)
 
     def truncation(self) -> None:
         case, s = self.case, self.s
@@ -533,7 +558,7 @@ class _Diagnosis:
         seen = {own}
         for alt in _truncation_candidates(case):
             try:
-                windows = tuple(spec.replace(truncation=alt).windows(T))
+                windows = tuple(spec.replace(truncation=alt).windows(T, case.lengths))
             except Exception:  # noqa: BLE001 - a candidate the spec rejects is simply skipped
                 continue
             if windows in seen:
@@ -594,7 +619,7 @@ class _Diagnosis:
         if not self.s.failed:
             return []
         for step in (self.stale, self.zeros, self.dropped_steps, self.state_shift, self.transposed,
-                     self.swapped_returns, self.batch, self.scaled, self.clipped, self.loss_steps,
+                     self.swapped_returns, self.batch, self.scaled, self.clipped, self.lengths, self.loss_steps,
                      self.flow, self.truncation, self.precision):
             step()
         order = {c: i for i, c in enumerate(CODES)}

@@ -257,6 +257,8 @@ def temporal_map(case: Case, got: Mapping[str, np.ndarray], ref_grads: Mapping[s
         "windows": [{"start": w.start, "losses": list(w.losses)} for w in windows],
         "mask": mask.tolist(),
         "loss_steps": sorted({t for w in windows for t in w.losses}),
+        # a padded batch: steps at or after a sequence's length are its padding
+        "sequence_lengths": None if case.lengths is None else [int(n) for n in case.lengths],
     }
     cells = _u_cells(case, mask)
     if cells is not None:
@@ -327,7 +329,7 @@ def _u_cells(case: Case, mask: np.ndarray) -> tuple[np.ndarray, dict[str, tuple[
             if contrib is not None:
                 cells[s] = summed(contrib["U"], (Hout, Hin))     # the gradient of E_t reaching step s
 
-        backprop(tr, y, spec, windows=[Window(0, (t,))], visit=visit, accumulate=False)
+        backprop(tr, y, spec, windows=[Window(0, (t,))], weights=case.weights, visit=visit, accumulate=False)
         for s, C in cells.items():
             norms[t, s] = np.linalg.norm(C)
             if mask[t, s]:
@@ -429,6 +431,8 @@ def _observed_dx_cells(case: Case, prefix: dict[str, Any], got: Mapping[str, np.
     """
     arrays = prefix.get("_arrays") or {}
     T = case.T
+    if case.lengths is not None:
+        return None                     # a padded batch's prefixes are not increments of one another
     if "x" not in got or any(arrays.get(L) is None or "x" not in arrays[L][0] for L in range(1, T + 1)):
         return None
     spec = case.spec

@@ -10,7 +10,7 @@ left out is said, as data (:class:`Judgement`), for the later stages to settle o
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -26,6 +26,7 @@ if TYPE_CHECKING:
     from ..model.cases import Case
 
 Array = np.ndarray
+Lower = Callable[..., dict[str, Any]]
 
 
 @dataclass
@@ -43,6 +44,7 @@ class Judgement:
     unjudged: set[str] = field(default_factory=set)
     precision_note: str | None = None                        # how a float32 backward was judged
     dispute_notes: list[str] = field(default_factory=list)   # per gradient: elements left unjudged
+    lower: Lower | None = None                               # canonical arrays -> what the backward returns
 
     @property
     def failed(self) -> list[str]:
@@ -73,22 +75,24 @@ class Judgement:
 
 
 def judge(case: Case, got: Mapping[str, Array], ref: Mapping[str, Array], error: Mapping[str, Any],
-          disputed: Mapping[str, Array] | None = None, *, kinks: Mapping[str, Array] | None = None) -> Judgement:
+          disputed: Mapping[str, Array] | None = None, *, kinks: Mapping[str, Array] | None = None,
+          lower: Lower | None = None) -> Judgement:
     """Judge every gradient in ``ref`` that the backward returned (``x`` only if it did).
 
     ``disputed``: elements where the oracles disagree; ``kinks``: elements at a relu kink (computed
-    here when not given).
+    here when not given); ``lower``: canonical gradients -> what the backward returns (``ref`` is
+    already lowered; the rounding estimate, recomputed canonically, is lowered the same way).
     """
     tol = tolerance_for(case.spec.dtype, case.T)
-    j = Judgement({}, dict(ref), dict(error), tol, floor_of(ref.values()))
-    j.allowance = rounding_allowance(case, dict(ref), tol)
+    j = Judgement({}, dict(ref), dict(error), tol, floor_of(ref.values()), lower=lower)
+    j.allowance = rounding_allowance(case, dict(ref), tol, lower)
     if j.allowance:
         j.precision_note = float32_note(case.T, tol)
     j.unjudged = set(unjudgeable(dict(ref), j.allowance))
     found = kink_elements(case) if kinks is None else kinks
     for name in ordered(ref):
-        if name == "x" and "x" not in got:
-            continue   # dL/dx is optional in the protocol
+        if name not in got and name not in case.params:
+            continue   # dL/dx is optional in the protocol, as is an unused parameter's (zero) gradient
         shape = np.shape(ref[name])
         kink = np.asarray(found.get(name, np.zeros(shape, dtype=bool)))
         if kink.shape != shape:

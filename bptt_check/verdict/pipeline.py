@@ -113,7 +113,8 @@ def check_case(backward: Backward, case: Case, *, oracles: Iterable[str] = DEFAU
     start = time.perf_counter()
     runner = Target(backward, timeout=timeout, isolate=isolate)
     case = runner.prepare(case)
-    result = CaseResult(case.index, case.seed, case.spec, case.flavor, case.shapes, status="passed", target=target)
+    result = CaseResult(case.index, case.seed, case.spec, case.flavor, case.shapes, status="passed", target=target,
+                        lengths=None if case.lengths is None else [int(n) for n in case.lengths])
     v = _Verdict()
 
     # 1. call
@@ -138,7 +139,7 @@ def check_case(backward: Backward, case: Case, *, oracles: Iterable[str] = DEFAU
         v.notes += runner.notes(case, ref.grads)
         whole = _Reference(runner.lower(case, ref.grads), runner.lower(case, ref.error, "error"),
                            tuple(oracles), ref)
-        j = judge(case, got, whole.grads, whole.error, runner.lower(case, ref.disputed, "mask"),
+        j = judge(case, got, whole.grads, whole.error, runner.lower(case, ref.disputed, "mask"), lower=runner.lower,
                   kinks=runner.lower(case, kink_elements(case), "mask"))
         result.grads = dict(j.grads)
     if j is not None:
@@ -211,7 +212,7 @@ def _fast_stage(runner: Target, case: Case, got: Mapping[str, np.ndarray], resul
     j = None
     if stage.suspects:
         ref, err, kinks = fast_mode.element_wise(runner, case, got, stage, k=directions)
-        j = judge(case, {n: got[n] for n in stage.suspects}, ref, err, kinks=kinks)
+        j = judge(case, {n: got[n] for n in stage.suspects}, ref, err, kinks=kinks, lower=runner.lower)
         result.grads.update(j.grads)
         for n in stage.suspects:
             if j.grads[n].passed:
@@ -226,8 +227,9 @@ def _causes(runner: Target, case: Case, got: Mapping[str, np.ndarray], ref: Mapp
             v: _Verdict) -> list[dict[str, Any]]:
     """The named causes of a failed case; a diagnosis that breaks never hides the verdict."""
     try:
+        allowance = rounding_allowance(case, dict(ref), j.tol, runner.lower)
         found = diagnosis_module.diagnose(case, got, ref, result.grads, j.tol, scale_floor=j.floor, target=runner,
-                                          repeat=repeat, allowance=rounding_allowance(case, dict(ref), j.tol))
+                                          repeat=repeat, allowance=allowance)
     except Exception as exc:  # a diagnosis must never hide the verdict itself
         v.tail.append(f"diagnosis failed ({type(exc).__name__}: {exc}); the verdict stands")
         return []

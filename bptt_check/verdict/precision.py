@@ -13,7 +13,8 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -26,11 +27,16 @@ if TYPE_CHECKING:
 UNJUDGEABLE = 0.5   # allowed rounding at or above this share of the gradient's scale: not judged
 
 
-def rounding_allowance(case: Case, ref: dict[str, np.ndarray], tol: Tolerance) -> dict[str, float]:
-    """Per gradient, the absolute error allowed for rounding on this case (0 where the dtype needs none)."""
+def rounding_allowance(case: Case, ref: dict[str, np.ndarray], tol: Tolerance,
+                       lower: Callable[..., dict[str, Any]] | None = None) -> dict[str, float]:
+    """Per gradient, the absolute error allowed for rounding on this case (0 where the dtype needs none).
+
+    ``ref`` is what the backward returns; ``lower`` maps canonical gradients to that (an adapter's
+    layout: a shared h0, a clip), so that the recomputed reference is compared like for like.
+    """
     if not tol.rounding:
         return {}
-    est = rounding_estimate(case, ref)
+    est = rounding_estimate(case, ref, lower=lower)
     return {n: tol.rounding * e for n, e in est.items()}
 
 
@@ -50,10 +56,11 @@ def float32_note(T: int, tol: Tolerance) -> str:
             "case's own float32 rounding (its reference recomputed in float32)")
 
 
-def float32_tolerance(case: Case, ref: dict[str, np.ndarray]) -> tuple[Tolerance, dict[str, float]]:
+def float32_tolerance(case: Case, ref: dict[str, np.ndarray], lower: Callable[..., dict[str, Any]] | None = None
+                      ) -> tuple[Tolerance, dict[str, float]]:
     """The float32 tolerance for this case and its rounding allowance per gradient."""
     tol = tolerance_for("float32", case.T)
-    return tol, rounding_allowance(case, ref, tol)
+    return tol, rounding_allowance(case, ref, tol, lower)
 
 
 def mixed_precision_note(names: list[str], got: dict[str, np.ndarray], worst: float) -> str:

@@ -97,6 +97,8 @@ class CaseResult:
     stdout: str = ""
     # failed cases: the named causes that fit, best first ({"code", "fit", "message"}, DESIGN §7)
     diagnosis: list[dict[str, Any]] = field(default_factory=list)
+    # a padded batch: the length of each sequence (None: every sequence is T steps long)
+    lengths: list[int] | None = None
 
     @property
     def passed(self) -> bool:
@@ -111,6 +113,8 @@ class CaseResult:
         the best-fitting cause; for a misbehaving backward the finding and the user's frame).
         ``brief``: without target, spec and shapes, for a terminal line under a heading that has them."""
         shp = " ".join(f"{k}={v}" for k, v in self.shapes.items())
+        if self.lengths is not None:
+            shp += f" lengths=({','.join(map(str, self.lengths))})"
         who = f"{self.target} " if self.target else ""
         head = f"case {self.index:>3} {self.status.upper():<12}" + ("" if brief else f" {who}[{self.spec}] {shp}")
         if self.status == "failed":
@@ -149,6 +153,7 @@ class CaseResult:
             "spec": self.spec.to_dict(),
             "flavor": self.flavor,
             "shapes": self.shapes,
+            "lengths": self.lengths,
             "params": {k: g.to_dict() for k, g in self.grads.items()},
             "oracles": self.oracles,
             "notes": list(self.notes),

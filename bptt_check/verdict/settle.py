@@ -55,7 +55,7 @@ def precision(case: Case, got: Mapping[str, Array], j: Judgement,
     failed = j.failed
     numeric = all(j.grads[n].problem is None for n in failed)
     if case.spec.dtype == "float64" and numeric:
-        tol32, allow32 = float32_tolerance(case, j.ref)
+        tol32, allow32 = float32_tolerance(case, j.ref, j.lower)
         within = all(compare(n, got[n], j.ref[n], tol32, scale_floor=j.floor,
                              ref_error=np.asarray(j.error.get(n, 0.0)) + allow32.get(n, 0.0)).passed
                      for n in failed)
