@@ -675,6 +675,14 @@ def _pickler_class() -> Any:
     class Pickler(base):  # type: ignore[misc, valid-type]
         dispatch_table = collections.ChainMap({types.CodeType: code}, base.dispatch_table)
 
+        def reducer_override(self, obj: Any) -> Any:
+            # a module made in memory: shipped so that its functions' globals stay its attributes
+            if isinstance(obj, types.ModuleType) and sys.modules.get(obj.__name__) is not obj:
+                namespace = self.globals_ref.setdefault(id(obj.__dict__), {})
+                state = {k: v for k, v in vars(obj).items() if k not in ("__builtins__", "_bptt_globals")}
+                return wire.shared_module, (obj.__name__, namespace), state, None, None, wire.fill_module
+            return super().reducer_override(obj)
+
     return Pickler
 
 

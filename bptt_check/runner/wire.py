@@ -14,6 +14,7 @@ import io
 import math
 import pickle
 import struct
+import types
 from typing import Any
 
 import numpy as np
@@ -58,6 +59,36 @@ def loads_plain(body: bytes) -> Any:
         raise
     except Exception as exc:                       # truncated or garbled bytes
         raise WireError(f"{type(exc).__name__}: {exc}") from None
+
+
+# ----------------------------------------------------------------- a module made in memory, shipped
+
+class SharedModule(types.ModuleType):
+    """A module that exists only in memory (``types.ModuleType(...)`` filled by ``exec``), as the worker
+    gets it: its attributes *are* the globals of its functions, so code that sets them before calling
+    (``setattr(legacy, "Wxh", W); legacy.lossFun(...)``) works there as it does here."""
+
+    def __getattr__(self, name: str) -> Any:
+        try:
+            return self.__dict__["_bptt_globals"][name]
+        except KeyError:
+            raise AttributeError(f"module {self.__name__!r} has no attribute {name!r}") from None
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        self.__dict__["_bptt_globals"][name] = value
+
+    def __delattr__(self, name: str) -> None:
+        del self.__dict__["_bptt_globals"][name]
+
+
+def shared_module(name: str, namespace: dict[str, Any]) -> SharedModule:
+    module = SharedModule(name)
+    module.__dict__["_bptt_globals"] = namespace
+    return module
+
+
+def fill_module(module: SharedModule, state: dict[str, Any]) -> None:
+    module.__dict__["_bptt_globals"].update(state)
 
 
 # ----------------------------------------------------------------- arrays as plain data
