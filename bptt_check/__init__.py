@@ -19,13 +19,12 @@ verdict) → ``runner/`` (the only code that calls yours) and ``oracles/`` → `
 
 from __future__ import annotations
 
-from .api import Report, assert_backward, check
+from .api import Report, assert_backward, check, check_case
 from .errors import BPTTCheckError, CheckFailed, UsageError
 from .model.cases import Case, draw_case
 from .model.compare import GradResult
 from .model.spec import Sizes, Spec, Truncation
 from .runner.adapters import Layout, adapt, adapt_module, adapt_torch
-from .verdict.pipeline import check_case
 from .verdict.result import CaseResult
 from .version import __version__
 

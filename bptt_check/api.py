@@ -25,9 +25,10 @@ from .oracles.directional import DEFAULT_DIRECTIONS
 from .report import text
 from .report.build import counts_of, report_dict
 from .runner.call import DEFAULT_TIMEOUT, limit
-from .runner.target import Backward, signature_problem
+from .runner.target import DEFAULT_ISOLATE, Backward, isolation, signature_problem
 from .verdict import evidence as evidence_module
-from .verdict.pipeline import DEFAULT_ORACLES, FAST_ORACLES, check_case
+from .verdict import pipeline
+from .verdict.pipeline import DEFAULT_ORACLES, FAST_ORACLES
 from .verdict.result import GOOD, CaseResult, plain
 
 
@@ -85,15 +86,65 @@ def resolve_spec(backward: Any, spec: Spec | None, spec_kwargs: dict[str, Any],
         raise UsageError(f"bad spec keyword: {err}; the spec fields are {fields}") from None
 
 
-def _whole(name: str, value: Any, least: int) -> None:
+MAX_DIRECTIONS = 1024           # random directions of the directional witness / --fast
+
+
+def _whole(name: str, value: Any, least: int, most: int | None = None) -> None:
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < least:
         raise UsageError(f"{name} must be a whole number >= {least}, got {value!r}")
+    if most is not None and value > most:
+        raise UsageError(f"{name} must be at most {most}, got {value!r}")
+
+
+def run_options(*, timeout: Any, fast: Any, directions: Any, isolate: Any) -> float | None:
+    """Check how a check is run (the same for :func:`check` and the CLI/plugin); the time limit in seconds."""
+    if not isinstance(fast, (bool, np.bool_)):
+        raise UsageError(f"fast must be True or False, got {fast!r}")
+    _whole("directions", directions, 1, MAX_DIRECTIONS)
+    isolation(isolate)
+    return limit(timeout)
+
+
+def _run_arguments(backward: Backward, oracles: Iterable[str], *, lengths: bool = False,
+                   **how: Any) -> tuple[float | None, tuple[str, ...]]:
+    """The checked arguments of a check: the time limit and the oracles; UsageError for a bad one."""
+    timeout = run_options(**how)
+    names = parse_oracles(oracles)
+    problem = signature_problem(backward, lengths=lengths)
+    if problem:
+        raise UsageError(problem)
+    return timeout, names
+
+
+def check_case(backward: Backward, case: Any, *, oracles: Iterable[str] = DEFAULT_ORACLES, target: str = "",
+               evidence: str | None = "full", timeout: float | None = DEFAULT_TIMEOUT, fast: bool = False,
+               directions: int = DEFAULT_DIRECTIONS, isolate: str = DEFAULT_ISOLATE,
+               device: str | None = None) -> CaseResult:
+    """Check ``backward`` on one case (``bptt_check.draw_case(spec, seed, index)``, or a strategies case).
+
+    The arguments are those of :func:`check` (``isolate`` included: by default the backward runs in a
+    worker process of its own); they are checked first, a bad one raises
+    :class:`~bptt_check.errors.UsageError`. See ``verdict/pipeline.py`` for the stages of the verdict.
+    """
+    try:
+        if evidence not in ("full", "cheap", None):
+            raise UsageError(f"evidence must be 'full', 'cheap' or None, got {evidence!r}")
+        problem = device_problem(device)
+        if problem:
+            raise UsageError(problem)
+        timeout, names = _run_arguments(backward, oracles, timeout=timeout, fast=fast, directions=directions,
+                                        isolate=isolate, lengths=bool(getattr(case, "lengths", None) is not None))
+    except BPTTCheckError as err:
+        raise err.with_context(case=getattr(case, "index", None), seed=getattr(case, "seed", None)) from None
+    return pipeline.check_case(backward, case, oracles=names, target=target, evidence=evidence, timeout=timeout,
+                               fast=bool(fast), directions=directions, isolate=isolate, device=device)
 
 
 def check(backward: Backward, spec: Spec | None = None, *, cases: int = 20, seed: int = 0,
           oracles: Iterable[str] = DEFAULT_ORACLES, target: str = "",
           on_case: Callable[[CaseResult], None] | None = None, timeout: float | None = DEFAULT_TIMEOUT,
           fast: bool = False, directions: int = DEFAULT_DIRECTIONS, device: str | None = None,
+          isolate: str = DEFAULT_ISOLATE,
           **spec_kwargs: Any) -> Report:
     """Check ``backward`` on ``cases`` random cases drawn inside ``spec``.
 
@@ -105,18 +156,25 @@ def check(backward: Backward, spec: Spec | None = None, *, cases: int = 20, seed
     ``target`` names the backward in the report; when it is not a name the command line can load
     (``path.py:name``, ``module:name``), the backward's own importable name is used where it has one
     (:func:`~bptt_check.model.reproducer.target_name`), so that every reproducer runs when pasted.
+
+    ``isolate`` says where the backward runs: ``"process"`` (the default, as for the command and the
+    pytest plugin) — a worker process of its own, so that a crash, a hang in C code, ``os._exit``,
+    patched modules or an edited Spec cannot reach this process or the verdict; the backward is
+    pickled with cloudpickle (closures and lambdas too) and what it does to its own state stays in
+    the worker. ``"thread"`` — in this process, under the limit (a closure's side effects are seen
+    here; a crash takes this process down). ``"none"`` — in the caller's thread, no limit (for a
+    debugger).
     Raises :class:`~bptt_check.errors.UsageError` for bad arguments, before any case.
     """
     try:
         spec = resolve_spec(backward, spec, spec_kwargs)
         _whole("cases", cases, 1)
         _whole("seed", seed, 0)
-        _whole("directions", directions, 1)
-        timeout = limit(timeout)
-        names = parse_oracles(oracles)
-        problem = device_problem(device) or signature_problem(backward, lengths=spec.lengths)
+        problem = device_problem(device)
         if problem:
             raise UsageError(problem)
+        timeout, names = _run_arguments(backward, oracles, timeout=timeout, fast=fast, directions=directions,
+                                        isolate=isolate, lengths=spec.lengths)
     except BPTTCheckError as err:
         raise err.with_context(cases=cases, seed=seed) from None
     except TypeError as err:
@@ -127,9 +185,9 @@ def check(backward: Backward, spec: Spec | None = None, *, cases: int = 20, seed
     results = []
     full_left = evidence_module.EVIDENCE_LIMIT   # the first failed cases get the full evidence, the rest the cheap one
     for i in range(cases):
-        r = check_case(backward, draw_case(spec, seed, i), oracles=names, target=target,
-                       evidence="full" if full_left > 0 else "cheap", timeout=timeout, fast=fast,
-                       directions=directions, device=device)
+        r = pipeline.check_case(backward, draw_case(spec, seed, i), oracles=names, target=target,
+                                evidence="full" if full_left > 0 else "cheap", timeout=timeout, fast=bool(fast),
+                                directions=directions, isolate=isolate, device=device)
         full_left -= r.status == "failed"
         results.append(r)
         if on_case is not None:
@@ -140,10 +198,10 @@ def check(backward: Backward, spec: Spec | None = None, *, cases: int = 20, seed
 def assert_backward(backward: Backward, spec: Spec | None = None, *, cases: int = 20, seed: int = 0,
                     oracles: Iterable[str] = DEFAULT_ORACLES, timeout: float | None = DEFAULT_TIMEOUT,
                     fast: bool = False, directions: int = DEFAULT_DIRECTIONS, device: str | None = None,
-                    **spec_kwargs: Any) -> Report:
+                    isolate: str = DEFAULT_ISOLATE, **spec_kwargs: Any) -> Report:
     """Like :func:`check`, but raise :class:`~bptt_check.errors.CheckFailed` describing the first wrong case."""
     report = check(backward, spec, cases=cases, seed=seed, oracles=oracles, timeout=timeout, fast=fast,
-                   directions=directions, device=device, **spec_kwargs)
+                   directions=directions, device=device, isolate=isolate, **spec_kwargs)
     raise_if_wrong(report.cases, report=report, seed=seed)
     return report
 

@@ -12,16 +12,24 @@ TARGET the built-in implementations are checked in every mode.
 as files again).
 
 Exit status: 0 every case matches, 1 some gradient is wrong (or the backward
-misbehaved: raised, hung, returned garbage, changed its inputs), 2 bad usage or
-a TARGET that cannot be loaded, 3 an internal error of bptt-check, 130/143 the
-run was interrupted by SIGINT/SIGTERM (a complete partial report marked
+misbehaved: raised, hung, crashed, returned garbage, changed its inputs), 2 bad
+usage, a TARGET that cannot be loaded, or a report that cannot be written (the
+verdict is printed first), 3 an internal error of bptt-check, 130/143 the run
+was interrupted by SIGINT/SIGTERM (a complete partial report marked
 ``"interrupted": true`` is written).
+
+The backward runs in a worker process of its own (``--isolate process``, the
+default): the TARGET is imported there, never here, so nothing it does reaches
+this process, its report or its exit status. ``--report-dir`` is made absolute
+before anything runs.
 """
 
 from __future__ import annotations
 
 import argparse
+import atexit
 import contextlib
+import os
 import signal
 import sys
 import threading
@@ -41,8 +49,10 @@ from .oracles import parse_oracles
 from .report import load_report, parse_formats, write_reports
 from .report.io import report_lock, writable_folder_problem
 from .report.terminal import CaseProgress, print_failures, print_report
-from .runner.call import limit
+from .runner import process
+from .runner.call import Interrupt, limit
 from .runner.load import load_target, resolve
+from .runner.read import clean
 from .runner.target import signature_problem
 from .verdict.pipeline import check_case
 from .verdict.result import CaseResult
@@ -75,7 +85,7 @@ class _ArgumentParser(argparse.ArgumentParser):
         raise UsageError(f"{message} (see bptt-check --help)")
 
 
-class _Terminated(BaseException):
+class _Terminated(Interrupt):
     """SIGTERM, raised in the main thread like KeyboardInterrupt for SIGINT."""
 
     def __init__(self, signum: int) -> None:
@@ -146,8 +156,10 @@ def _jobs(args: argparse.Namespace, given: set[str]) -> list[tuple[str, Callable
     base["cell"] = load_cell(args.cell)
     if args.target:
         # an adapted backward (bptt_check.adapt) or a factory returning one: its declared spec is the
-        # default, the spec flags typed on the command line override it
-        fn, spec = target_and_spec(load_target(args.target), vars(args), given)
+        # default, the spec flags typed on the command line override it. Under --isolate process the
+        # TARGET is imported (and a factory called) in the worker process only.
+        loaded = process.load_named(args.target) if args.isolate == "process" else load_target(args.target)
+        fn, spec = target_and_spec(loaded, vars(args), given)
         problem = signature_problem(fn, lengths=spec.lengths)
         if problem:
             raise UsageError(f"TARGET {args.target!r}: {problem}")
@@ -207,13 +219,22 @@ def show(argv: Sequence[str]) -> int:
     except BPTTCheckError as err:
         print(f"bptt-check show: error: {err.message.splitlines()[0]}", file=sys.stderr)
         return EXIT_USAGE
-    print_report(data)
+    try:
+        print_report(data)
+    except Exception as exc:     # the schema holds, but a field is not what any bptt-check writes
+        print(f"bptt-check show: error: {args.report!r} cannot be shown ({type(exc).__name__}: "
+              f"{clean(str(exc), 200)}); is it a report written by bptt-check?", file=sys.stderr)
+        return EXIT_USAGE
     if formats:
         src = Path(args.report)
         folder = args.report_dir or (src if src.is_dir() else src.parent)
-        paths = write_reports(data, folder, formats)
+        try:
+            paths = write_reports(data, folder, formats)
+        except OSError as exc:
+            print(f"bptt-check show: cannot write the report: {_os_error(exc)}", file=sys.stderr)
+            return EXIT_USAGE
         print("report: " + ", ".join(str(p) for p in paths.values()))
-    return EXIT_OK if data.get("passed") else EXIT_FINDINGS
+    return EXIT_OK if data.get("passed") is True else EXIT_FINDINGS
 
 
 def run(argv: Sequence[str]) -> int:
@@ -225,13 +246,18 @@ def run(argv: Sequence[str]) -> int:
         problem = writable_folder_problem(args.report_dir)
         if problem:
             raise UsageError(problem)
+        typed_dir = args.report_dir                            # what the report line shows
+        args.report_dir = os.path.abspath(args.report_dir)     # before anything runs: a chdir cannot move it
         oracles = parse_oracles(args.oracle)
         if oracles[0] == "directional" and not args.fast:
             raise UsageError("the first oracle is the reference and must give every element: put autograd, "
                              "complex-step or fd first (e.g. --oracle autograd,directional), or use --fast")
+        if args.isolate == "process":
+            process.prestart()        # the worker's interpreter starts while this one loads the TARGET
         jobs = _jobs(args, _given(argv))
     except BPTTCheckError as err:
-        print(f"bptt-check: error: {err.message.splitlines()[0]}", file=sys.stderr)
+        print(f"bptt-check: error: {clean(err.message.splitlines()[0] if err.message else '', 2000)}",
+              file=sys.stderr)
         return EXIT_USAGE
 
     start = time.perf_counter()
@@ -251,11 +277,12 @@ def run(argv: Sequence[str]) -> int:
                     if args.case is not None:   # one case, as a report's reproducer line asks
                         on_case(check_case(fn, draw_case(spec, args.seed, args.case), oracles=oracles,
                                            target=name, timeout=limit(args.timeout), fast=args.fast,
-                                           directions=args.directions, device=args.device))
+                                           directions=args.directions, device=args.device,
+                                           isolate=args.isolate))
                         continue
                     rep = check(fn, spec, cases=args.cases, seed=args.seed, oracles=oracles, target=name,
                                 on_case=on_case, timeout=args.timeout, fast=args.fast, directions=args.directions,
-                                device=args.device)
+                                device=args.device, isolate=args.isolate)
                     used = rep.oracles
             except KeyboardInterrupt:
                 stopped_by = signal.SIGINT
@@ -264,11 +291,18 @@ def run(argv: Sequence[str]) -> int:
     total = Report(cases, args.seed, used, time.perf_counter() - start, argv=["bptt-check", *argv],
                    interrupted=bool(stopped_by))
     data = total.to_dict()
-    with _signals_ignored(), report_lock(args.report_dir):
-        paths = write_reports(data, args.report_dir, args.format.split(","))
+    unwritten = None
+    try:
+        with _signals_ignored(), report_lock(args.report_dir):
+            paths = write_reports(data, args.report_dir, args.format.split(","), replace=True)
+    except OSError as exc:        # disk full, no permission, report.json a folder: the verdict still stands
+        unwritten = _os_error(exc)
     print_failures(data)
     print(total.headline())
-    print("report: " + ", ".join(str(p) for p in paths.values()))
+    if unwritten is not None:
+        print(f"bptt-check: cannot write the report: {unwritten}", file=sys.stderr)
+        return EXIT_USAGE
+    print("report: " + ", ".join(str(Path(typed_dir) / p.name) for p in paths.values()))
     if stopped_by:
         print(f"bptt-check: interrupted by {signal.Signals(stopped_by).name} after {len(cases)} case(s); "
               "the report holds those, marked \"interrupted\": true", file=sys.stderr)
@@ -276,10 +310,58 @@ def run(argv: Sequence[str]) -> int:
     return EXIT_OK if total.passed else EXIT_FINDINGS
 
 
+def _os_error(exc: OSError) -> str:
+    """One line for a failed write: what, where."""
+    what = exc.strerror or str(exc) or type(exc).__name__
+    where = f": {exc.filename}" if getattr(exc, "filename", None) else ""
+    return clean(" ".join(f"{what}{where}".split()), 500)
+
+
+class _QuietPipe:
+    """``sys.stdout`` while the command runs: a reader that went away (``bptt-check | head``) does not
+    stop the run; the rest of the output is dropped and the run ends with its own exit status."""
+
+    def __init__(self, stream: Any) -> None:
+        self._stream = stream
+        self._broken = False
+
+    def write(self, text: str) -> int:
+        if not self._broken:
+            try:
+                return self._stream.write(text)
+            except BrokenPipeError:
+                self._break()
+        return len(text)
+
+    def flush(self) -> None:
+        if not self._broken:
+            try:
+                self._stream.flush()
+            except BrokenPipeError:
+                self._break()
+
+    def _break(self) -> None:
+        self._broken = True
+        try:                                   # the interpreter's last flush must not fail either
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, self._stream.fileno())
+            os.close(devnull)
+        except (OSError, ValueError, AttributeError):
+            pass
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._stream, name)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    stdout = sys.stdout
+    sys.stdout = _QuietPipe(stdout)
     try:
-        return run(argv)
+        try:
+            return run(argv)
+        finally:
+            process.close_workers()      # the run is over: so are its workers, and what they left running
     except SystemExit as exc:  # argparse: --help, --version, usage errors
         return int(exc.code or 0) if not isinstance(exc.code, str) else EXIT_USAGE
     except KeyboardInterrupt:
@@ -289,7 +371,35 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("bptt-check: internal error (a bug in bptt-check, please report it):", file=sys.stderr)
         traceback.print_exc()
         return EXIT_INTERNAL
+    finally:
+        try:
+            sys.stdout.flush()
+        except (OSError, ValueError):
+            pass
+        sys.stdout = stdout
+
+
+def console() -> None:
+    """The ``bptt-check`` command: :func:`main`, then exit with its status — also when a backward run in this
+    process (``--isolate thread`` or ``none``) left threads running or registered exit handlers of its own."""
+    handlers = _exit_handlers()
+    code = main()
+    process.shutdown()
+    foreign = [t for t in threading.enumerate() if t is not threading.main_thread() and not t.daemon and t.is_alive()]
+    if foreign or _exit_handlers() > handlers:
+        for stream in (sys.stdout, sys.stderr):
+            try:
+                stream.flush()
+            except (OSError, ValueError):
+                pass
+        os._exit(code)
+    sys.exit(code)
+
+
+def _exit_handlers() -> int:
+    count = getattr(atexit, "_ncallbacks", None)
+    return int(count()) if callable(count) else 0
 
 
 if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())
+    console()

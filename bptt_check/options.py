@@ -11,11 +11,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from .api import MAX_DIRECTIONS
 from .errors import BPTTCheckError
 from .model.spec import ACTIVATIONS, DTYPES, LOSSES, MODES, OUTPUTS, REDUCTIONS, SIZE_NAMES, Sizes
 from .oracles.autograd import device_problem
 from .report import parse_formats
 from .runner.call import DEFAULT_TIMEOUT
+from .runner.target import DEFAULT_ISOLATE, isolation
 
 
 def _positive_int(text: str) -> int:
@@ -78,7 +80,21 @@ def _tie(text: str) -> tuple[str, ...]:
     return names
 
 
+def _isolate(text: str) -> str:
+    try:
+        return isolation(text)
+    except BPTTCheckError as err:
+        raise argparse.ArgumentTypeError(err.message) from None
+
+
 PROGRESS = ("auto", "bar", "lines", "none")
+
+
+def _directions(text: str) -> int:
+    value = _positive_int(text)
+    if value > MAX_DIRECTIONS:
+        raise argparse.ArgumentTypeError(f"must be at most {MAX_DIRECTIONS}, got {value}")
+    return value
 
 
 @dataclass(frozen=True)
@@ -128,7 +144,7 @@ OPTIONS: tuple[Option, ...] = (
     Option("fast", "fast mode: k random projections of the gradients against the complex step, per gradient "
                    "and element-wise only where one fails (no torch)", False, flag=True, run=True),
     Option("directions", "k, the random directions of the directional witness and of --fast",
-           4, type=_positive_int, run=True),
+           4, type=_directions, run=True),
     # issue 3: the report and the terminal
     Option("format", "comma-separated report formats written to the report folder: json, md, junit, html "
                      "(or all)", "json,md,junit,html", type=_formats, run=True),
@@ -138,7 +154,13 @@ OPTIONS: tuple[Option, ...] = (
            "auto", choices=PROGRESS),
     # robustness (issue 7): a backward that hangs is reported as timed out and the run goes on
     Option("timeout", "seconds one call of your backward may take before its case is reported as timed "
-                      "out (0: no limit, called in the main thread)", DEFAULT_TIMEOUT, type=_seconds, run=True),
+                      "out; the re-runs of a case (evidence, diagnosis) share one more such limit (0: no limit)",
+           DEFAULT_TIMEOUT, type=_seconds, run=True),
+    # isolation (issue 13): where your backward runs
+    Option("isolate", "where your backward runs: process (a worker process of its own: a crash, a hang in C code, "
+                      "os._exit or patched modules cannot reach the check), thread (in this process, under the "
+                      "time limit), none (in the main thread, no limit: for a debugger)", DEFAULT_ISOLATE,
+           type=_isolate, run=True),
     # issue 14: the autograd reference on a GPU, for large cases
     Option("device", "torch device of the autograd reference: cpu, cuda or cuda:N (the other oracles and "
                      "--fast run on the CPU)", "cpu", type=_device),

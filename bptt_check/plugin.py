@@ -1,12 +1,15 @@
 """The pytest plugin of bptt-check (entry point ``pytest11``): hooks only, the work is in ``session.py``.
 
-- options ``--bptt-cases``, ``--bptt-seed``, ``--bptt-report-dir``, ``--bptt-oracle`` (the run-level
-  options of ``_options.py``, shared with the CLI);
+- options ``--bptt-cases``, ``--bptt-seed``, ``--bptt-report-dir``, ``--bptt-oracle``, ``--bptt-timeout``,
+  ``--bptt-fast`` (a flag), ``--bptt-directions``, ``--bptt-isolate``, ``--bptt-format`` (the run-level
+  options of ``options.py``, shared with the CLI); the backward runs in a worker process of its own
+  unless ``--bptt-isolate thread|none`` says otherwise;
 - the marker ``@pytest.mark.bptt(mode=..., truncation=..., cases=..., seed=...)``: spec defaults;
 - the fixture ``bptt`` (session-scoped, so it is safe in Hypothesis ``@given`` tests) and the
   function :func:`check_backward`: ``bptt.check(backward, **spec)``, ``bptt.check_case(backward, case)``;
 - a terminal summary, and one report per session written by the main process (never by an
-  xdist worker: workers attach their records, plain data, to the test reports they send).
+  xdist worker: workers attach their records, plain data, to the test reports they send). A test
+  whose xdist worker crashed makes the report incomplete and failing.
 """
 
 from __future__ import annotations
@@ -20,6 +23,9 @@ from . import session as _session
 from .model.spec import Spec
 from .options import OPTIONS
 from .oracles import parse_oracles
+from .report.io import writable_folder_problem
+from .runner.process import close_workers
+from .verdict.pipeline import FAST_ORACLES
 
 _CONTEXT = pytest.StashKey[_session.TestContext]()
 _SPEC_FIELDS = set(Spec.__dataclass_fields__) | set(_session.RUN_KEYS)
@@ -35,7 +41,10 @@ def _flag(name: str) -> str:
 def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("bptt-check", "bptt-check: verify hand-written BPTT")
     for opt in OPTIONS:
-        if opt.run:
+        if opt.run and opt.flag:
+            group.addoption(_flag(opt.name), dest=f"bptt_{opt.name}", action="store_true", default=opt.default,
+                            help=opt.help)
+        elif opt.run:
             group.addoption(_flag(opt.name), dest=f"bptt_{opt.name}", default=opt.default, type=opt.type,
                             metavar=opt.name.upper(), help=opt.help + f" (default: {opt.default})")
 
@@ -45,9 +54,17 @@ def pytest_configure(config: pytest.Config) -> None:
         "markers", "bptt(**spec): spec defaults (mode=, truncation=, loss=, ...) and cases=/seed= for the "
                    "bptt-check checks made in this test")
     try:
-        parse_oracles(config.getoption("bptt_oracle"))
+        oracles = parse_oracles(config.getoption("bptt_oracle"))
     except Exception as err:
         raise pytest.UsageError(f"--bptt-oracle: {err}") from None
+    if oracles[0] == "directional" and not config.getoption("bptt_fast"):
+        raise pytest.UsageError("--bptt-oracle: the first oracle is the reference and must give every element: put "
+                                "autograd, complex-step or fd first, or use --bptt-fast")
+    folder = config.getoption("bptt_report_dir")
+    if folder and not hasattr(config, "workerinput"):
+        problem = writable_folder_problem(config.invocation_params.dir / folder)
+        if problem:
+            raise pytest.UsageError(f"--bptt-report-dir: {problem}")
     if not hasattr(config, "workerinput"):      # xdist workers only send their records
         config.pluginmanager.register(_Collector(config), "bptt-check-collector")
 
@@ -75,7 +92,10 @@ def pytest_runtest_call(item: pytest.Item) -> Generator[None, None, None]:
     worker = getattr(config, "workerinput", {}).get("workerid", "main")
     ctx = _session.TestContext(item.nodeid, worker=worker, cases=config.getoption("bptt_cases"),
                                seed=config.getoption("bptt_seed"),
-                               oracles=parse_oracles(config.getoption("bptt_oracle")), marker=marker)
+                               oracles=parse_oracles(config.getoption("bptt_oracle")),
+                               timeout=config.getoption("bptt_timeout"), fast=bool(config.getoption("bptt_fast")),
+                               directions=config.getoption("bptt_directions"),
+                               isolate=config.getoption("bptt_isolate"), marker=marker)
     item.stash[_CONTEXT] = ctx
     token = _session.CURRENT.set(ctx)
     try:
@@ -98,6 +118,8 @@ class _Collector:
     def __init__(self, config: pytest.Config) -> None:
         self.config = config
         self.payloads: list[dict[str, Any]] = []
+        self.crashed: list[str] = []
+        self.unwritten = ""
         self.start = _session.now()
         self.lines: list[str] = []
 
@@ -105,18 +127,29 @@ class _Collector:
         payload = getattr(report, "bptt", None)
         if payload is not None:
             self.payloads.append(payload)
+        elif report.failed and report.when == "???" and "crashed" in str(report.longrepr):
+            self.crashed.append(report.nodeid)       # pytest-xdist: "worker 'gw0' crashed while running ..."
 
     def pytest_sessionfinish(self, session: pytest.Session) -> None:
-        if not self.payloads:
+        close_workers()             # the session is over: so are the worker processes of its checks
+        if not self.payloads and not self.crashed:
             return          # no bptt check ran: write nothing
         config = self.config
-        data = _session.aggregate(self.payloads, seed=config.getoption("bptt_seed"),
-                                  oracles=parse_oracles(config.getoption("bptt_oracle")),
-                                  seconds=_session.now() - self.start, argv=list(config.invocation_params.args))
+        oracles = FAST_ORACLES if config.getoption("bptt_fast") else parse_oracles(config.getoption("bptt_oracle"))
+        data = _session.aggregate(self.payloads, seed=config.getoption("bptt_seed"), oracles=oracles,
+                                  seconds=_session.now() - self.start, argv=list(config.invocation_params.args),
+                                  crashed=self.crashed)
         folder = config.getoption("bptt_report_dir")
         formats = config.getoption("bptt_format")
-        paths = _session.write_report(config.invocation_params.dir / folder, data, formats) if folder else []
-        self.lines = _session.summary_lines(data, paths)
+        try:
+            paths = _session.write_report(config.invocation_params.dir / folder, data, formats) if folder else []
+        except OSError as exc:       # the verdict is in the summary; the run must not look green without a report
+            paths = []
+            self.unwritten = f"bptt-check: cannot write the report: {exc.strerror or exc}" + (
+                f": {exc.filename}" if exc.filename else "")
+            if session.exitstatus == pytest.ExitCode.OK:
+                session.exitstatus = pytest.ExitCode.TESTS_FAILED
+        self.lines = _session.summary_lines(data, paths) + ([self.unwritten] if self.unwritten else [])
 
     def pytest_terminal_summary(self, terminalreporter: Any) -> None:
         if self.lines:

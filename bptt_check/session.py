@@ -18,7 +18,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .api import Report, check, raise_if_wrong, resolve_spec
+from .api import Report, check, raise_if_wrong, resolve_spec, run_options
+from .errors import BPTTCheckError, UsageError
 from .model.cases import Case
 from .model.spec import Spec
 from .options import default
@@ -26,7 +27,8 @@ from .report import FORMATS, report_dict, write_reports
 from .verdict.pipeline import DEFAULT_ORACLES, check_case
 from .verdict.result import CaseResult
 
-RUN_KEYS = ("cases", "seed")          # marker / call keywords that are not spec fields
+# marker / call keywords that are not spec fields: how the check is run
+RUN_KEYS = ("cases", "seed", "timeout", "fast", "directions", "isolate")
 MAX_KEPT_PER_TEST = 100               # case records a test keeps (counts stay complete)
 
 
@@ -39,6 +41,10 @@ class TestContext:
     cases: int = 20
     seed: int = 0
     oracles: tuple[str, ...] = DEFAULT_ORACLES
+    timeout: float | None = default("timeout")
+    fast: bool = False
+    directions: int = default("directions")
+    isolate: str = default("isolate")
     marker: dict[str, Any] = field(default_factory=dict)
     records: list[dict[str, Any]] = field(default_factory=list)
     counts: dict[str, int] = field(default_factory=dict)
@@ -89,31 +95,54 @@ class Checker:
 
     Outside a pytest session (no plugin context) it uses the option defaults and records nothing.
     Precedence: keywords of the call > ``@pytest.mark.bptt(...)`` > the spec an adapted backward
-    declares > the defaults; ``cases``/``seed``: call > marker > ``--bptt-cases``/``--bptt-seed``.
+    declares > the defaults; how the check runs (``cases``, ``seed``, ``timeout``, ``fast``,
+    ``directions``, ``isolate``): call > marker > ``--bptt-<name>`` > the defaults.
     """
 
     def check(self, backward: Any, spec: Spec | None = None, *, cases: int | None = None,
               seed: int | None = None, **spec_kwargs: Any) -> Report:
         __tracebackhide__ = True       # pytest: show the test's line, not the checker's
         ctx = CURRENT.get()
-        marker = dict(ctx.marker) if ctx else {}
-        run = {k: marker.pop(k) for k in RUN_KEYS if k in marker}
-        n = next(v for v in (cases, run.get("cases"), ctx.cases if ctx else default("cases")) if v is not None)
-        s = next(v for v in (seed, run.get("seed"), ctx.seed if ctx else default("seed")) if v is not None)
+        run = self._run(ctx, {"cases": cases, "seed": seed, **{k: spec_kwargs.pop(k) for k in RUN_KEYS
+                                                               if k in spec_kwargs}})
+        marker = {k: v for k, v in (ctx.marker if ctx else {}).items() if k not in RUN_KEYS}
         oracles = ctx.oracles if ctx else DEFAULT_ORACLES
         full = resolve_spec(backward, spec, spec_kwargs, marker)
-        report = check(backward, full, cases=n, seed=s, oracles=oracles, target=_name(backward))
+        report = check(backward, full, oracles=oracles, target=_name(backward), **run)
         if ctx is not None:
             ctx.add(report.cases)
         raise_if_wrong(report.cases, report=report, seed=report.seed, notes=True)
         return report
 
-    def check_case(self, backward: Any, case: Case) -> CaseResult:
-        """Check one given case (e.g. drawn by ``bptt_check.strategies.cases``)."""
+    @staticmethod
+    def _run(ctx: TestContext | None, given: dict[str, Any]) -> dict[str, Any]:
+        """How a check runs: the call's keywords, then the test's marker, then the session's options."""
+        marker = ctx.marker if ctx else {}
+        out = {}
+        for key in RUN_KEYS:
+            session_value = getattr(ctx, key) if ctx else default(key)
+            out[key] = next((v for v in (given.get(key), marker.get(key), session_value) if v is not None),
+                            session_value)
+        return out
+
+    def check_case(self, backward: Any, case: Case, **how: Any) -> CaseResult:
+        """Check one given case (e.g. drawn by ``bptt_check.strategies.cases``); ``how``: ``timeout``,
+        ``fast``, ``directions``, ``isolate`` for this check."""
         __tracebackhide__ = True
         ctx = CURRENT.get()
+        unknown = sorted(set(how) - set(RUN_KEYS[2:]))
+        if unknown:
+            raise UsageError(f"check_case() got unexpected keyword(s) {unknown}; it takes "
+                             f"{', '.join(RUN_KEYS[2:])}")
+        run = self._run(ctx, how)
         oracles = ctx.oracles if ctx else DEFAULT_ORACLES
-        result = check_case(backward, case, oracles=oracles, target=_name(backward))
+        try:
+            timeout = run_options(timeout=run["timeout"], fast=run["fast"], directions=run["directions"],
+                                  isolate=run["isolate"])
+        except BPTTCheckError as err:
+            raise err.with_context(case=case.index, seed=case.seed) from None
+        result = check_case(backward, case, oracles=oracles, target=_name(backward), timeout=timeout,
+                            fast=bool(run["fast"]), directions=run["directions"], isolate=run["isolate"])
         if ctx is not None:
             ctx.add([result])
         made = case.reproducer() if hasattr(case, "reproducer") else None
@@ -131,7 +160,7 @@ def _name(backward: Any) -> str:
 # ----------------------------------------------------------------- the session's report
 
 def aggregate(payloads: list[dict[str, Any]], *, seed: int, oracles: tuple[str, ...], seconds: float,
-              argv: list[str] | None) -> dict[str, Any]:
+              argv: list[str] | None, crashed: Iterable[str] = ()) -> dict[str, Any]:
     """One report for the session, from the tests' payloads (same top-level keys as the CLI's report)."""
     cases = [c for p in payloads for c in p["cases"]]
     counts = {"passed": 0, "failed": 0, "inconclusive": 0, "error": 0, "timeout": 0}
@@ -148,6 +177,11 @@ def aggregate(payloads: list[dict[str, Any]], *, seed: int, oracles: tuple[str, 
     # the counts of every case checked, also those not kept as records
     data["counts"] = counts
     data["passed"] = all(k in ("passed", "inconclusive") or v == 0 for k, v in counts.items())
+    if crashed:      # an xdist worker died while running these tests: their checks are not in the report
+        data["incomplete"] = {"crashed_tests": list(crashed),
+                              "why": "a pytest-xdist worker process died while running these tests; "
+                                     "the checks they made are missing from this report"}
+        data["passed"] = False
     return data
 
 
@@ -155,7 +189,7 @@ def write_report(report_dir: str | os.PathLike[str], data: dict[str, Any],
                  formats: Iterable[str] = FORMATS) -> list[Path]:
     """Write the session's report files; the one place report formats are produced from the dict."""
     folder = Path(report_dir)
-    return list(write_reports(data, folder, formats).values())
+    return list(write_reports(data, folder, formats, replace=True).values())
 
 
 def summary_lines(data: dict[str, Any], paths: list[Path]) -> list[str]:
@@ -164,7 +198,12 @@ def summary_lines(data: dict[str, Any], paths: list[Path]) -> list[str]:
     checks = sum(t["checks"] for t in data["tests"].values())
     parts = [f"{v} {k}" for k, v in n.items() if v or k in ("passed", "failed")]
     verdict = "OK" if data["passed"] else "WRONG GRADIENTS"
+    crashed = (data.get("incomplete") or {}).get("crashed_tests") or []
+    if crashed:
+        verdict = "INCOMPLETE"
     lines = [f"{verdict}: {checks} check(s) in {len(data['tests'])} test(s), {total} cases: " + ", ".join(parts)]
+    for test in crashed[:20]:
+        lines.append(f"  {test}: its pytest-xdist worker crashed; its checks are missing from the report")
     last_wrong: dict[str, dict[str, Any]] = {}
     for case in data["cases"]:
         if case["status"] not in ("passed", "inconclusive"):

@@ -5,9 +5,12 @@
 
 Table 1 runs every row of ``tests/fuzz/misbehaviours.py:CATALOGUE`` through ``check_case`` and
 shows the status, the error kind and the first line of the message the harness gives. Table 2
-runs every command line of ``tests/fuzz/bad_usage.py:BAD_USAGE`` through ``bptt_check.cli.main``
-and shows the exit status and the one line it prints. The same catalogues are asserted on by
-``tests/fuzz/test_catalogue.py`` and ``tests/test_robustness_cli.py``.
+lists every hostile TARGET of ``tests/fuzz/hostile.py:ROWS`` with the exit status of the command and
+what its report says, in the rows' own words (each row runs through the command in
+``tests/test_robustness_cli.py``, which holds those words true). Table 3 runs every command line of
+``tests/fuzz/bad_usage.py:BAD_USAGE`` through ``bptt_check.cli.main`` and shows the exit status and
+the one line it prints. The same catalogues are asserted on by ``tests/fuzz/test_catalogue.py`` and
+``tests/test_robustness_cli.py``.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ DOC = ROOT / "docs" / "robustness.md"
 sys.path.insert(0, str(ROOT / "tests" / "fuzz"))
 
 import bad_usage  # noqa: E402
+import hostile  # noqa: E402
 import misbehaviours  # noqa: E402
 
 import bptt_check as bc  # noqa: E402
@@ -53,6 +57,8 @@ def behaviour_table() -> str:
                                timeout=0.2 if planted.hangs else 30.0)
         if result.error:
             said = headline(result.error)
+        elif result.status == "failed":
+            said = "wrong: " + ", ".join(result.failed_grads)
         elif result.notes:
             said = "note: " + result.notes[0]
         elif result.stdout:
@@ -61,6 +67,13 @@ def behaviour_table() -> str:
             said = "—"
         kind = f"`{result.error['kind']}`" if result.error else "—"
         rows.append(f"| {row.behaviour} | {result.status} | {kind} | {_cell(said)} |")
+    return "\n".join(rows)
+
+
+def hostile_table() -> str:
+    rows = ["| the TARGET… | exit | what happens |", "| --- | --- | --- |"]
+    for row in hostile.ROWS:
+        rows.append(f"| {row.behaviour} | {row.exit} | {row.claim} |")
     return "\n".join(rows)
 
 
@@ -94,6 +107,7 @@ def _replace(text: str, name: str, table: str) -> str:
 
 def render(text: str) -> str:
     text = _replace(text, "BEHAVIOURS", behaviour_table())
+    text = _replace(text, "HOSTILE", hostile_table())
     return _replace(text, "USAGE", usage_table())
 
 

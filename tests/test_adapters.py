@@ -223,7 +223,7 @@ def test_cases_are_shaped_for_the_layout():
                       y[:, None, :], bc.Spec())
         return {"W": g["W"], "U": g["U"], "b": g["b"], "V": g["V"], "h0": g["h0"][0], "x": g["x"][:, 0]}
 
-    result = bc.check_case(adapt(backward, layout), bc.draw_case(bc.Spec(), 3, 0))
+    result = bc.check_case(adapt(backward, layout), bc.draw_case(bc.Spec(), 3, 0), isolate="thread")  # reads `seen`
     assert result.status == "passed", result.summary()
     xshape, pshapes, x = seen[0]
     T, I = xshape
@@ -261,7 +261,7 @@ def test_forward_supplied_by_the_user_is_checked_first():
         called.append(1)
         return truncated(params, x, y, spec)
 
-    result = bc.check_case(adapt(backward, forward=fwd), bc.draw_case(spec, 0, 0))
+    result = bc.check_case(adapt(backward, forward=fwd), bc.draw_case(spec, 0, 0), isolate="thread")  # counts calls
     assert result.status == "error" and result.error["kind"] == "forward"
     assert "forward bug" in result.error["message"] and "sse" in result.error["message"]
     assert called == [1, 1]              # the backward ran (twice: the determinism check), but was not judged

@@ -111,7 +111,7 @@ def test_a_passing_case_has_no_diagnosis_and_the_backward_is_called_twice_only()
         calls.append(1)
         return truncated(params, x, y, spec)
 
-    r = bc.check_case(counted, bc.draw_case(bc.Spec(), 0, 0))
+    r = bc.check_case(counted, bc.draw_case(bc.Spec(), 0, 0), isolate="thread")     # counts calls in this process
     # twice: the run-twice determinism check; nothing more for a passing case
     assert r.status == "passed" and r.diagnosis == [] and r.to_dict()["diagnosis"] == [] and len(calls) == 2
 
@@ -124,7 +124,7 @@ def test_the_stale_accumulation_test_reuses_the_run_twice_call():
         calls.append(1)
         return bug(params, x, y, spec)
 
-    r = bc.check_case(counted, bc.draw_case(bc.Spec(), 0, 0), evidence=None)
+    r = bc.check_case(counted, bc.draw_case(bc.Spec(), 0, 0), evidence=None, isolate="thread")
     assert r.status == "failed" and len(calls) == 2           # the diagnosis makes no third call
     assert r.diagnosis[0]["code"] == "missing_first_step"   # deterministic: no stale_accumulation
 

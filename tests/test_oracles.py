@@ -273,7 +273,7 @@ def test_the_trajectory_is_the_numpy_forward():
 
 @settings(max_examples=60, deadline=None)
 @given(spec=specs(truncation=truncations(), activations=["tanh", "relu"], dtypes=("float64", "float32"),
-                  losses=["half_mse", "sse", "cross_entropy"]),
+                  losses=["half_mse", "sse", "cross_entropy"], cells=("rnn", "lstm", "gru")),
        seed=st.integers(0, 2**16), index=st.integers(0, 15))
 def test_the_fused_reference_is_the_autograd_reference(spec, seed, index):
     """torch's fused RNN kernel, run per window (windows from 0 share a run, the others side by side in the
@@ -290,12 +290,14 @@ def test_the_fused_reference_is_the_autograd_reference(spec, seed, index):
 
 
 @settings(max_examples=40, deadline=None)
-@given(spec=specs(truncation=truncations(), cells=["rnn", "lstm", "gru"], lengths=None, output_layer=None),
+@given(spec=specs(truncation=truncations(), cells=["rnn", "lstm", "gru", "gru:z=n", "gru:reset=before"],
+                  lengths=None, output_layer=None),
        seed=st.integers(0, 2**8))
 def test_the_fused_path_is_only_for_what_torch_fuses(spec, seed):
-    """Other cells, padded batches, no output layer, the binary cross-entropy: the step-by-step graph."""
-    expected = (spec.cell == "rnn" and spec.activation in ("tanh", "relu") and not spec.lengths
-                and spec.output_layer and spec.loss != "bce")
+    """The rnn (tanh, relu), lstm and gru cells in torch's conventions are fused; a gru variant, padded
+    batches, no output layer, the binary cross-entropy: the step-by-step graph."""
+    expected = ((spec.cell in ("lstm", "gru") or (spec.cell == "rnn" and spec.activation in ("tanh", "relu")))
+                and not spec.lengths and spec.output_layer and spec.loss != "bce")
     assert fused.supported(spec) is expected
     calls = []
     original = fused.fused_gradients

@@ -130,7 +130,7 @@ def test_every_call_of_the_backward_goes_through_the_target(monkeypatch):
         calls["backward"] += 1
         return bug(params, x, y, spec)
 
-    r = bc.check_case(backward, _core(bc.Spec()))            # first call, repeat, prefix re-runs
+    r = bc.check_case(backward, _core(bc.Spec()), isolate="thread")   # first call, repeat, prefix re-runs
     assert r.status == "failed" and len(r.evidence["prefix"]["runs"]) > 2
     assert calls["backward"] == calls["target"] > 2
 

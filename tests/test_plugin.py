@@ -213,9 +213,19 @@ def test_xdist_two_workers_nothing_lost_report_written_once_by_the_main_process(
         def test_many(bptt, i):
             bptt.check(truncated, seed=i)
     """)
+    pytester.makepyfile(test_crash="""
+        import os
+
+        def test_worker_dies():
+            os._exit(1)                   # the test itself, in its xdist worker (not a backward)
+    """)
     result = pytester.runpytest_subprocess("-n", "2", "--bptt-cases", "2", *FAST)
-    result.assert_outcomes(passed=10, failed=1)
+    result.assert_outcomes(passed=10, failed=2)
     data = report_of(pytester)
+    # the crashed worker's test is missing from the report: the report says so, and fails
+    assert data["passed"] is False
+    assert data["incomplete"]["crashed_tests"] == ["test_crash.py::test_worker_dies"]
+    result.stdout.fnmatch_lines(["*test_crash.py::test_worker_dies: its pytest-xdist worker crashed*"])
     assert len(data["tests"]) == 10
     assert len(data["cases"]) == 10 * 2                        # 2 cases per check, one check per test
     keys = [(c["test"], c["seed"], c["index"]) for c in data["cases"]]
@@ -224,7 +234,7 @@ def test_xdist_two_workers_nothing_lost_report_written_once_by_the_main_process(
     writes = (pytester.path / "writes.log").read_text().split("\n")[:-1]
     main_pid = (pytester.path / "main.pid").read_text()
     assert writes == [main_pid]                                # once, by the main process
-    result.stdout.fnmatch_lines(["WRONG GRADIENTS: 10 check(s) in 10 test(s), 20 cases: 18 passed, 2 failed"])
+    result.stdout.fnmatch_lines(["INCOMPLETE: 10 check(s) in 10 test(s), 20 cases: 18 passed, 2 failed"])
 
 
 def test_records_are_strict_json_plain_data():
@@ -240,3 +250,103 @@ def test_records_are_strict_json_plain_data():
     record = json.loads(text)["cases"][0]
     assert record["oracles"]["reference"]["odd"] is None and record["worker"] == "gw1"
     assert record["test"] == "t.py::test" and record["params"]["U"]["passed"] is True
+
+
+# ----------------------------------------------------------------- run options, isolation (issue 13)
+
+RUN_OPTIONS = """
+import os, time
+from bptt_check.builtin import truncated
+
+
+def pid_backward(params, x, y, spec):
+    print("pid", os.getpid())
+    return truncated(params, x, y, spec)
+
+
+def hanging(params, x, y, spec):
+    while True:
+        time.sleep(0.01)
+
+
+def test_where(bptt):
+    report = bptt.check(pid_backward, cases=1)
+    assert report.cases[0].stdout.startswith("pid ")
+    with open("pids.txt", "a") as fh:
+        fh.write(f"{os.getpid()} {report.cases[0].stdout.split()[1]}\\n")
+
+
+def test_hangs(bptt):
+    bptt.check(hanging, cases=2)
+"""
+
+
+def _pids(pytester):
+    return [tuple(line.split()) for line in (pytester.path / "pids.txt").read_text().splitlines()]
+
+
+def test_run_options_are_honoured_fast_is_a_flag(pytester):
+    pytester.makepyfile(test_run=RUN_OPTIONS)
+    result = pytester.runpytest("--bptt-fast", "--bptt-directions", "7", "--bptt-timeout", "0.3", *FAST)
+    result.assert_outcomes(passed=1, failed=1)
+    data = report_of(pytester)
+    hung = [c for c in data["cases"] if c["test"].endswith("test_hangs")]
+    assert [c["status"] for c in hung] == ["timeout", "timeout"]
+    assert "did not return within 0.3 s" in hung[0]["error"]["message"]
+    right = [c for c in data["cases"] if c["test"].endswith("test_where")]
+    assert right[0]["oracles"]["fast"]["directions"] == 7                 # --bptt-directions, in --bptt-fast mode
+    from bptt_check.verdict.pipeline import FAST_ORACLES
+
+    assert data["oracles"] == list(FAST_ORACLES)
+    harness, backward = _pids(pytester)[0]
+    assert harness != backward                         # the backward ran in a worker process
+
+
+def test_isolate_thread_runs_the_backward_in_the_test_process(pytester):
+    pytester.makepyfile(test_run=RUN_OPTIONS)
+    result = pytester.runpytest("--bptt-isolate", "thread", "-k", "where", *FAST)
+    result.assert_outcomes(passed=1, deselected=1)
+    harness, backward = _pids(pytester)[0]
+    assert harness == backward
+
+
+@pytest.mark.parametrize("args, words", [
+    (["--bptt-report-dir", "afile"], "--bptt-report-dir: report folder"),
+    (["--bptt-isolate", "vm"], "isolate must be one of process, thread, none"),
+    (["--bptt-fast", "1"], "file or directory not found: 1"),       # a flag: it takes no value
+    (["--bptt-directions", "0"], "must be >= 1"),
+])
+def test_run_options_are_checked_at_start(pytester, args, words):
+    pytester.makepyfile(test_run=RUN_OPTIONS)
+    (pytester.path / "afile").write_text("x")
+    result = pytester.runpytest(*args, *FAST)
+    assert result.ret in (pytest.ExitCode.USAGE_ERROR, pytest.ExitCode.NO_TESTS_COLLECTED), result.ret
+    assert words in result.stderr.str() + result.stdout.str()
+    assert not (pytester.path / "reports").exists()
+
+
+def test_a_backward_that_ends_its_process_fails_only_its_test(pytester):
+    pytester.makepyfile(test_exit="""
+        import os
+        from bptt_check.builtin import truncated
+
+        def test_quits(bptt):
+            bptt.check(lambda params, x, y: os._exit(0), cases=2)
+
+        def test_after(bptt):
+            bptt.check(truncated, cases=1)
+    """)
+    result = pytester.runpytest(*FAST)
+    result.assert_outcomes(passed=1, failed=1)
+    data = report_of(pytester)
+    quits = [c for c in data["cases"] if c["test"].endswith("test_quits")]
+    assert [c["error"]["kind"] for c in quits] == ["crashed", "crashed"] and data["passed"] is False
+
+
+def test_a_session_report_that_cannot_be_written_says_so_and_fails_the_session(pytester):
+    pytester.makepyfile(test_checks=TESTS)
+    (pytester.path / "reports" / "report.html").mkdir(parents=True)      # a folder where a report file goes
+    result = pytester.runpytest("--bptt-cases", "1", "-k", "right", *FAST)
+    result.stdout.fnmatch_lines(["OK: 1 check(s) in 1 test(s)*", "bptt-check: cannot write the report: *report.html*"])
+    assert result.ret == pytest.ExitCode.TESTS_FAILED
+    assert sorted(p.name for p in (pytester.path / "reports").iterdir()) == ["report.html"]   # nothing half-written

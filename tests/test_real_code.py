@@ -48,10 +48,13 @@ def test_every_oracle_and_builtin_agree_on_padded_batches(spec, seed, index):
     auto = get_oracle("autograd").gradients(case).grads
     builtin = {"rnn": truncated, "lstm": lstm, "gru": gru}[spec.cell.partition(":")[0]]
     mine = builtin(case.params, case.x, case.y, spec, lengths=case.lengths)
-    for name in ("complex-step", "fd"):
-        other = get_oracle(name).gradients(case).grads
+    for name, bound in (("complex-step", 1e-10), ("fd", 1e-5)):
+        other = get_oracle(name).gradients(case)
         for k in auto:
-            assert _rel(other[k], auto[k]) <= 1e-7, (name, k, spec, case.lengths)
+            # each within its own error estimate, and close in any case
+            assert np.all(np.abs(other.grads[k] - auto[k]) <= other.error[k] + 1e-12 * np.abs(auto[k]).max(initial=0)
+                          ) or _rel(other.grads[k], auto[k]) <= bound, (name, k, spec, case.lengths)
+            assert _rel(other.grads[k], auto[k]) <= bound, (name, k, spec, case.lengths)
     for k in auto:
         assert _rel(mine[k], auto[k]) <= 1e-10, ("builtin", k, spec, case.lengths)
         # padded steps of x get gradient 0
@@ -333,8 +336,8 @@ def test_arrays_shared_between_nested_objects_stay_shared():
         return original(self, x, y)
 
     module.Trainer.train_step = spy
-    try:
-        assert bc.check(module.backward, cases=2).passed
+    try:                                       # the spy reports to this process: the backward runs in it
+        assert bc.check(module.backward, cases=2, isolate="thread").passed
     finally:
         module.Trainer.train_step = original
     assert seen and all(seen)

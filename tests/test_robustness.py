@@ -46,7 +46,7 @@ def test_invoke_calls_once_by_default_and_returns_float_copies():
         return truncated(params, x, y, spec)
 
     c = case()
-    out = invoke(backward, c)
+    out = invoke(backward, c, isolate="thread")                     # counts calls in this process
     assert isinstance(out, CallOutcome) and out.status == "ok" and out.error is None
     assert len(calls) == 1 and out.repeat is None
     ref = truncated({k: v.copy() for k, v in c.params.items()}, c.x.copy(), c.y.copy(), c.spec)
@@ -55,14 +55,15 @@ def test_invoke_calls_once_by_default_and_returns_float_copies():
         np.testing.assert_array_equal(out.grads[k], ref[k])
 
     calls.clear()
-    out = invoke(backward, c, repeat=True)
+    out = invoke(backward, c, repeat=True, isolate="thread")
     assert len(calls) == 2 and out.repeat is not None and out.error is None
 
 
 def test_invoke_never_raises_for_what_the_backward_does():
     for row in mb.CATALOGUE:
         planted = row.build()
-        out = invoke(planted.backward, case(spec=SPEC.replace(**row.spec)), timeout=0.2, repeat=True)
+        out = invoke(planted.backward, case(spec=SPEC.replace(**row.spec)), timeout=0.2 if planted.hangs else 30,
+                     repeat=True)
         assert out.status in ("ok", "error", "timeout"), row.behaviour
         if planted.kind is not None:
             assert out.error is not None and out.error["kind"] == planted.kind, (row.behaviour, out.error)
@@ -124,10 +125,13 @@ def test_a_keyboard_interrupt_from_the_harness_still_stops_the_run_without_a_lim
     def backward(params, x, y):
         raise KeyboardInterrupt
 
-    with pytest.raises(KeyboardInterrupt):            # timeout 0: called in this thread, Ctrl-C is Ctrl-C
-        invoke(backward, case(), timeout=0)
-    out = invoke(backward, case(), timeout=5)         # in the call's thread it can only be the backward's own
-    assert out.error["kind"] == "exception" and "KeyboardInterrupt" in out.error["message"]
+    with pytest.raises(KeyboardInterrupt):            # called in this thread (no limit), Ctrl-C is Ctrl-C
+        invoke(backward, case(), timeout=0, isolate="thread")
+    with pytest.raises(KeyboardInterrupt):
+        invoke(backward, case(), timeout=5, isolate="none")
+    for isolate in ("thread", "process"):              # in the call's thread, or its process: the backward's own
+        out = invoke(backward, case(), timeout=5, isolate=isolate)
+        assert out.error["kind"] == "exception" and "KeyboardInterrupt" in out.error["message"], isolate
 
 
 # ----------------------------------------------------------------- timeouts, threads
@@ -145,14 +149,24 @@ def test_a_hang_in_python_is_stopped_and_says_where_it_was():
 
 def test_a_blocking_call_is_abandoned_and_the_run_goes_on():
     start = time.perf_counter()
-    result = bc.check_case(mb.hangs_sleeping(1.0).backward, case(), oracles=AUTOGRAD, timeout=0.1)
+    result = bc.check_case(mb.hangs_sleeping(1.0).backward, case(), oracles=AUTOGRAD, timeout=0.1,
+                           isolate="thread")
     assert time.perf_counter() - start < 0.8
     assert result.status == "timeout" and "could not be stopped" in result.error["message"]
     assert "time.sleep" in result.error["message"]
 
 
-@pytest.mark.parametrize("limit", [None, 0, float("inf")])
-def test_no_limit_calls_the_backward_in_the_callers_thread(limit):
+def test_a_blocking_call_in_a_worker_process_is_killed_and_says_where_it_was():
+    start = time.perf_counter()
+    result = bc.check_case(mb.hangs_sleeping(30.0).backward, case(), oracles=AUTOGRAD, timeout=0.2)
+    assert time.perf_counter() - start < 5
+    msg = result.error["message"]
+    assert result.status == "timeout" and "it was stopped" in msg and "killed (SIGKILL)" in msg
+    assert "misbehaviours.py:" in msg and "time.sleep" in msg
+
+
+@pytest.mark.parametrize("limit, isolate", [(None, "thread"), (0, "thread"), (float("inf"), "thread"), (30, "none")])
+def test_no_limit_calls_the_backward_in_the_callers_thread(limit, isolate):
     seen = []
 
     def backward(params, x, y, spec):
@@ -160,7 +174,7 @@ def test_no_limit_calls_the_backward_in_the_callers_thread(limit):
         print("direct")
         return truncated(params, x, y, spec)
 
-    result = bc.check_case(backward, case(), oracles=AUTOGRAD, timeout=limit)
+    result = bc.check_case(backward, case(), oracles=AUTOGRAD, timeout=limit, isolate=isolate)
     assert result.status == "passed" and seen == [threading.current_thread()] * 2
     assert result.stdout == "direct\n"
 
@@ -376,14 +390,15 @@ def test_every_case_replays_bit_for_bit_from_the_seed_in_the_report():
              bc.Spec(loss="cross_entropy", output="softmax", truncation="window:2")]
     for spec in specs:
         seen.clear()
-        report = json.loads(json.dumps(bc.check(recording, spec, cases=9, seed=12345,
+        report = json.loads(json.dumps(bc.check(recording, spec, cases=9, seed=12345, isolate="thread",
                                                 on_case=lambda r: seen.append("|")).to_dict()))
         # the first call of each case (it is called again, and on prefixes for the evidence)
         first = [group.strip(",").split(",")[0] for group in ",".join(seen).split("|") if group.strip(",")]
         assert len(first) == 9
         for i, c in enumerate(report["cases"]):
             seen.clear()
-            again = bc.check_case(recording, bc.draw_case(bc.Spec.from_dict(c["spec"]), c["seed"], c["index"]))
+            again = bc.check_case(recording, bc.draw_case(bc.Spec.from_dict(c["spec"]), c["seed"], c["index"]),
+                                  isolate="thread")
             assert seen[0] == first[i]                                  # the same inputs, bit for bit
             replayed = json.loads(json.dumps(again.to_dict()))
             for d in (c, replayed):
@@ -425,3 +440,163 @@ def test_report_folder_problems_are_found_before_anything_is_created(tmp_path):
     assert "is a file" in _io.writable_folder_problem(tmp_path / "afile" / "reports")
     assert _io.writable_folder_problem(tmp_path / "new" / "deeper") is None
     assert not (tmp_path / "new").exists()
+
+
+# ----------------------------------------------------------------- the same findings in this process (issue 13)
+
+@pytest.mark.parametrize("row", [r for r in mb.CATALOGUE if not r.build().isolated],
+                         ids=[r.behaviour for r in mb.CATALOGUE if not r.build().isolated])
+def test_in_this_process_a_catalogue_row_gets_the_same_finding_as_in_a_worker(row):
+    planted = row.build()
+    spec = SPEC.replace(**row.spec) if row.spec else SPEC
+    kwargs = dict(oracles=AUTOGRAD, timeout=0.2 if planted.hangs else 30.0)
+    here = bc.check_case(planted.backward, case(spec=spec), isolate="thread", **kwargs)
+    there = bc.check_case(row.build().backward, case(spec=spec), **kwargs)
+    assert here.status == there.status, (here.summary(), there.summary())
+    assert (here.error or {}).get("kind") == (there.error or {}).get("kind")
+    assert here.failed_grads == there.failed_grads
+    if planted.kind not in ("timeout", None):      # a class made in a function is pickled without its <locals>
+        assert here.error["message"].replace(".raises_base.<locals>", "") == there.error["message"]
+
+
+# ----------------------------------------------------------------- what a worker can send back
+
+def test_a_reply_is_plain_data_a_pickled_class_or_function_is_refused():
+    import os as os_module
+    import pickle
+
+    from bptt_check.runner import wire
+
+    plain = {"ok": True, "items": [("W", ("nd", "<f8", (2,), b"\0" * 16))], "x": None, "s": "\udc80"}
+    assert wire.loads_plain(pickle.dumps(plain, protocol=5)) == plain
+    for hostile in (os_module.system, np.ones(2), bc.Spec(), Exception("x")):
+        with pytest.raises(wire.WireError, match="plain data only"):
+            wire.loads_plain(pickle.dumps(hostile, protocol=5))
+    with pytest.raises(wire.WireError):
+        wire.loads_plain(b"\x80\x05garbage")
+
+
+@pytest.mark.parametrize("bad", [
+    ("nd", "<f8", (3,), b"\0" * 16),          # 2 elements' bytes for 3
+    ("nd", "<f8", (-1,), b""),
+    ("nd", "not a dtype", (1,), b"\0"),
+    ("array", "<f8", (1,), b"\0" * 8),
+    ("nd", "<U99999999999", (1,), b""),
+])
+def test_a_malformed_array_in_a_reply_is_a_wire_error(bad):
+    from bptt_check.runner import wire
+
+    with pytest.raises(wire.WireError):
+        wire.decode_array(bad)
+
+
+def test_arrays_cross_bit_for_bit_in_every_dtype():
+    from bptt_check.runner import wire
+
+    for a in (np.arange(6.0).reshape(2, 3), np.float32([1.5, np.nan]), np.int8([1, -2]), np.array([True]),
+              np.complex128([1 + 2j]), np.float16([0.1]), np.array(["ab"]), np.zeros((0, 3)),
+              np.arange(8.0).reshape(2, 4).T):
+        b = wire.decode_array(wire.encode_array(a))
+        assert b.dtype == a.dtype and b.shape == a.shape and b.tobytes() == np.ascontiguousarray(a).tobytes()
+        assert b.flags.writeable
+    objects = wire.decode_array(wire.encode_array(np.array([object(), None])))
+    assert objects.dtype == object and objects.shape == (2,)
+
+
+def test_a_backward_that_closes_every_descriptor_is_a_crashed_finding_and_the_next_case_runs():
+    def backward(params, x, y, spec):
+        import os
+
+        os.closerange(3, 4096)                # the worker's channel to the harness too
+        return truncated(params, x, y, spec)
+
+    report = bc.check(backward, SPEC, cases=2, oracles=AUTOGRAD)
+    assert [c.error["kind"] for c in report.cases] == ["crashed", "crashed"]
+    assert bc.check(truncated, SPEC, cases=1, oracles=AUTOGRAD).passed
+
+
+def test_the_spec_the_backward_edits_is_its_own_in_every_mode():
+    def backward(params, x, y, spec):
+        object.__setattr__(spec, "truncation", bc.Truncation())
+        return truncated(params, x, y, spec)
+
+    c = case(spec=SPEC.replace(truncation="window:2"))
+    for isolate in ("process", "thread", "none"):
+        result = bc.check_case(backward, c, oracles=AUTOGRAD, isolate=isolate)
+        assert result.status == "failed" and str(c.spec.truncation) == "window:2", isolate
+
+
+def test_isolate_is_checked_like_every_argument():
+    for bad in ("proc", None, 1):
+        with pytest.raises(bc.UsageError, match="isolate must be one of process, thread, none"):
+            bc.check(truncated, cases=1, isolate=bad)
+    with pytest.raises(bc.UsageError, match="isolate must be one of"):
+        bc.check_case(truncated, case(), isolate="vm")
+
+
+@pytest.mark.parametrize("kwargs, words", [
+    ({"directions": 2.5}, "directions must be a whole number"),
+    ({"directions": 10**30}, "directions must be at most 1024"),
+    ({"fast": "yes"}, "fast must be True or False"),
+    ({"fast": True, "directions": 0}, "directions must be a whole number >= 1"),
+    ({"evidence": "all"}, "evidence must be 'full', 'cheap' or None"),
+])
+def test_bad_run_arguments_of_check_case_are_usage_errors(kwargs, words):
+    with pytest.raises(bc.UsageError, match=words):
+        bc.check_case(truncated, case(), **kwargs)
+
+
+@pytest.mark.parametrize("kwargs, words", [
+    ({"sizes": {"T": 10**20}}, "is too large: at most 1000000"),
+    ({"truncation": "window:99999999999999999999"}, "window sizes must be at most 1,000,000"),
+    ({"fast": 1}, "fast must be True or False"),
+])
+def test_huge_sizes_and_bad_fast_values_are_usage_errors(kwargs, words):
+    with pytest.raises(bc.BPTTCheckError, match=words):
+        bc.check(truncated, cases=1, **kwargs)
+
+
+def test_an_unpicklable_backward_is_a_usage_error_that_says_what_to_do():
+    lock = threading.Lock()
+
+    def backward(params, x, y, spec):
+        with lock:
+            return truncated(params, x, y, spec)
+
+    with pytest.raises(bc.UsageError, match="cannot be sent to a worker process .*isolate='thread'"):
+        bc.check(backward, cases=1)
+    assert bc.check(backward, SPEC, cases=1, oracles=AUTOGRAD, isolate="thread").passed
+
+
+def test_a_decorated_target_without_wraps_is_a_backward_not_a_factory():
+    from bptt_check.runner.load import is_factory, resolve
+
+    def wrapper(*args, **kwargs):
+        return truncated(*args, **kwargs)
+
+    def make():
+        return truncated
+
+    def backward(params=None, x=None, y=None):
+        return {}
+
+    assert not is_factory(wrapper) and resolve(wrapper) is wrapper
+    assert not is_factory(backward) and is_factory(make) and resolve(make) is truncated
+
+
+def test_the_re_runs_of_a_case_share_one_limit_so_a_slow_wrong_backward_cannot_stretch_a_case():
+    """A wrong backward taking 0.3 s per call under a 0.5 s limit: the evidence would re-run it on ~48
+    prefixes (14 s and more); the re-runs stop once they took one limit's worth of time."""
+    bug = mutant("du_from_t1")
+
+    def slow(params, x, y, spec):
+        time.sleep(0.3)
+        return bug(params, x, y, spec)
+
+    spec = bc.Spec(sizes={"T": 40, "B": 1, "I": 2, "H": 3, "O": 2})
+    start = time.perf_counter()
+    result = bc.check_case(slow, bc.draw_case(spec, 0, 0), oracles=AUTOGRAD, timeout=0.5)
+    took = time.perf_counter() - start
+    assert result.status == "failed" and took < 0.3 * 2 + 0.5 + 0.3 + 4.0, took     # 2 calls + the budget + one more
+    rows = result.evidence["prefix"]["runs"]
+    assert any("not run" in (r.get("error") or "") for r in rows), rows

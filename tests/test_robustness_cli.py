@@ -207,3 +207,161 @@ def test_two_concurrent_runs_into_one_folder_leave_one_complete_report(tmp_path)
     assert report["seed"] in (1, 2) and len(report["cases"]) == 4
     assert all(c["seed"] == report["seed"] for c in report["cases"])
     assert sorted(f.name for f in folder.iterdir()) == REPORT_FILES
+
+
+# ----------------------------------------------------------------- hostile TARGETs (issue 13)
+
+import hostile  # noqa: E402
+
+
+@pytest.mark.parametrize("row", hostile.ROWS, ids=[r.behaviour for r in hostile.ROWS])
+def test_a_hostile_target_cannot_take_the_command_down_or_sway_it(row, tmp_path, monkeypatch, capsys):
+    argv, folder = hostile.prepare(row, tmp_path)
+    start = time.perf_counter()
+    if row.process:                          # what it does would reach this process: a command of its own
+        proc = _run(*argv, cwd=tmp_path, timeout=120)
+        code, out, err = proc.returncode, proc.stdout, proc.stderr
+    else:                                    # the worker process protects this one
+        monkeypatch.chdir(tmp_path)
+        code = cli.main(argv)
+        out, err = capsys.readouterr()
+    run = hostile.result(row, code, out, err, folder, time.perf_counter() - start)
+    assert code == row.exit, f"exit {code}, expected {row.exit}\n{out[-3000:]}\n{err[-3000:]}"
+    row.check(run)
+    if run.report is not None:
+        assert sorted(f.name for f in folder.iterdir()) == REPORT_FILES       # complete, no temporary file
+
+
+def test_hostile_rows_are_the_docs_table():
+    text = (HERE.parent / "docs" / "robustness.md").read_text(encoding="utf-8")
+    for row in hostile.ROWS:
+        assert f"| {row.behaviour} | {row.exit} | {row.claim} |" in text, row.behaviour
+
+
+def test_threads_printing_while_calls_run_in_this_process_do_not_crash_it():
+    """--isolate thread: sys.stdout is swapped around each call while another thread prints through it
+    (the object swapped out was freed under that thread: SIGSEGV, exit 139)."""
+    script = (
+        "import threading, time, bptt_check as bc\n"
+        "from bptt_check.builtin import truncated\n"
+        "def spam():\n"
+        "    end = time.time() + 0.3\n"
+        "    while time.time() < end:\n"
+        "        print('spam from a thread')\n"
+        "def backward(params, x, y, spec):\n"
+        "    threading.Thread(target=spam, daemon=True).start()\n"
+        "    return truncated(params, x, y, spec)\n"
+        "r = bc.check(backward, cases=30, oracles=('autograd',), isolate='thread')\n"
+        "import sys; print('RESULT', r.passed, file=sys.stderr)\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", script], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                          text=True, timeout=300, env=ENV)
+    assert proc.returncode == 0 and "RESULT True" in proc.stderr, (proc.returncode, proc.stderr[-2000:])
+
+
+def test_output_cut_short_by_a_closed_pipe_ends_quietly_with_the_runs_own_status(tmp_path):
+    target = tmp_path / "wrong.py"
+    target.write_text(hostile.CORRECT + "def backward(params, x, y, spec):\n" + hostile.WRONG)
+    for argv, status in (([f"{target}:backward"], 1),):
+        proc = subprocess.Popen([sys.executable, "-m", "bptt_check", *argv, "--cases", "6", "--oracle", "autograd",
+                                 "--progress", "lines", "--report-dir", str(tmp_path / "r")],
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=ENV)
+        proc.stdout.readline()                   # like `| head -1`: one line, then the reader is gone
+        proc.stdout.close()
+        err = proc.stderr.read().decode()
+        assert proc.wait(timeout=300) == status, err
+        assert err == "", err
+        assert json.loads((tmp_path / "r" / "report.json").read_text())["passed"] is (status == 0)
+
+
+def test_a_report_that_cannot_be_written_prints_the_verdict_then_exits_2(tmp_path, capsys):
+    folder = tmp_path / "r"
+    (folder / "report.html").mkdir(parents=True)            # a folder where a report file goes
+    (folder / "report.json").write_text('{"old": true}')
+    code = cli.main(["bptt_check.builtin.truncated:backward", "--cases", "2", "--oracle", "autograd",
+                     "--report-dir", str(folder)])
+    out, err = capsys.readouterr()
+    assert code == 2 and "OK: 2 cases" in out
+    assert err.startswith("bptt-check: cannot write the report: ") and len(err.strip().splitlines()) == 1, err
+    assert "report.html" in err
+    assert (folder / "report.json").read_text() == '{"old": true}'              # the old set is left as it was
+    assert sorted(f.name for f in folder.iterdir()) == ["report.html", "report.json"]
+
+
+def test_a_full_disk_leaves_the_previous_report_set_intact(tmp_path, capsys, monkeypatch):
+    folder = tmp_path / "r"
+    assert cli.main(["bptt_check.builtin.truncated:backward", "--cases", "1", "--oracle", "autograd",
+                     "--report-dir", str(folder)]) == 0
+    before = {f.name: f.read_bytes() for f in folder.iterdir()}
+    import errno
+
+    import bptt_check.report.io as io_module
+
+    real = io_module.os.fsync
+    calls = []
+
+    def full(fd):
+        calls.append(fd)
+        if len(calls) == 3:                       # the third file of the set
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real(fd)
+
+    monkeypatch.setattr(io_module.os, "fsync", full)
+    capsys.readouterr()
+    code = cli.main([f"{HERE / 'bugs.py'}:du_from_t1", "--cases", "1", "--oracle", "autograd",
+                     "--report-dir", str(folder)])
+    monkeypatch.undo()
+    out, err = capsys.readouterr()
+    assert code == 2 and "WRONG GRADIENTS" in out and "No space left on device" in err
+    assert {f.name: f.read_bytes() for f in folder.iterdir()} == before           # not one file changed
+
+
+def test_a_run_replaces_the_whole_set_never_new_json_beside_an_old_page(tmp_path):
+    folder = tmp_path / "r"
+    assert cli.main(["bptt_check.builtin.truncated:backward", "--cases", "1", "--oracle", "autograd",
+                     "--report-dir", str(folder)]) == 0
+    assert sorted(f.name for f in folder.iterdir()) == REPORT_FILES
+    code = cli.main([f"{HERE / 'bugs.py'}:du_from_t1", "--cases", "1", "--oracle", "autograd", "--format", "json",
+                     "--report-dir", str(folder)])
+    assert code == 1
+    assert sorted(f.name for f in folder.iterdir()) == ["report.json"]         # the passing page is gone
+    assert json.loads((folder / "report.json").read_text())["passed"] is False
+
+
+def test_the_report_line_shows_the_folder_as_typed(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    code = cli.main(["bptt_check.builtin.truncated:backward", "--cases", "1", "--oracle", "autograd",
+                     "--report-dir", "out", "--isolate", "none"])
+    out, _ = capsys.readouterr()
+    assert code == 0 and "report: out/report.json, " in out           # shown as typed, written where typed
+    assert (tmp_path / "out" / "report.json").is_file()
+
+
+@pytest.mark.parametrize("content, words", [
+    (b"\xff\xfe not utf-8", "is not UTF-8"),
+    (b'{"tool": "bptt-check", "cases": "many"}', "does not follow the report schema"),
+    (b'{"tool": "bptt-check", "cases": []}', "the field 'schema' is missing"),
+    (b"[" * 100_000 + b"]" * 100_000, "nested too deeply"),
+    (b'{"tool": "bptt-check", "cases": [], "x": ' + b"[" * 5000 + b"]" * 5000 + b"}", "nested"),
+    (b'{"tool": "bptt-check", "cases": [], "seconds": NaN}', "not strict JSON"),
+])
+def test_show_refuses_a_malformed_report_with_one_line(tmp_path, capsys, content, words):
+    path = tmp_path / "report.json"
+    path.write_bytes(content)
+    code = cli.main(["show", str(path)])
+    out, err = capsys.readouterr()
+    assert code == 2 and out == "" and words in err and len(err.strip().splitlines()) == 1, (code, err[:500])
+
+
+def test_show_refuses_wrong_types_deep_in_a_real_report(tmp_path, capsys):
+    folder = tmp_path / "r"
+    cli.main([f"{HERE / 'bugs.py'}:du_from_t1", "--cases", "1", "--oracle", "autograd", "--report-dir", str(folder)])
+    data = json.loads((folder / "report.json").read_text())
+    capsys.readouterr()
+    assert cli.main(["show", str(folder)]) == 1
+    data["cases"][0]["params"]["U"]["worst_index"] = ["a", "b"]
+    (folder / "report.json").write_text(json.dumps(data))
+    capsys.readouterr()
+    assert cli.main(["show", str(folder)]) == 2
+    err = capsys.readouterr().err
+    assert "cases[0].params.U.worst_index[0]: expected integer, got a string" in err

@@ -22,7 +22,7 @@ ACTIVATIONS = ("tanh", "sigmoid", "relu", "identity")
 OUTPUTS = ("identity", "tanh", "sigmoid", "softmax")
 LOSSES = ("half_mse", "sse", "cross_entropy", "bce")
 SIZE_NAMES = ("T", "B", "I", "H", "O")
-MAX_SIZE = 1_000_000
+MAX_SIZE = 1_000_000     # a size or a truncation window above this is a typo, not a case
 # sum: sum over batch and time; mean: mean over batch and time;
 # mean_batch: sum over time, mean over batch (CS231n style);
 # mean_time: mean over time, sum over batch.
@@ -63,6 +63,9 @@ class Truncation:
                 f"truncation {self.kind}: window size must be >= 1, got {self.k1}; "
                 "a window of 0 would let no gradient flow back at all"
             )
+        if max(self.k1, self.k2) > MAX_SIZE:
+            raise UsageError(f"truncation {self.kind}: window sizes must be at most {MAX_SIZE:,}, got "
+                             f"{max(self.k1, self.k2)}")
         if self.kind in ("tbptt", "window-loss") and self.k2 < 1:
             raise UsageError(
                 f"truncation {self.kind}: k2 must be >= 1, got {self.k2}"

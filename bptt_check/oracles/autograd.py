@@ -67,7 +67,9 @@ class AutogradOracle:
         allowed = fused_module.supported(spec) and getattr(case, "lengths", None) is None
         if self.fused and not allowed:
             raise UsageError(f"torch's fused RNN kernel does not compute this spec ({spec}): it takes the "
-                             f"built-in rnn cell with {' or '.join(fused_module.FUSED_ACTIVATIONS)}; use fused=None")
+                             f"built-in rnn cell with {' or '.join(fused_module.FUSED_ACTIVATIONS)}, or the lstm or "
+                             "gru cell in torch's conventions, on full-length sequences with an output layer; use "
+                             "fused=None")
         if allowed and self.fused is not False:
             out, loss = fused_module.fused_gradients(case, self.device)
             return self._result(out, loss, T)

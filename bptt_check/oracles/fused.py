@@ -129,7 +129,7 @@ def fused_gradients(case: Case, device: str | None = None) -> tuple[dict[str, np
         H = U.shape[1]
         entering = None
         if any(w.start > 0 for w in windows):   # the states entering the windows: constants (the numpy forward)
-            states = forward_of(case.params, case.x, spec).states
+            states = forward_of(params, np.asarray(case.x, dtype=np.float64), spec).states
             entering = tuple(torch.as_tensor(np.asarray(s, dtype=np.float64), device=dev) for s in states)
         for group in groups(windows):
             for part in _chunks(group, B * max(H, x.shape[2])):

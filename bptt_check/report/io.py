@@ -1,18 +1,23 @@
 """Writing report files atomically: a reader sees the old file or the new one, never half of one.
 
 Every file goes through a uniquely named temporary file in the same folder (``mkstemp``: two
-runs, or two workers, never share one) and ``os.replace``. Two runs writing into the same folder
-each hold :func:`report_lock` while writing their set of files, so the folder ends up with one
-run's complete set, never a mix.
+runs, or two workers, never share one) and ``os.replace``. A run's files are written as a set
+(:func:`write_set`): every file is rendered and written to its temporary file first, and only when
+all of them are on disk are they renamed into place, and the files of formats this run did not
+write removed — a failure before that (disk full, no permission, ``report.json`` being a folder)
+leaves the previous set as it was, never new JSON beside an old HTML page that says OK. Two runs
+writing into the same folder each hold :func:`report_lock` while writing their set of files, so the
+folder ends up with one run's complete set, never a mix.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -47,6 +52,42 @@ def atomic_write_text(path: str | os.PathLike[str], text: str) -> Path:
             pass
         raise
     return path
+
+
+def write_set(files: dict[Path, str], stale: Iterable[Path] = ()) -> None:
+    """Replace a set of files as a whole: all written to temporary files first, then renamed, then the
+    ``stale`` files (an earlier run's other formats) removed. An error before the renames leaves every
+    old file as it was (and no temporary file)."""
+    temps: dict[Path, str] = {}
+    try:
+        for path in [*files, *stale]:
+            if path.is_dir() and not path.is_symlink():
+                raise IsADirectoryError(errno.EISDIR, "a folder is in the way of a report file", str(path))
+        for path, text in files.items():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+            temps[path] = tmp
+            os.chmod(tmp, 0o666 & ~_UMASK)
+            with os.fdopen(fd, "w", encoding="utf-8") as fh:
+                fh.write(text)
+                fh.flush()
+                os.fsync(fh.fileno())
+        for path, tmp in temps.items():
+            os.replace(tmp, path)
+        temps.clear()
+        for path in stale:
+            try:
+                os.unlink(path)
+            except FileNotFoundError:
+                pass
+        for folder in {p.parent for p in files}:
+            _fsync_dir(folder)
+    finally:
+        for tmp in temps.values():
+            try:
+                os.unlink(tmp)
+            except FileNotFoundError:
+                pass
 
 
 def write_json(path: str | os.PathLike[str], data: Any) -> Path:

@@ -1,5 +1,7 @@
-"""Running a call of the user's code under a time limit, its output captured.
+"""Running a call of the user's code in this process, under a time limit, its output captured.
 
+This is how ``isolate="thread"`` and ``isolate="none"`` call the backward (``isolate="process"``,
+the default, runs it in a worker process of its own: ``process.py``, ``worker.py``).
 :func:`run_limited` runs a body (a call that ``target.py`` prepared) and returns what happened: its
 value or exception, whether it timed out and where it was, what it printed. It never lets the
 user's fault become a traceback of the harness.
@@ -13,21 +15,24 @@ exception raised inside it (``PyThreadState_SetAsyncExc``) — Python-level loop
 blocking call (``sleep``, a lock, I/O, one long C routine) stops when it returns to Python —
 and the next call gets a new worker. Until it stops it is abandoned as a daemon thread, the run
 goes on, and the message says so. No in-process mechanism can stop a C routine that never
-releases the GIL; run the command under an outer ``timeout`` for that. ``timeout=None`` (or
-``0``) runs the body directly in the caller's thread, with no limit, which is what a
-debugger wants. Handing a call to the worker costs about 0.1 ms
-(``tests/fuzz/bench_call_overhead.py``); a new thread per call would cost ~2 ms (the caller and
-the new thread contend for the GIL) and a process per case tens of ms.
+releases the GIL: that needs ``isolate="process"``. ``timeout=None`` (or ``0``), or
+``isolate="none"``, runs the body directly in the caller's thread, with no limit, which is what a
+debugger wants. Handing a call to the worker thread costs about 0.1 ms
+(``benchmarks/isolation.py``); a new thread per call would cost ~2 ms (the caller and the new
+thread contend for the GIL).
 
 Output: what the body prints through ``sys.stdout`` is captured per call (a router installed
 as ``sys.stdout`` while calls run sends writes from the call's thread to a buffer and everything
-else through), so it cannot interleave with the command's own output. Output written straight to
-file descriptor 1 by C code is not captured.
+else through), so it cannot interleave with the command's own output. Every router ever installed
+is kept alive: a thread still printing through one while it is taken out of ``sys.stdout`` never
+writes through a freed object. Output written straight to file descriptor 1 by C code is not
+captured.
 """
 
 from __future__ import annotations
 
 import ctypes
+import linecache
 import math
 import os
 import queue
@@ -40,6 +45,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..errors import UsageError
+from .read import clean
 
 DEFAULT_TIMEOUT = 30.0           # seconds per call of the backward; None or 0: no limit
 _MAX_STDOUT = 64 * 1024          # characters kept per call
@@ -81,12 +87,19 @@ class _StdoutRouter:
 _captures: dict[int, list[Any]] = {}     # thread id -> [characters written, text, text, ...]
 _router_lock = threading.Lock()
 _router_users: set[int] = set()          # the calls running (or abandoned) now
+# every router ever installed, and so the stream behind it: print() in another thread holds only a
+# borrowed reference to sys.stdout, and freeing the object under it crashed the interpreter (SIGSEGV)
+_routers: list[_StdoutRouter] = []
 
 
 def _router_acquire(call: int) -> None:
     with _router_lock:
         if not isinstance(sys.stdout, _StdoutRouter):   # also when someone (pytest's capture) replaced it
-            sys.stdout = _StdoutRouter(sys.stdout)
+            router = next((r for r in _routers if r._target is sys.stdout), None)
+            if router is None:
+                router = _StdoutRouter(sys.stdout)
+                _routers.append(router)
+            sys.stdout = router
         _router_users.add(call)
 
 
@@ -99,10 +112,10 @@ def _router_release(call: int) -> None:
 
 
 def _captured(buf: list[Any]) -> str:
-    text = "".join(buf[1:])
+    text = "".join(str(t) for t in buf[1:])
     if buf[0] > _MAX_STDOUT:
         text += f"\n[... {buf[0] - _MAX_STDOUT} more characters not kept]"
-    return text
+    return clean(text, _MAX_STDOUT + 100)
 
 
 # ----------------------------------------------------------------- one call under a limit
@@ -111,15 +124,30 @@ class _Stopped(BaseException):
     """Raised inside a timed-out call's thread to stop it."""
 
 
+class Interrupt(BaseException):
+    """A stop request of the harness itself (the CLI's SIGTERM): never the user's fault, always passed on
+    (like KeyboardInterrupt), also out of a call made in the caller's thread."""
+
+
 @dataclass
-class _Raw:
-    value: Any = None                    # what the body returned
-    exc: BaseException | None = None
+class Raw:
+    """What one call of the user's code gave, however it was run (a thread, this thread, a worker process)."""
+
+    value: Any = None                    # what the body returned (materialized: plain data)
+    exc: BaseException | None = None     # what it raised (in this process)
+    error: str | None = None             # what it raised, as the user's traceback (set from ``exc``, or by the worker)
+    shape_error: bool = False            # ... an exception that says two arrays' shapes do not fit
     timed_out: bool = False
     stopped: bool = True                 # a timed-out call did stop
+    killed: bool = False                 # ... by killing the worker process that ran it
+    crashed: str | None = None           # the worker process died: how, where, the last lines it printed
     where: str = ""                      # where a timed-out call was
     stdout: str = ""
     seconds: float = 0.0
+    passed: Any = None                   # (given, params, x, y) after the call: what the mutation check reads
+    more: bool = False                   # a worker made a second call already (``second`` reads it)
+    second: Callable[[], Raw] | None = None
+    release: Callable[[], None] | None = None
 
 
 class _Job:
@@ -230,8 +258,20 @@ def _where(thread: threading.Thread) -> str:
     if not stack:
         return ""
     f = stack[-1]
-    line = f" `{f.line.strip()}`" if f.line else ""
-    return f"{_short(f.filename)}:{f.lineno} in {f.name}{line}"
+    return frame_text(f.filename, f.lineno or 0, f.name, f.line)
+
+
+def frame_text(filename: str, lineno: int, name: str, line: str | None = None) -> str:
+    """``file.py:12 in backward `code``` — where the user's code was (the code read from the file)."""
+    if line is None:
+        line = linecache.getline(filename, lineno)
+    code = f" `{clean(line.strip(), 200)}`" if line and line.strip() else ""
+    return f"{clean(_short(filename), 300)}:{lineno} in {clean(name, 100)}{code}"
+
+
+def is_harness(filename: str) -> bool:
+    """Whether a frame's file is the runner's own (never shown as the user's code)."""
+    return _harness(filename) or filename.endswith("threading.py")
 
 
 def _short(filename: str) -> str:
@@ -243,9 +283,9 @@ def _short(filename: str) -> str:
     return filename if rel.startswith("..") else rel
 
 
-def run_limited(body: Callable[[], Any], timeout: float | None) -> _Raw:
+def run_limited(body: Callable[[], Any], timeout: float | None) -> Raw:
     """Run ``body`` under the limit (None: in this thread, no limit), capturing what it prints."""
-    raw = _Raw()
+    raw = Raw()
     buf: list[Any] = [0]
     start = time.perf_counter()
     if not timeout:
@@ -255,7 +295,9 @@ def run_limited(body: Callable[[], Any], timeout: float | None) -> _Raw:
         _captures[me] = buf
         try:
             raw.value = body()
-        except (Exception, SystemExit) as exc:     # the user's code is at fault, not the harness
+        except (KeyboardInterrupt, Interrupt):
+            raise
+        except BaseException as exc:               # noqa: B036 - SystemExit, GeneratorExit, its own: the user's
             raw.exc = exc
         finally:
             if saved is None:
@@ -303,18 +345,23 @@ def user_frames(exc: BaseException, protocol: str = "") -> str:
         head = f"  ... {len(kept) - _MAX_FRAMES} outer frames not shown\n"
         kept = kept[-_MAX_FRAMES:]
     lines = traceback.format_list(kept)
-    lines += traceback.format_exception_only(type(exc), exc)
+    try:
+        lines += traceback.format_exception_only(type(exc), exc)
+    except Exception:                              # a str() that raises is handled there; anything else too
+        lines.append(f"{type(exc).__name__}: <the exception could not be shown>\n")
     text = head + "".join(lines).rstrip()
     if not kept and isinstance(exc, TypeError) and protocol:
         text += f"\n(calling the backward itself failed: the protocol is {protocol})"
-    return text
+    return clean(text)
 
 
-def timeout_message(raw: _Raw, limit: float, which: str) -> str:
+def timeout_message(raw: Raw, limit: float, which: str) -> str:
     msg = f"the backward did not return within {limit:g} s ({which}; set the limit with --timeout or timeout=)"
     if raw.where:
         msg += f"; it was at {raw.where}"
-    if raw.stopped:
+    if raw.killed:
+        msg += "; it was stopped: the worker process running it was killed (SIGKILL), the next call gets a fresh one"
+    elif raw.stopped:
         msg += "; it was stopped"
     else:
         msg += ("; it could not be stopped (a blocking call) and keeps running in a background thread, "

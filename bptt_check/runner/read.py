@@ -7,6 +7,7 @@ step…). Plain data in, plain data out: nothing here calls the user's code (``t
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -18,17 +19,81 @@ from ..model.tolerance import allowed, floor_of, scale_of, tolerance_for
 if TYPE_CHECKING:
     from ..model.cases import Case
 
-ERROR_KINDS = ("exception", "timeout", "missing_key", "extra_key", "shape", "type", "dtype",
+ERROR_KINDS = ("exception", "timeout", "crashed", "missing_key", "extra_key", "shape", "type", "dtype",
                "non_finite", "mutated_input", "nondeterministic")
 # when a result has several faults, the error's kind is the first of these present
 _RESULT_ORDER = ("type", "missing_key", "extra_key", "shape", "dtype", "non_finite")
 
 
+# ----------------------------------------------------------------- text from the user's code is data
+
+MAX_MESSAGE = 8000               # characters of a finding's message kept (a 20 MB exception message is cut)
+MAX_KEY = 200                    # characters of a key name kept
+MAX_KEYS = 64                    # keys named in one finding
+# terminal escape sequences (CSI ``ESC [ … final``, OSC ``ESC ] … BEL/ST``, two-byte ``ESC x``, 8-bit CSI), and
+# C0/C1 controls but tab and newline, line separators, and the bidirectional overrides that reorder what a
+# reader sees: the one definition, used here at the source and by the renderers (``verdict.result.plain``)
+ESCAPES = re.compile(r"\x1b\[[0-?]*[ -/]*[@-~]|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)?|\x1b[ -~]?|\x9b[0-?]*[ -/]*[@-~]")
+CONTROLS = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
+
+
+def clean(text: Any, limit: int = MAX_MESSAGE) -> str:
+    """Text that came from the user's code, made safe to store and show: at most ``limit`` characters
+    (the head and the tail kept), terminal escape sequences removed, other control characters, bidi
+    overrides and lone surrogates written as visible escapes (``\\x07``, ``\\ud800``); tabs and
+    newlines kept."""
+    if type(text) is not str:
+        text = str.__str__(text) if isinstance(text, str) else str(text)
+    if len(text) > limit:                      # the head and the tail, the marker included: cleaning again keeps it
+        marker = f"\n[... {len(text)} characters, {{}} not kept ...]\n"
+        room = max(limit - len(marker) - 12, 2)
+        head = room * 2 // 3
+        tail = room - head
+        text = text[:head] + marker.format(len(text) - head - tail) + text[len(text) - tail:]
+    if text.isascii() and text.isprintable():
+        return text
+    text = ESCAPES.sub("", text.replace("\r\n", "\n"))
+    text = CONTROLS.sub(lambda m: f"\\x{ord(m.group()):02x}" if ord(m.group()) < 256 else f"\\u{ord(m.group()):04x}",
+                        text)
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+class Key:
+    """A returned key that is not a string, known only by its (safe) repr: the harness never hashes,
+    compares or prints the user's object itself."""
+
+    __slots__ = ("text",)
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+
+    def __repr__(self) -> str:
+        return self.text
+
+
+def plain_key(key: Any) -> str | Key:
+    """A returned key as the harness handles it: an exact ``str`` copy, or a :class:`Key`."""
+    if isinstance(key, str):
+        return clean(str.__str__(key), MAX_KEY)
+    try:
+        text = repr(key)
+        if not isinstance(text, str):
+            raise TypeError("__repr__ returned a non-string")
+    except Exception as exc:
+        try:
+            name = type(key).__name__
+        except Exception:
+            name = "object"
+        text = f"<a {clean(name, 60)} whose repr() raised {type(exc).__name__}>"
+    return Key(clean(text, MAX_KEY))
+
+
 def finding(kind: str, message: str, keys: list[str] | tuple[str, ...] = (), cause: str | None = None
             ) -> dict[str, Any]:
-    """An error finding; ``cause``: the diagnosis code a layout hint names (``transposed``, …)."""
+    """An error finding; ``cause``: the diagnosis code a layout hint names (``transposed``, …). Its
+    message and keys are user data: bounded and cleaned (:func:`clean`)."""
     assert kind in ERROR_KINDS, kind
-    out = {"kind": kind, "message": message, "keys": list(keys)}
+    out = {"kind": kind, "message": clean(message), "keys": [clean(k, MAX_KEY) for k in list(keys)[:MAX_KEYS]]}
     if cause:
         out["cause"] = cause
     return out
@@ -82,8 +147,9 @@ class _Result:
 
 
 def materialize(out: Any) -> _Result:
-    """Turn the backward's result into plain data (runs in the call's thread, under its limit)."""
-    name = type(out).__name__
+    """Turn the backward's result into plain data (runs in the call's thread, under its limit; keys
+    become exact strings or :class:`Key`)."""
+    name = clean(type(out).__name__, MAX_KEY)
     if not isinstance(out, Mapping):
         res = _Result(False, name)
         if isinstance(out, (list, tuple)):
@@ -93,10 +159,17 @@ def materialize(out: Any) -> _Result:
     res = _Result(True, name)
     try:
         for key, value in list(out.items()):
-            res.items.append((key, _convert(value)))
+            res.items.append((plain_key(key), _convert(value)))
     except Exception as exc:                        # a mapping whose items() fails
-        res.error = f"{type(exc).__name__}: {exc}"
+        res.error = clean(f"{type(exc).__name__}: {_text_of(exc)}")
     return res
+
+
+def _text_of(exc: BaseException) -> str:
+    try:
+        return str(exc)
+    except Exception:
+        return "<its str() raised>"
 
 
 def _is_torch(value: Any) -> bool:
@@ -104,7 +177,7 @@ def _is_torch(value: Any) -> bool:
 
 
 def _convert(value: Any) -> _Value:
-    origin = type(value).__module__.split(".")[0] + "." + type(value).__name__
+    origin = clean(str(type(value).__module__).split(".")[0] + "." + str(type(value).__name__), MAX_KEY)
     origin = origin.removeprefix("builtins.").removeprefix("numpy.")
     if value is None:
         return _Value(None, "None", problem=("type", "is None, not an array"))
@@ -127,7 +200,7 @@ def _convert(value: Any) -> _Value:
         arr = np.array(value)
     except Exception as exc:
         return _Value(None, origin, problem=("type", f"is a {origin} that cannot be read as an array "
-                                                     f"({type(exc).__name__}: {exc})"))
+                                                     f"({type(exc).__name__}: {clean(_text_of(exc), 500)})"))
     return _Value(arr, origin)
 
 

@@ -1,10 +1,16 @@
 """The one place that calls the user's backward: a :class:`Target`, for plain and adapted backwards alike.
 
 Every call — the first, the run-twice repeat, the prefix re-runs of the evidence, the diagnosis's
-extra call — goes through :meth:`Target.call`: on fresh copies of the case's arrays, under the
-per-call limit, its output captured (``call.py``), its result read against the protocol
-(``read.py``), and, for an adapted backward, its reported loss checked against the reference
-forward. A misbehaving backward — it raises, hangs, returns garbage, changes its inputs, answers
+extra call — goes through :meth:`Target.call`: on fresh copies of the case's arrays and Spec, under
+the per-call limit, its output captured, its result read against the protocol (``read.py``), and,
+for an adapted backward, its reported loss checked against the reference forward. Where the call
+runs is the Target's ``isolate``: ``"process"`` (the default) in a worker process of its own
+(``process.py``: a crash, a hang in C code, ``os._exit``, patched modules stay there), ``"thread"``
+in this process under the limit, ``"none"`` in the caller's thread without a limit
+(``call.py``). Re-runs (evidence, diagnosis) obey the limit too: after a call of the case timed out
+or crashed, or once the re-runs together took one limit's worth of time, they are not made.
+
+A misbehaving backward — it raises, hangs, crashes, returns garbage, changes its inputs, answers
 differently when asked twice — becomes an *error finding* on its case, never a traceback of the
 harness. The Target also knows what the backward's layout implies for the reference
 (:meth:`lower`, :meth:`lift`) and where a wrong element sits in the user's arrays
@@ -13,8 +19,10 @@ harness. The Target also knows what the backward's layout implies for the refere
 
 from __future__ import annotations
 
+import copy
 import functools
 import inspect
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -22,8 +30,10 @@ from typing import Any
 import numpy as np
 
 from ..model.cases import Case
+from . import process
 from .adapters import Adapted, Lowered
-from .call import DEFAULT_TIMEOUT, limit, run_limited, timeout_message, user_frames
+from .call import DEFAULT_TIMEOUT, Raw, limit, run_limited, timeout_message, user_frames
+from .process import DEFAULT_ISOLATE, isolation
 from .read import compare_repeat, finding, materialize, mutations, read_result, tie_hint
 
 Backward = Callable[..., Mapping[str, Any]]
@@ -101,6 +111,8 @@ def signature_problem(fn: Any, *, lengths: bool = False) -> str | None:
 
     ``lengths``: the cases are padded batches (``Spec.lengths``), passed as ``lengths=``.
     """
+    if isinstance(fn, process.Shipped):            # loaded by name in a worker: it said so there
+        return fn.problems.get(bool(lengths))
     if not callable(fn):
         return f"the backward must be callable, got {type(fn).__name__}"
     try:
@@ -122,7 +134,7 @@ def signature_problem(fn: Any, *, lengths: bool = False) -> str | None:
     return None
 
 
-def _shape_error(exc: BaseException) -> bool:
+def shape_error(exc: BaseException) -> bool:
     """An exception that says two arrays' shapes do not fit."""
     text = str(exc).lower()
     return isinstance(exc, (ValueError, IndexError, RuntimeError, KeyError)) and any(
@@ -136,12 +148,30 @@ def _inputs(case: Case) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray]:
 # ----------------------------------------------------------------- the target
 
 class Target:
-    """A backward under test (plain, or adapted with :func:`bptt_check.adapt`), and how to call it."""
+    """A backward under test (plain, or adapted with :func:`bptt_check.adapt`), and how to call it.
 
-    def __init__(self, backward: Backward, *, timeout: float | None = DEFAULT_TIMEOUT) -> None:
+    ``isolate``: ``"process"`` (a worker process of its own), ``"thread"`` (in this process, under the
+    limit) or ``"none"`` (the caller's thread, no limit). A backward that cannot be sent to a worker
+    process raises :class:`~bptt_check.errors.UsageError` here, before any call.
+    """
+
+    def __init__(self, backward: Backward, *, timeout: float | None = DEFAULT_TIMEOUT,
+                 isolate: str = DEFAULT_ISOLATE) -> None:
         self.backward = backward
-        self.adapted: Adapted | None = backward if isinstance(backward, Adapted) else None
+        self.isolate = isolation(isolate)
         self.timeout = limit(timeout)
+        self.remote: process.Shipped | None = None
+        if isinstance(backward, process.Shipped):
+            self.remote = backward
+        elif self.isolate == "process":
+            plain = not isinstance(backward, Adapted)
+            self.remote = process.ship(backward, keywords=tuple(k for k in ("spec", "lengths")
+                                                                if plain and takes(backward, k)))
+        self.adapted: Adapted | None = (self.remote.adapted if self.remote is not None
+                                        else backward if isinstance(backward, Adapted) else None)
+        self._calls = 0                  # call() made so far: the first is the case's own, later ones re-runs
+        self._rerun_seconds = 0.0
+        self._fault: dict[str, Any] | None = None      # a call that timed out or crashed: no more calls
 
     # ------------------------------------------------------------ what the layout implies
 
@@ -178,11 +208,20 @@ class Target:
 
     # ------------------------------------------------------------ calling
 
-    def _once(self, case: Case) -> tuple[Any, tuple[Any, ...]]:
+    def _once(self, case: Case, repeat: bool = False) -> Raw:
+        """One call (``repeat``: and, in a worker, the second one made right after it: ``raw.second()``)."""
+        if self.remote is not None:
+            keys = () if self.adapted is not None else self.remote.keywords
+            return process.call(self.remote, case.params, case.x, np.asarray(case.y), case.spec, how=(
+                "adapted" if self.adapted is not None else "plain"), keywords=keys, lengths=case.lengths,
+                timeout=self.timeout, repeat=repeat)
         params, x, y = _inputs(case)
         passed = (dict(params), params, x, y)
-        fn, adapted, spec = self.backward, self.adapted, case.spec
+        fn, adapted = self.backward, self.adapted
         kw = {} if adapted is not None else keywords(fn, case)
+        spec = _own_copy(case.spec)
+        if "spec" in kw:
+            kw["spec"] = spec
 
         def body() -> Any:
             if adapted is not None:
@@ -190,7 +229,33 @@ class Target:
                 return Lowered(materialize(out.grads), out.loss, out.source)
             return materialize(fn(params, x, y, **kw))
 
-        return run_limited(body, self.timeout), passed
+        raw = run_limited(body, None if self.isolate == "none" else self.timeout)
+        raw.passed = passed
+        if raw.exc is not None:
+            raw.error = user_frames(raw.exc, PROTOCOL)
+            raw.shape_error = shape_error(raw.exc)
+        return raw
+
+    def _failure(self, raw: Raw, which: str) -> dict[str, Any] | None:
+        """The finding of a call that timed out or whose worker died (and no more calls of this case)."""
+        if raw.timed_out:
+            self._fault = finding("timeout", timeout_message(raw, float(self.timeout or 0), which))
+        elif raw.crashed:
+            self._fault = finding("crashed", raw.crashed.replace("{during}", f" during the {which}", 1))
+        else:
+            return None
+        return self._fault
+
+    def _skipped(self) -> dict[str, Any] | None:
+        """A re-run that is not made: a call of this case timed out or crashed, or the re-runs used their time."""
+        if self._fault is not None:
+            what = "timed out" if self._fault["kind"] == "timeout" else "ended its worker process"
+            return finding(self._fault["kind"], f"not run: an earlier call of this case {what}")
+        if self.timeout is not None and self._calls > 1 and self._rerun_seconds >= self.timeout:
+            return finding("timeout", f"not run: the re-runs of this case (evidence, diagnosis) took "
+                                      f"{self._rerun_seconds:.3g} s, the limit per call (--timeout, timeout=) "
+                                      "that they share")
+        return None
 
     def _read(self, value: Any, case: Case) -> tuple[Any, Any, list[str], Any]:
         lowered = value if isinstance(value, Lowered) else None
@@ -207,22 +272,44 @@ class Target:
         SystemExit of the harness itself pass through).
         """
         out = CallOutcome()
-        raw, passed = self._once(case)
-        out.stdout, out.seconds = raw.stdout, raw.seconds
-        if raw.timed_out:
-            out.error = finding("timeout", timeout_message(raw, float(self.timeout or 0), "first call"))
+        self._calls += 1
+        rerun = self._calls > 1
+        skipped = self._skipped() if rerun else None
+        if skipped is not None:
+            out.error = skipped
             return out
-        mutated, said = mutations(case, passed)
+        first = "re-run (evidence or diagnosis)" if rerun else "first call"
+        began = time.perf_counter()
+        try:
+            return self._call(case, repeat, out, first)
+        finally:
+            if rerun:
+                self._rerun_seconds += time.perf_counter() - began
+
+    def _call(self, case: Case, repeat: bool, out: CallOutcome, first: str) -> CallOutcome:
+        raw = self._once(case, repeat)
+        try:
+            return self._judge(case, repeat, out, first, raw)
+        finally:
+            if raw.release is not None:            # a second call the worker made and nobody read
+                raw.release()
+
+    def _judge(self, case: Case, repeat: bool, out: CallOutcome, first: str, raw: Raw) -> CallOutcome:
+        out.stdout, out.seconds = raw.stdout, raw.seconds
+        failure = self._failure(raw, first)
+        if failure is not None:
+            out.error = failure
+            return out
+        mutated, said = mutations(case, raw.passed)
         mutation = None
         if mutated:
             which = list(dict.fromkeys(mutated))
             mutation = finding("mutated_input", f"your backward changed {', '.join(which)} in place — "
                                + "; ".join(said) + " (work on copies: the caller's arrays must stay as they were)",
                                which)
-        if raw.exc is not None:
-            message = user_frames(raw.exc, PROTOCOL)
-            hint = tie_hint(case) if _shape_error(raw.exc) else None
-            out.error = finding("exception", message + (f"\n{hint}" if hint else ""))
+        if raw.error is not None:
+            hint = tie_hint(case) if raw.shape_error else None
+            out.error = finding("exception", raw.error + (f"\n{hint}" if hint else ""))
             if mutation:
                 out.notes.append("also: " + mutation["message"])
             return out
@@ -237,15 +324,15 @@ class Target:
             out.error = mutation
             return out
         if repeat and grads is not None:
-            raw2, _ = self._once(case)
+            raw2 = raw.second() if raw.second is not None else self._once(case)
             out.seconds += raw2.seconds
-            if raw2.timed_out:
-                out.error = finding("timeout", timeout_message(raw2, float(self.timeout or 0),
-                                                               "second call, same inputs"))
+            failure = self._failure(raw2, "second call, same inputs")
+            if failure is not None:
+                out.error = failure
                 return out
-            if raw2.exc is not None:
+            if raw2.error is not None:
                 out.error = finding("nondeterministic", "the first call returned, a second call on the same inputs "
-                                    "raised:\n" + user_frames(raw2.exc, PROTOCOL))
+                                    "raised:\n" + raw2.error)
                 return out
             grads2, error2, _, _ = self._read(raw2.value, case)
             if error2 is not None or grads2 is None:
@@ -263,10 +350,18 @@ class Target:
         return out
 
 
+def _own_copy(spec: Any) -> Any:
+    """The Spec the backward receives in this process: its own copy (editing it cannot reach the verdict)."""
+    try:
+        return copy.deepcopy(spec)
+    except Exception:
+        return spec
+
+
 def invoke(backward: Backward, case: Case, *, timeout: float | None = DEFAULT_TIMEOUT,
-           repeat: bool = False) -> CallOutcome:
+           repeat: bool = False, isolate: str = DEFAULT_ISOLATE) -> CallOutcome:
     """Call a backward once (twice with ``repeat``) on ``case`` through a :class:`Target`."""
-    target = Target(backward, timeout=timeout)
+    target = Target(backward, timeout=timeout, isolate=isolate)
     return target.call(target.prepare(case), repeat=repeat)
 
 
@@ -277,4 +372,5 @@ def call_backward(backward: Backward, case: Case) -> Any:
 
 
 __all__ = ["Target", "CallOutcome", "invoke", "call_backward", "wants_spec", "takes", "keywords",
-           "signature_problem", "Backward", "PROTOCOL", "PROTOCOL_CALL"]
+           "signature_problem", "shape_error", "Backward", "PROTOCOL", "PROTOCOL_CALL", "DEFAULT_ISOLATE",
+           "isolation"]

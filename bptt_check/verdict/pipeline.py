@@ -32,7 +32,7 @@ from ..oracles import get_oracle
 from ..oracles.autograd import device_problem
 from ..oracles.directional import DEFAULT_DIRECTIONS
 from ..runner.call import DEFAULT_TIMEOUT
-from ..runner.target import Backward, Target
+from ..runner.target import DEFAULT_ISOLATE, Backward, Target
 from . import diagnosis as diagnosis_module
 from . import evidence as evidence_module
 from . import fast as fast_mode
@@ -93,7 +93,8 @@ class _Reference:
 def check_case(backward: Backward, case: Case, *, oracles: Iterable[str] = DEFAULT_ORACLES,
                target: str = "", evidence: str | None = "full",
                timeout: float | None = DEFAULT_TIMEOUT, fast: bool = False,
-               directions: int = DEFAULT_DIRECTIONS, device: str | None = None) -> CaseResult:
+               directions: int = DEFAULT_DIRECTIONS, isolate: str = DEFAULT_ISOLATE,
+               device: str | None = None) -> CaseResult:
     """Check ``backward`` on one drawn case against the oracles.
 
     The backward is called twice on copies (a determinism check), each call limited to ``timeout``
@@ -108,13 +109,16 @@ def check_case(backward: Backward, case: Case, *, oracles: Iterable[str] = DEFAU
     ``fast=True``: k = ``directions`` Rademacher projections of the gradients against the complex
     step, element-wise only where one fails (``oracles`` is then not used).
 
+    ``isolate``: where the backward runs — ``"process"`` (default: a worker process of its own, so
+    that nothing it does reaches this process), ``"thread"`` (this process, under the limit) or
+    ``"none"`` (the caller's thread, no limit: for a debugger). See ``runner/target.py``.
     ``device``: the torch device of the autograd reference (None: the CPU).
     """
     problem = device_problem(device)
     if problem:
         raise UsageError(problem)
     start = time.perf_counter()
-    runner = Target(backward, timeout=timeout)
+    runner = Target(backward, timeout=timeout, isolate=isolate)
     case = runner.prepare(case)
     result = CaseResult(case.index, case.seed, case.spec, case.flavor, case.shapes, status="passed", target=target,
                         lengths=None if case.lengths is None else [int(n) for n in case.lengths])

@@ -22,15 +22,15 @@ from typing import Any
 
 from ..model.compare import GradResult
 from ..model.spec import Spec
+from ..runner.read import CONTROLS as _CONTROLS
+from ..runner.read import ESCAPES as _ESCAPES
 from ..runner.read import headline
 
 STATUSES = ("passed", "failed", "inconclusive", "error", "timeout")
 GOOD = ("passed", "inconclusive")
 
-# terminal escape sequences (CSI ``ESC [ … final``, OSC ``ESC ] … BEL/ST``, two-byte ``ESC x``), C0/C1
-# controls but tab and newline, and the bidirectional overrides that reorder what a reader sees
-_ESCAPES = re.compile(r"\x1b\[[0-?]*[ -/]*[@-~]|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)?|\x1b[ -~]?|\x9b[0-?]*[ -/]*[@-~]")
-_CONTROLS = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
+# terminal escape sequences and control characters: one definition, in runner/read.py (where the text
+# of the user's code is first cleaned); here they are removed, there written as visible escapes
 _SURROGATES = re.compile("[\ud800-\udfff]")
 
 

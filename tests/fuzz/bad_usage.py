@@ -36,4 +36,12 @@ BAD_USAGE = [
     (lambda t: [_write(t, "arity.py", "def backward(params):\n    return {}\n") + ":backward"],
      "cannot be called as backward(params, x, y)"),
     (lambda t: ["--report-dir", _write(t, "afile", "x")], "is a file, not a folder"),
+    # issue 13
+    (lambda t: ["--truncation", "window:99999999999999999999"], "window sizes must be at most 1,000,000"),
+    (lambda t: ["--directions", "100000"], "must be at most 1024"),
+    (lambda t: ["--isolate", "container"], "isolate must be one of process, thread, none"),
+    (lambda t: [_write(t, "quits.py", "import os\nos._exit(0)\n") + ":backward"],
+     "ended the worker process: exit code 0"),
+    (lambda t: [_write(t, "factory.py", "import sys\ndef backward():\n    sys.exit(0)\n") + ":backward"],
+     "calling the TARGET factory backward() failed: SystemExit: 0"),
 ]

@@ -11,12 +11,16 @@ Used three ways: the fuzz suite draws builders and their arguments with hypothes
 
 from __future__ import annotations
 
+import os
+import re
 import sys
+import tempfile
+import threading
 import time
 import types
 import warnings
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -30,13 +34,14 @@ ACCEPTED = ("passed", "inconclusive")
 @dataclass
 class Planted:
     backward: Callable[..., Any]
-    status: str                       # "error", "timeout" or "passed" (passed: also inconclusive)
+    status: str                       # "error", "timeout", "failed" or "passed" (passed: also inconclusive)
     kind: str | None                  # the error kind, None when accepted
     needles: tuple[str, ...] = ()     # words the error message must contain
     hangs: bool = False               # needs a short timeout
     note: str = ""                    # words one of the notes must contain
     stdout: str = ""                  # what the case's captured stdout must contain
     second_call: bool = False         # the fault shows only on a second call (after a fine first one)
+    isolated: bool = False            # needs isolate="process" (in this process it would harm the harness)
 
 
 @dataclass(frozen=True)
@@ -76,8 +81,7 @@ def exits(code: int = 1) -> Planted:
 
 def hangs_in_python() -> Planted:
     def backward(params, x, y, spec):
-        while True:
-            pass
+        while True: pass  # noqa: E701 - one line: wherever the loop is stopped, it is at this line
     return Planted(backward, "timeout", "timeout", ("did not return within", "it was stopped"), hangs=True)
 
 
@@ -94,7 +98,7 @@ def hangs_on_second_call() -> Planted:
     def backward(params, x, y, spec):
         calls[0] += 1
         while calls[0] > 1:
-            time.sleep(0.005)
+            time.sleep(0.05)
         return correct(params, x, y, spec)
     return Planted(backward, "timeout", "timeout", ("second call",), hangs=True, second_call=True)
 
@@ -370,6 +374,172 @@ def works_on_inputs_in_place_then_restores() -> Planted:
     return Planted(backward, "passed", None)
 
 
+# ----------------------------------------------------------------- hostile (issue 13: the worker process holds them)
+
+def exits_hard(code: int = 0) -> Planted:
+    def backward(params, x, y, spec):
+        print("leaving now")
+        os._exit(code)
+    return Planted(backward, "error", "crashed", (f"exit code {code}", "leaving now"), isolated=True)
+
+
+def segfaults() -> Planted:
+    def backward(params, x, y, spec):
+        import ctypes
+
+        return ctypes.string_at(0)                 # reads address 0: SIGSEGV
+    return Planted(backward, "error", "crashed", ("SIGSEGV", "it was at", "string_at"), isolated=True)
+
+
+def holds_the_gil() -> Planted:
+    def backward(params, x, y, spec):
+        re.match(r"(a+)+$", "a" * 64 + "b")       # catastrophic backtracking inside the regex engine, GIL held
+        return correct(params, x, y, spec)
+    return Planted(backward, "timeout", "timeout", ("did not return within", "killed", "re.match"), hangs=True,
+                   isolated=True)
+
+
+def prints_from_a_thread(seconds: float = 1.0) -> Planted:
+    def spam(started):
+        end = time.monotonic() + seconds
+        while time.monotonic() < end:
+            print("spam from a thread")
+            started.set()
+
+    def backward(params, x, y, spec):
+        started = threading.Event()
+        threading.Thread(target=spam, args=(started,), daemon=True).start()
+        started.wait(5)
+        return correct(params, x, y, spec)
+    return Planted(backward, "passed", None, isolated=True)
+
+
+def leaves_a_thread(seconds: float = 2.0) -> Planted:
+    def backward(params, x, y, spec):
+        threading.Thread(target=time.sleep, args=(seconds,)).start()      # not a daemon
+        return correct(params, x, y, spec)
+    return Planted(backward, "passed", None)
+
+
+def changes_directory() -> Planted:
+    def backward(params, x, y, spec):
+        os.chdir(tempfile.gettempdir())
+        return correct(params, x, y, spec)
+    return Planted(backward, "passed", None, isolated=True)
+
+
+def closes_stdout() -> Planted:
+    def backward(params, x, y, spec):
+        sys.stdout.close()
+        try:
+            os.close(1)
+        except OSError:
+            pass
+        print("printing on")
+        return correct(params, x, y, spec)
+    return Planted(backward, "passed", None, stdout="printing on", isolated=True)
+
+
+def meta_device() -> Planted:
+    def backward(params, x, y, spec):
+        import torch
+
+        torch.set_default_device("meta")
+        return correct(params, x, y, spec)
+    return Planted(backward, "passed", None, isolated=True)
+
+
+def low_recursion_limit() -> Planted:
+    def backward(params, x, y, spec):
+        g = correct(params, x, y, spec)
+        sys.setrecursionlimit(60)
+        return g
+    return Planted(backward, "passed", None, isolated=True)
+
+
+class _Unshowable:
+    def __repr__(self):
+        raise RuntimeError("no repr")
+
+    def __hash__(self):
+        raise RuntimeError("no hash")
+
+    def __eq__(self, other):
+        raise RuntimeError("no eq")
+
+
+class _OddMapping(Mapping):
+    def __init__(self, grads):
+        self.grads = grads
+
+    def __getitem__(self, key):
+        return self.grads[key]
+
+    def __len__(self):
+        return len(self.grads) + 1
+
+    def __iter__(self):
+        return iter(self.grads)
+
+    def items(self):
+        return [*self.grads.items(), (_Unshowable(), 1.0)]
+
+
+def unshowable_key() -> Planted:
+    return returning(lambda g, p, x, y: _OddMapping(g), kind="extra_key", needles=("whose repr() raised",))
+
+
+def odd_text() -> Planted:
+    def backward(params, x, y, spec):
+        raise ValueError("bad \udc80 text \x1b[2J\x1b[31mred\x07")
+    return Planted(backward, "error", "exception", ("\\udc80", "red\\x07"))
+
+
+def huge_message(size: int = 20_000_000) -> Planted:
+    def backward(params, x, y, spec):
+        raise ValueError("x" * size)
+    return Planted(backward, "error", "exception", ("not kept ...]", "ValueError"))
+
+
+def patches_and_is_wrong() -> Planted:
+    def backward(params, x, y, spec):
+        import bptt_check.model.tolerance as tolerance
+        import bptt_check.runner.read as read
+
+        np.abs = lambda a, *args, **kwargs: a * 0
+        tolerance.allowed = lambda *args, **kwargs: float("inf")
+        read.compare_repeat = lambda *args, **kwargs: (None, [])
+        return {k: 2 * v for k, v in correct(params, x, y, spec).items()}
+    return Planted(backward, "failed", None, isolated=True)
+
+
+def edits_the_spec() -> Planted:
+    def backward(params, x, y, spec):
+        from bptt_check import Truncation
+
+        object.__setattr__(spec, "truncation", Truncation())       # full BPTT, under a window:2 spec
+        return correct(params, x, y, spec)
+    return Planted(backward, "failed", None)
+
+
+def closes_descriptors() -> Planted:
+    def backward(params, x, y, spec):
+        os.closerange(3, 4096)                 # the worker's channel to the harness among them
+        return correct(params, x, y, spec)
+    return Planted(backward, "error", "crashed", ("died",), isolated=True)
+
+
+def raises_base(kind: str = "GeneratorExit") -> Planted:
+    class Stop(BaseException):
+        pass
+
+    exc = GeneratorExit if kind == "GeneratorExit" else Stop
+
+    def backward(params, x, y, spec):
+        raise exc("stop")
+    return Planted(backward, "error", "exception", (exc.__name__,))
+
+
 # ----------------------------------------------------------------- the catalogue (docs table)
 
 CATALOGUE: tuple[Row, ...] = (
@@ -420,4 +590,22 @@ CATALOGUE: tuple[Row, ...] = (
     Row("prints to stdout", prints),
     Row("omits `x` (dL/dx is optional)", without_dx),
     Row("changes `W` and restores it before returning", works_on_inputs_in_place_then_restores),
+    # hostile: what the worker process holds (issue 13)
+    Row("calls `os._exit(0)`", exits_hard),
+    Row("crashes in C code (a segfault)", segfaults),
+    Row("holds the GIL in C code past the limit (a catastrophic regex)", holds_the_gil),
+    Row("starts a thread that prints", prints_from_a_thread),
+    Row("leaves a non-daemon thread running", leaves_a_thread),
+    Row("changes the working folder (`os.chdir`)", changes_directory),
+    Row("closes `sys.stdout` and file descriptor 1", closes_stdout),
+    Row("calls `torch.set_default_device('meta')`", meta_device),
+    Row("lowers the recursion limit (`sys.setrecursionlimit(60)`)", low_recursion_limit),
+    Row("returns a key whose `__repr__`, `__hash__` and `__eq__` raise", unshowable_key),
+    Row("raises with a lone surrogate and terminal escapes in its message", odd_text),
+    Row("raises with a 20 MB message", huge_message),
+    Row("patches numpy and the harness, and is wrong", patches_and_is_wrong),
+    Row("edits the Spec it receives (`window:2` into full BPTT)", edits_the_spec, {"truncation": "window:2"}),
+    Row("closes every file descriptor (its channel to the harness too)", closes_descriptors),
+    Row("raises `GeneratorExit`", raises_base),
+    Row("raises its own `BaseException`", lambda: raises_base("Stop")),
 )

@@ -24,6 +24,8 @@ def test_catalogue_row_gets_its_finding(row):
                            timeout=0.2 if planted.hangs else 30.0)
     if planted.status == "passed":
         assert result.status in mb.ACCEPTED and result.error is None, result.summary()
+    elif planted.status == "failed":
+        assert result.status == "failed" and result.error is None and result.failed_grads, result.summary()
     else:
         assert result.status == planted.status and result.error["kind"] == planted.kind, result.summary()
         for needle in planted.needles:
