@@ -51,9 +51,6 @@ def test_every_oracle_and_builtin_agree_on_padded_batches(spec, seed, index):
     for name, bound in (("complex-step", 1e-10), ("fd", 1e-5)):
         other = get_oracle(name).gradients(case)
         for k in auto:
-            # each within its own error estimate, and close in any case
-            assert np.all(np.abs(other.grads[k] - auto[k]) <= other.error[k] + 1e-12 * np.abs(auto[k]).max(initial=0)
-                          ) or _rel(other.grads[k], auto[k]) <= bound, (name, k, spec, case.lengths)
             assert _rel(other.grads[k], auto[k]) <= bound, (name, k, spec, case.lengths)
     for k in auto:
         assert _rel(mine[k], auto[k]) <= 1e-10, ("builtin", k, spec, case.lengths)
