@@ -31,6 +31,11 @@ from .verdict import pipeline
 from .verdict.pipeline import DEFAULT_ORACLES, FAST_ORACLES
 from .verdict.result import GOOD, CaseResult, plain
 
+# the determinism check (the backward called twice on the same inputs) runs on the first cases of a run:
+# a backward that keeps state between calls or draws random numbers shows there, and every later case
+# calls the backward once
+RUN_TWICE = 3
+
 
 @dataclass
 class Report:
@@ -119,11 +124,12 @@ def _run_arguments(backward: Backward, oracles: Iterable[str], *, lengths: bool 
 def check_case(backward: Backward, case: Any, *, oracles: Iterable[str] = DEFAULT_ORACLES, target: str = "",
                evidence: str | None = "full", timeout: float | None = DEFAULT_TIMEOUT, fast: bool = False,
                directions: int = DEFAULT_DIRECTIONS, isolate: str = DEFAULT_ISOLATE,
-               device: str | None = None) -> CaseResult:
+               device: str | None = None, repeat: bool = True) -> CaseResult:
     """Check ``backward`` on one case (``bptt_check.draw_case(spec, seed, index)``, or a strategies case).
 
     The arguments are those of :func:`check` (``isolate`` included: by default the backward runs in a
-    worker process of its own); they are checked first, a bad one raises
+    worker process of its own); ``repeat``: call the backward twice, a determinism check (``check`` does
+    on its first ``RUN_TWICE`` cases). The arguments are checked first, a bad one raises
     :class:`~bptt_check.errors.UsageError`. See ``verdict/pipeline.py`` for the stages of the verdict.
     """
     try:
@@ -137,7 +143,8 @@ def check_case(backward: Backward, case: Any, *, oracles: Iterable[str] = DEFAUL
     except BPTTCheckError as err:
         raise err.with_context(case=getattr(case, "index", None), seed=getattr(case, "seed", None)) from None
     return pipeline.check_case(backward, case, oracles=names, target=target, evidence=evidence, timeout=timeout,
-                               fast=bool(fast), directions=directions, isolate=isolate, device=device)
+                               fast=bool(fast), directions=directions, isolate=isolate, device=device,
+                               repeat=bool(repeat))
 
 
 def check(backward: Backward, spec: Spec | None = None, *, cases: int = 20, seed: int = 0,
@@ -164,6 +171,8 @@ def check(backward: Backward, spec: Spec | None = None, *, cases: int = 20, seed
     the worker. ``"thread"`` — in this process, under the limit (a closure's side effects are seen
     here; a crash takes this process down). ``"none"`` — in the caller's thread, no limit (for a
     debugger).
+    The first ``RUN_TWICE`` (3) cases also call the backward a second time on the same inputs (a
+    determinism check: stale accumulators, random numbers); the others call it once.
     Raises :class:`~bptt_check.errors.UsageError` for bad arguments, before any case.
     """
     try:
@@ -187,7 +196,7 @@ def check(backward: Backward, spec: Spec | None = None, *, cases: int = 20, seed
     for i in range(cases):
         r = pipeline.check_case(backward, draw_case(spec, seed, i), oracles=names, target=target,
                                 evidence="full" if full_left > 0 else "cheap", timeout=timeout, fast=bool(fast),
-                                directions=directions, isolate=isolate, device=device)
+                                directions=directions, isolate=isolate, device=device, repeat=i < RUN_TWICE)
         full_left -= r.status == "failed"
         results.append(r)
         if on_case is not None:

@@ -600,3 +600,18 @@ def test_the_re_runs_of_a_case_share_one_limit_so_a_slow_wrong_backward_cannot_s
     assert result.status == "failed" and took < 0.3 * 2 + 0.5 + 0.3 + 4.0, took     # 2 calls + the budget + one more
     rows = result.evidence["prefix"]["runs"]
     assert any("not run" in (r.get("error") or "") for r in rows), rows
+
+
+def test_the_determinism_check_calls_twice_on_the_first_cases_of_a_run_only():
+    from bptt_check.api import RUN_TWICE
+
+    calls = []
+
+    def counted(params, x, y, spec):
+        calls.append(1)
+        return truncated(params, x, y, spec)
+
+    report = bc.check(counted, SPEC, cases=RUN_TWICE + 4, oracles=AUTOGRAD, isolate="thread")
+    assert report.passed and len(calls) == 2 * RUN_TWICE + 4
+    stale = bc.check(mb.stale_accumulation().backward, SPEC, cases=RUN_TWICE + 2, oracles=AUTOGRAD)
+    assert stale.cases[0].status == "error" and stale.cases[0].error["kind"] == "nondeterministic"

@@ -94,11 +94,12 @@ def check_case(backward: Backward, case: Case, *, oracles: Iterable[str] = DEFAU
                target: str = "", evidence: str | None = "full",
                timeout: float | None = DEFAULT_TIMEOUT, fast: bool = False,
                directions: int = DEFAULT_DIRECTIONS, isolate: str = DEFAULT_ISOLATE,
-               device: str | None = None) -> CaseResult:
+               device: str | None = None, repeat: bool = True) -> CaseResult:
     """Check ``backward`` on one drawn case against the oracles.
 
-    The backward is called twice on copies (a determinism check), each call limited to ``timeout``
-    seconds (None or 0: no limit). A misbehaving backward gives status ``error`` (or ``timeout``)
+    The backward is called on copies, each call limited to ``timeout`` seconds (None or 0: no limit);
+    with ``repeat`` (the default) twice, a determinism check (:func:`bptt_check.check` asks it on the
+    first cases of a run). A misbehaving backward gives status ``error`` (or ``timeout``)
     with ``error = {"kind", "message", "keys"}``; where its gradients could still be read
     (``mutated_input``, ``nondeterministic``) they are compared too.
 
@@ -125,7 +126,7 @@ def check_case(backward: Backward, case: Case, *, oracles: Iterable[str] = DEFAU
     v = _Verdict()
 
     # 1. call
-    outcome = runner.call(case, repeat=True)
+    outcome = runner.call(case, repeat=repeat)
     result.stdout = outcome.stdout
     v.call_notes = list(outcome.notes)
     if outcome.error is not None:
