@@ -26,7 +26,7 @@ from .runner.call import DEFAULT_TIMEOUT, limit
 from .runner.target import Backward, signature_problem
 from .verdict import evidence as evidence_module
 from .verdict.pipeline import DEFAULT_ORACLES, FAST_ORACLES, check_case
-from .verdict.result import GOOD, CaseResult
+from .verdict.result import GOOD, CaseResult, nothing_judged, run_passed
 
 
 @dataclass
@@ -46,7 +46,8 @@ class Report:
 
     @property
     def passed(self) -> bool:
-        return not self.interrupted and all(c.status in GOOD for c in self.cases)
+        """No case wrong, and something judged (a run whose every case is inconclusive proved nothing)."""
+        return not self.interrupted and run_passed(self.counts)
 
     def summary(self) -> str:
         n = self.counts
@@ -54,9 +55,14 @@ class Report:
         verdict = "OK" if self.passed else "WRONG GRADIENTS"
         if not self.passed and not n["failed"] and (n["error"] or n["timeout"]):
             verdict = "BACKWARD ERRORS"           # the backward misbehaved; no gradient was compared wrong
+        why = ""
+        if nothing_judged(n):
+            verdict = "NOTHING JUDGED"
+            why = f" — every case was inconclusive, so nothing was verified; case {self.cases[0].index}: " + (
+                self.cases[0].notes[0] if self.cases[0].notes else "inconclusive")
         if self.interrupted:
             verdict = "INTERRUPTED"
-        return f"{verdict}: {len(self.cases)} cases, " + ", ".join(parts) + f" in {self.seconds:.2f}s"
+        return f"{verdict}: {len(self.cases)} cases, " + ", ".join(parts) + f" in {self.seconds:.2f}s" + why
 
     def to_dict(self) -> dict[str, Any]:
         data = report_dict([c.to_dict() for c in self.cases], seed=self.seed, oracles=self.oracles,
@@ -158,6 +164,15 @@ def raise_if_wrong(results: Sequence[CaseResult], *, report: Report | None = Non
     (``case``: the expression that rebuilds a case not drawn by ``draw_case``)."""
     __tracebackhide__ = True       # pytest: show the caller's line
     lines = describe_wrong(results)
+    if not lines and report is not None and nothing_judged(report.counts):
+        # a run that judged nothing is no pass (a single hand-built case may be inconclusive)
+        first = results[0]
+        lines = [f"nothing judged: every one of the {len(results)} case(s) was inconclusive; first: {first.summary()}"]
+        lines += [f"  note: {n}" for n in first.notes[:3]]
+        lines.append(f"  reproduce: {expression(first.spec, first.seed, first.index, case=case)}")
+        err = CheckFailed("\n".join(lines), spec=str(first.spec), seed=seed, case=first.index)
+        err.report = report
+        raise err
     if not lines:
         return
     first = next(r for r in results if r.status not in GOOD)

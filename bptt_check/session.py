@@ -24,7 +24,7 @@ from .model.spec import Spec
 from .options import default
 from .report import FORMATS, report_dict, write_reports
 from .verdict.pipeline import DEFAULT_ORACLES, check_case
-from .verdict.result import CaseResult
+from .verdict.result import CaseResult, nothing_judged, run_passed
 
 RUN_KEYS = ("cases", "seed")          # marker / call keywords that are not spec fields
 MAX_KEPT_PER_TEST = 100               # case records a test keeps (counts stay complete)
@@ -147,7 +147,7 @@ def aggregate(payloads: list[dict[str, Any]], *, seed: int, oracles: tuple[str, 
                        source="pytest", tests=tests)
     # the counts of every case checked, also those not kept as records
     data["counts"] = counts
-    data["passed"] = all(k in ("passed", "inconclusive") or v == 0 for k, v in counts.items())
+    data["passed"] = run_passed(counts)
     return data
 
 
@@ -163,7 +163,7 @@ def summary_lines(data: dict[str, Any], paths: list[Path]) -> list[str]:
     total = sum(n.values())
     checks = sum(t["checks"] for t in data["tests"].values())
     parts = [f"{v} {k}" for k, v in n.items() if v or k in ("passed", "failed")]
-    verdict = "OK" if data["passed"] else "WRONG GRADIENTS"
+    verdict = "OK" if data["passed"] else "NOTHING JUDGED" if nothing_judged(n) else "WRONG GRADIENTS"
     lines = [f"{verdict}: {checks} check(s) in {len(data['tests'])} test(s), {total} cases: " + ", ".join(parts)]
     last_wrong: dict[str, dict[str, Any]] = {}
     for case in data["cases"]:

@@ -18,6 +18,8 @@ from .coverage import covered
 from .spec import Shaped, Spec, Window
 
 MAX_REDRAWS = 8
+UNBOUNDED = ("relu", "identity")   # activations whose states grow with the recurrence
+GROWTH = 1e3                       # a redraw's stronger recurrence may grow such states at most this much
 FLAVORS = ("core", "T=1", "core", "H=1", "core", "B=1", "core", "window>=T")
 
 
@@ -116,9 +118,16 @@ def draw_case(spec: Spec, seed: int, index: int = 0) -> Case:
 
 def _draw_arrays(spec: Spec, rng: np.random.Generator, seed: int, index: int, flavor: str,
                  T: int, B: int, H: int, I: int, O: int, boost: float = 1.0) -> Case:
+    W = rng.normal(0.0, 0.9 / np.sqrt(I), (H, I))
+    U = _nonsymmetric_recurrent(rng, H)
+    if boost > 1.0 and spec.activation in UNBOUNDED:
+        # an unbounded activation passes a stronger recurrence on to the states: keep ρ(U)^T within
+        # GROWTH (issue 12: U boosted 5× grew relu states to 1e12 and the oracles overflowed)
+        radius = max(float(np.max(np.abs(np.linalg.eigvals(U)))), 1e-3)
+        boost = min(boost, max(1.0, GROWTH ** (1.0 / T) / radius))
     params: dict[str, np.ndarray] = {
-        "W": rng.normal(0.0, 0.9 / np.sqrt(I), (H, I)),
-        "U": boost * _nonsymmetric_recurrent(rng, H),
+        "W": W,
+        "U": boost * U,
         "V": rng.normal(0.0, 1.0 / np.sqrt(H), (O, H)),
     }
     if spec.bias:

@@ -23,12 +23,14 @@ from typing import Any
 
 import numpy as np
 
+from ..model.backprop import variant_grads
 from ..model.cases import Case
 from ..model.kinks import kink_elements
 from ..model.names import ordered
 from ..model.tolerance import tolerance_for
 from ..oracles import get_oracle
 from ..oracles.directional import DEFAULT_DIRECTIONS
+from ..runner.adapters import loss_readings
 from ..runner.call import DEFAULT_TIMEOUT
 from ..runner.target import Backward, Target
 from . import diagnosis as diagnosis_module
@@ -37,7 +39,7 @@ from . import fast as fast_mode
 from . import settle
 from .consensus import Reference, reference
 from .judge import Judgement, judge
-from .precision import rounding_allowance
+from .precision import Lower, rounding_allowance
 from .result import CaseResult
 
 # autograd element-wise, witnessed by a few complex-step directions (issue 5); full element-wise
@@ -121,6 +123,8 @@ def check_case(backward: Backward, case: Case, *, oracles: Iterable[str] = DEFAU
     comparable = outcome.error is None or outcome.error["kind"] in ("mutated_input", "nondeterministic")
     if outcome.grads is None or not comparable:
         result.diagnosis = _error_causes(outcome.error or {})
+        if outcome.error is not None and outcome.error["kind"] == "forward" and outcome.grads:
+            result.diagnosis = _forward_causes(runner, case, outcome.grads, outcome.error)
         return _done(result, v, start)
     got = outcome.grads
 
@@ -135,7 +139,7 @@ def check_case(backward: Backward, case: Case, *, oracles: Iterable[str] = DEFAU
         whole = _Reference(runner.lower(case, ref.grads), runner.lower(case, ref.error, "error"),
                            tuple(oracles), ref)
         j = judge(case, got, whole.grads, whole.error, runner.lower(case, ref.disputed, "mask"),
-                  kinks=runner.lower(case, kink_elements(case), "mask"))
+                  kinks=runner.lower(case, kink_elements(case), "mask"), lower=_lowering(runner, case))
         result.grads = dict(j.grads)
     if j is not None:
         if j.precision_note:
@@ -159,13 +163,14 @@ def check_case(backward: Backward, case: Case, *, oracles: Iterable[str] = DEFAU
             result.diagnosis = _stale_causes(case, got, reference_of_all().grads, result, outcome.repeat, v)
     elif j is not None and j.failed:
         v.status = "failed"
-        v.tail += runner.locate({n: result.grads[n] for n in result.failed_grads})
         full = reference_of_all()
 
         def causes() -> list[dict[str, Any]]:
             return _causes(runner, case, got, full.grads, result, j, outcome.repeat, v)
 
         v.apply(settle.precision(case, got, j, causes), result)
+        if v.status == "failed":
+            v.tail += runner.locate({n: result.grads[n] for n in result.failed_grads})
         if v.status == "failed" and not result.diagnosis:
             result.diagnosis = causes()
         if evidence and v.status == "failed":
@@ -207,7 +212,7 @@ def _fast_stage(runner: Target, case: Case, got: Mapping[str, np.ndarray], resul
     j = None
     if stage.suspects:
         ref, err, kinks = fast_mode.element_wise(runner, case, got, stage, k=directions)
-        j = judge(case, {n: got[n] for n in stage.suspects}, ref, err, kinks=kinks)
+        j = judge(case, {n: got[n] for n in stage.suspects}, ref, err, kinks=kinks, lower=_lowering(runner, case))
         result.grads.update(j.grads)
         for n in stage.suspects:
             if j.grads[n].passed:
@@ -217,13 +222,21 @@ def _fast_stage(runner: Target, case: Case, got: Mapping[str, np.ndarray], resul
     return j
 
 
+def _lowering(runner: Target, case: Case) -> Lower:
+    """Canonical gradients -> what the backward returns, for this case."""
+    def lower(arrays: Mapping[str, Any]) -> dict[str, Any]:
+        return runner.lower(case, arrays)
+    return lower
+
+
 def _causes(runner: Target, case: Case, got: Mapping[str, np.ndarray], ref: Mapping[str, np.ndarray],
             result: CaseResult, j: Judgement, repeat: Mapping[str, np.ndarray] | None,
             v: _Verdict) -> list[dict[str, Any]]:
     """The named causes of a failed case; a diagnosis that breaks never hides the verdict."""
     try:
+        allowance = {**rounding_allowance(case, dict(ref), j.tol, j.lower), **j.allowance}
         found = diagnosis_module.diagnose(case, got, ref, result.grads, j.tol, scale_floor=j.floor, target=runner,
-                                          repeat=repeat, allowance=rounding_allowance(case, dict(ref), j.tol))
+                                          repeat=repeat, allowance=allowance)
     except Exception as exc:  # a diagnosis must never hide the verdict itself
         v.tail.append(f"diagnosis failed ({type(exc).__name__}: {exc}); the verdict stands")
         return []
@@ -240,6 +253,36 @@ def _stale_causes(case: Case, got: Mapping[str, np.ndarray], ref: Mapping[str, n
     except Exception as exc:  # a diagnosis must never hide the finding itself
         v.tail.append(f"diagnosis failed ({type(exc).__name__}: {exc}); the finding stands")
         return []
+
+
+def _forward_causes(runner: Target, case: Case, got: Mapping[str, np.ndarray], error: Mapping[str, Any]
+                    ) -> list[dict[str, Any]]:
+    """A reported loss off by a convention (a mean where the spec sums, say): do the gradients follow the loss
+    or the spec? Said plainly (issue 12: advice to change the reduction, when only the loss averages, made the
+    gradients fail next)."""
+    if "loss" not in error or "reference_loss" not in error:
+        return []
+    readings = loss_readings(error["loss"], error["reference_loss"], case)
+    ref = runner.lower(case, variant_grads(case))
+    names = [n for n in ref if n in got and np.shape(got[n]) == np.shape(ref[n])]
+    rr = sum(float(np.vdot(ref[n], ref[n])) for n in names)
+    if not readings or rr == 0.0:
+        return []
+    k = sum(float(np.vdot(np.asarray(got[n], dtype=np.float64), ref[n])) for n in names) / rr
+    off = np.sqrt(sum(float(np.sum((np.asarray(got[n], dtype=np.float64) - k * ref[n]) ** 2)) for n in names) / rr)
+    if off > 1e-3 * max(abs(k), 1e-300):
+        return []                          # the gradients are no constant multiple of the spec's: nothing plain
+    out = []
+    for r in readings:
+        if abs(k - 1.0) <= 1e-3:
+            out.append({"code": "loss_gradient_mismatch", "fit": 1.0, "grads": ["loss"], "message": (
+                f"your loss is {r['yours']}, but your gradients are those of {r['spec']}, as the spec says: the "
+                "loss and the gradients disagree; fix the loss (the gradients are right)")})
+        elif abs(k - r["ratio"]) <= 1e-3 * r["ratio"]:
+            out.append({"code": "scaled", "fit": 1.0, "grads": [*names, "loss"], "message": (
+                f"your loss and your gradients are both {r['yours']} (ratio {k:.6g}), where the spec's objective "
+                f"is {r['spec']}: declare {r['declare']}")})
+    return out
 
 
 def _error_causes(error: Mapping[str, Any]) -> list[dict[str, Any]]:

@@ -15,15 +15,27 @@ Statuses:
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..model.compare import GradResult
+from ..model.compare import GradResult, json_safe
 from ..model.spec import Spec
 from ..runner.read import headline
 
 STATUSES = ("passed", "failed", "inconclusive", "error", "timeout")
 GOOD = ("passed", "inconclusive")
+
+
+def nothing_judged(counts: Mapping[str, int]) -> bool:
+    """Every case of a run was inconclusive: nothing about the gradients was verified (issue 12)."""
+    return counts.get("inconclusive", 0) > 0 and all(v == 0 for k, v in counts.items() if k != "inconclusive")
+
+
+def run_passed(counts: Mapping[str, int]) -> bool:
+    """A run (counts per status) passes when no case is wrong and some case was judged: a run whose every
+    case is inconclusive proved nothing, and must not read as a pass."""
+    return all(v == 0 for k, v in counts.items() if k not in GOOD) and not nothing_judged(counts)
 
 
 @dataclass
@@ -80,7 +92,8 @@ class CaseResult:
         return head
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        """Plain data for the report: JSON-safe at any depth (no NaN, no infinity, no numpy scalars)."""
+        return json_safe({
             "index": self.index,
             "seed": self.seed,
             "target": self.target,
@@ -97,4 +110,4 @@ class CaseResult:
             "diagnosis": list(self.diagnosis),
             "seconds": round(self.seconds, 6),
             "evidence": self.evidence,
-        }
+        })
