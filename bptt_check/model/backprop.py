@@ -40,7 +40,8 @@ DACT = ("right",          # f'(ĥ_t)
         "at_output",       # the input form of f' fed h_t: f'(h_t)
         "missing",         # no f' factor at all
         "previous_state",  # the output form fed h_{t-1}: f' taken one step early
-        "next_state")      # the output form fed h_{t+1}: one step late
+        "next_state",      # the output form fed h_{t+1}: one step late
+        "unsquared")       # the output form with a factor of h dropped: tanh 1 − h, sigmoid 1 − h
 # dE/dŷ and its usual mistakes
 DOUT = ("right",
         "no_output_derivative",  # g' left out (tanh / sigmoid / softmax output with a squared error)

@@ -26,7 +26,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import inspect
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -35,6 +35,7 @@ import numpy as np
 from ..errors import UsageError
 from ..model.cases import Case
 from ..model.forward import total_loss
+from ..model.names import ordered
 from ..model.spec import Spec, Truncation
 from ..model.tolerance import tolerance_for
 from .read import to_numpy
@@ -266,6 +267,66 @@ class Layout:
             if v != getattr(defaults, f):
                 parts.append(f"{f}={v!r}")
         return "; ".join(parts) or "canonical"
+
+
+# ----------------------------------------------------------------- speaking your notation
+
+class Notation:
+    """How causes and locations are said: in the canonical names and row-vector form, or in a layout's
+    names and orientation (issue 12: for column-vector code "uses Whh where Whh.T belongs", and "your U"
+    where your U is the input matrix). ``Notation()`` is the canonical one."""
+
+    def __init__(self, layout: Layout | None = None) -> None:
+        self.layout = layout
+        names = layout.user_names() if layout is not None else {}
+        self.renamed = any(names.get(k, k) != k for k in CANONICAL)
+        self._names = names
+
+    def name(self, key: str) -> str:
+        """Your name of a parameter (``x`` stays x)."""
+        return self._names.get(key, key)
+
+    def grad(self, key: str) -> str:
+        """Your name of a gradient: ``dWhh``."""
+        return "d" + self.name(key)
+
+    def grads(self, keys: Iterable[str]) -> str:
+        """``dW, dU`` — or ``your dWxh, dWhh`` when the layout renames."""
+        text = ", ".join(self.grad(k) for k in ordered(keys))
+        return ("your " + text) if self.renamed else text
+
+    @property
+    def column(self) -> bool:
+        return self.layout is not None and self.layout.vectors == "column"
+
+    @property
+    def in_out(self) -> bool:
+        return self.layout is not None and self.layout.weights == "in_out"
+
+    def used(self, key: str, transposed: bool = False) -> str:
+        """The matrix as it appears in your backward's flow dh_{t−1} = … (``transposed``: the other way round)."""
+        m = self.name(key)
+        flip = self.column != self.in_out        # your form multiplies by the transpose of what you store
+        return f"{m}ᵀ" if flip != transposed else m
+
+    def flow(self, key: str = "U", transposed: bool = False, into: str = "dh_{t−1}", delta: str = "dĥ_t") -> str:
+        """dh_{t−1} = dĥ_t U in your orientation (``transposed``: with the other orientation of the matrix)."""
+        m = self.used(key, transposed)
+        return f"{into} = {m} {delta}" if self.column else f"{into} = {delta} {m}"
+
+    def accumulate(self, key: str, delta: str, inp: str) -> str:
+        """The accumulation of a weight's gradient in your orientation: dU += dĥ_tᵀ h_{t−1}."""
+        g = self.grad(key)
+        if self.column:
+            return f"{g} += {inp} {delta}ᵀ" if self.in_out else f"{g} += {delta} {inp}ᵀ"
+        return f"{g} += {inp}ᵀ {delta}" if self.in_out else f"{g} += {delta}ᵀ {inp}"
+
+    def stored(self) -> str:
+        """How your weight matrices are laid out."""
+        return "(in, out)" if self.in_out else "(out, in)"
+
+
+CANONICAL_NOTATION = Notation()
 
 
 # ----------------------------------------------------------------- lowering one call
@@ -915,4 +976,5 @@ def loss_readings(loss: float, ref: float, case: Case) -> list[dict[str, Any]]:
             for value, yours, objective, declare in readings if abs(r - value) <= 1e-6 * abs(value)]
 
 
-__all__ = ["Layout", "Adapted", "Lowered", "adapt", "adapt_torch", "adapt_module", "loss_readings"]
+__all__ = ["Layout", "Adapted", "Lowered", "Notation", "CANONICAL_NOTATION", "adapt", "adapt_torch", "adapt_module",
+           "loss_readings"]

@@ -67,7 +67,8 @@ def test_failed_cases_carry_the_diagnosis_in_the_report():
     bug = next(b for b in BUGS if b.name == "window_one_too_long")
     result = bc.check_case(bug.make(), bc.draw_case(bug.spec, bug.seed, bug.cases[0]))
     d = result.to_dict()["diagnosis"]
-    assert d and set(d[0]) == {"code", "fit", "message"} and d[0]["code"] == "truncation_window"
+    assert d and set(d[0]) == {"code", "fit", "message", "grads"} and d[0]["code"] == "truncation_window"
+    assert d[0]["grads"] == ["W", "U", "b", "h0", "x"]        # the gradients the cause explains
     assert d[0]["fit"] > 0.99 and "window of 3, spec is a per-step window of 2" in d[0]["message"]
     assert [x["fit"] for x in d] == sorted((x["fit"] for x in d), reverse=True)
     assert "likely truncation_window" in result.summary()
