@@ -152,9 +152,14 @@ def describe_wrong(results: Sequence[CaseResult]) -> list[str]:
         lines.append(f"  {first.error['kind']}: " + first.error["message"].replace("\n", "\n    "))
     for name in first.failed_grads:
         g = first.grads[name]
-        lines.append(f"  {describe([name])}: " + (g.problem or
-                     f"{g.mismatched}/{g.size} elements off, worst {tuple(g.worst_index)} "
-                     f"abs {g.max_abs_err:.3e} rel {g.max_rel_err:.3e}, ratio to reference {g.ratio:.4g}"))
+        if g.problem:
+            lines.append(f"  {describe([name])}: {g.problem}")
+            continue
+        # the worst element (furthest beyond its tolerance) with its own errors; the largest errors apart
+        w = g.worst[0] if g.worst else {"index": g.worst_index, "abs": g.max_abs_err, "rel": g.max_rel_err}
+        lines.append(f"  {describe([name])}: {g.mismatched}/{g.size} elements off, worst {tuple(w['index'])}: "
+                     f"abs {w['abs']:.3e}, rel {w['rel']:.3e}; largest abs {g.max_abs_err:.3e}, largest rel "
+                     f"{g.max_rel_err:.3e}; ratio to reference {g.ratio:.4g}")
     return lines
 
 

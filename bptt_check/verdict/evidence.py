@@ -71,20 +71,22 @@ def collect(target: Target, case: Case, result: Any, got: Mapping[str, np.ndarra
     else:
         ev["skipped"] = (f"prefix search and temporal map are computed for the first {EVIDENCE_LIMIT} "
                          "failed cases of a run; re-run this case alone to get them")
-    ev["first_bad_step"], ev["first_bad_step_from"] = _headline_step(ev)
+    ev["first_bad_step"], ev["first_bad_step_from"] = _headline_step(ev, getattr(result, "diagnosis", None) or [])
     ev["shortest_failing_length"] = ev["prefix"]["shortest_failing_length"] if ev["prefix"] else None
     ev["reproducer"] = reproducer(case.spec, case.seed, case.index, result.target, oracles, **(run or {}))
     return ev
 
 
-def _headline_step(ev: dict[str, Any]) -> tuple[int | None, str | None]:
+def _headline_step(ev: dict[str, Any], diagnosis: Sequence[Mapping[str, Any]] = ()) -> tuple[int | None, str | None]:
     tm = ev.get("temporal") or {}
     att = tm.get("attribution")
-    if att and att.get("kind") == "step":
+    if att and att.get("kind") in ("step", "state"):
         return int(att["at"]), "U"
     steps = ev.get("steps")
     if steps and steps["bad_steps"]:
         return int(steps["first_bad_step"]), "x"
+    if diagnosis and diagnosis[0].get("step") is not None:       # the best named cause sits at a step
+        return int(diagnosis[0]["step"]), "diagnosis"
     return None, None
 
 
@@ -315,6 +317,7 @@ def _u_cells(case: Case, mask: np.ndarray) -> tuple[np.ndarray, dict[str, tuple[
     m_beyond1 = np.zeros((T, T))
     m_beyond2 = np.zeros((T, T))
     m_start = np.zeros((T, T))
+    wrapped = np.zeros((Hout, Hin))
     starts: dict[int, list[int]] = {}
     for w in case.windows:
         for t in w.losses:
@@ -322,12 +325,19 @@ def _u_cells(case: Case, mask: np.ndarray) -> tuple[np.ndarray, dict[str, tuple[
     for t in sorted(starts):
         cells: dict[int, np.ndarray] = {}
 
-        def visit(w: Window, s: int, dstate: Any, contrib: Any, cells: dict[int, np.ndarray] = cells) -> None:
+        deltas: dict[int, np.ndarray] = {}
+
+        def visit(w: Window, s: int, dstate: Any, contrib: Any, cells: dict[int, np.ndarray] = cells,
+                  deltas: dict[int, np.ndarray] = deltas) -> None:
             if contrib is not None:
                 delta, inp = contrib["U"]
                 cells[s] = delta.T @ inp               # the gradient of E_t reaching step s
+                deltas[s] = delta
 
         backprop(tr, y, spec, windows=[Window(0, (t,))], visit=visit, accumulate=False)
+        if mask[t, 0] and 0 in deltas and T > 1:
+            # the step-0 term taken from the last state h_{T−1} instead of h0 (a state list without h0)
+            wrapped += mask[t, 0] * deltas[0].T @ (tr.states[0][T] - tr.states[0][0])
         for s, C in cells.items():
             norms[t, s] = np.linalg.norm(C)
             if mask[t, s]:
@@ -353,6 +363,8 @@ def _u_cells(case: Case, mask: np.ndarray) -> tuple[np.ndarray, dict[str, tuple[
         atoms["beyond:2"] = (beyond2, m_beyond2)
     if np.any(at_start) and any(st > 0 for ss in starts.values() for st in ss):
         atoms["start:0"] = (at_start, m_start)     # (with every window at 0 it is column 0)
+    if np.any(wrapped):
+        atoms["state:0"] = (wrapped, (mask[:, :1] > 0) * (np.arange(T) == 0)[None, :])
     if np.any(total):
         atoms["all"] = (total, (mask > 0).astype(float))
     return norms, atoms, total
@@ -375,7 +387,7 @@ def attribute(R: np.ndarray, atoms: Mapping[str, tuple[np.ndarray, np.ndarray]])
     if not scored:
         return None
     # best first; on a tie, the simpler story: a step, then a window edge, then a constant factor
-    rank = {"step": 0, "beyond": 1, "start": 2, "all": 3}
+    rank = {"step": 0, "state": 1, "beyond": 2, "start": 3, "all": 4}
     scored.sort(key=lambda e: (-round(e[0], 9), rank[e[1].partition(":")[0]]))
     explained, key, coef = scored[0]
     if explained < ATTRIBUTION_MIN:
@@ -402,6 +414,10 @@ def _attribution_text(kind: str, at: int | None, coef: float, explained: float,
             what += f": the step-{at} term is missing"
         elif abs(coef - 1) < 0.05:
             what += f": the step-{at} term is counted twice"
+    elif kind == "state":
+        what = f"dU − reference = {c} × (the step-0 term from the last state h_{{T−1}} − from h0)"
+        if abs(coef - 1) < 0.05:
+            what += ": the step-0 term uses the last state where h0 belongs"
     elif kind == "beyond":
         what = (f"dU − reference = {c} × the contributions {at} step{'s' if at != 1 else ''} before each "
                 "window's start")
