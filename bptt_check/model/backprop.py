@@ -218,7 +218,8 @@ def rounding_estimate(case: Case, ref: Mapping[str, Array], dtype: type = np.flo
         v = low.get(n)
         if v is None or np.shape(v) != np.shape(r):
             continue
+        known = np.isfinite(r)               # a non-finite reference element says nothing of rounding
         with np.errstate(invalid="ignore", over="ignore"):
-            d = np.abs(np.asarray(v, dtype=np.float64) - r)
+            d = np.abs(np.asarray(v, dtype=np.float64) - r)[known]
         out[n] = float(np.max(d, initial=0.0)) if np.all(np.isfinite(d)) else float("inf")
     return out

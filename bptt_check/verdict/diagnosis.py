@@ -91,7 +91,7 @@ MIN_FIT = 0.5
 FREE_PARAMETER = 0.9       # a hypothesis that fitted a constant keeps this share of its fit
 MAX_FULL_SEARCH_T = 12     # longer cases search only the neighbours of the spec's truncation
 MAX_SCHEDULES = 600        # schedules of every family tried at most, when nothing else explains a case
-NEAR_ONE = 1e-3            # a fitted scale this close to 1 is no convention: it names nothing
+NEAR_ONE = 1e-3            # a fitted scale this close to 1 is an error in every element alike, no convention
 
 
 @dataclass
@@ -238,6 +238,13 @@ def _nice_factors(case: Case) -> list[tuple[float, str]]:
     return [(value, "; or ".join(whys)) for value, whys in merged.items()]
 
 
+def _factor(k: float) -> str:
+    """A factor with the digits that tell it from 1 (1.000002, never "1")."""
+    off = abs(k - 1.0)
+    digits = 6 if off == 0.0 or off >= 1e-4 else min(17, int(np.ceil(-np.log10(off))) + 2)
+    return f"{k:.{digits}g}"
+
+
 def _snap(k: float, nice: list[tuple[float, str]], rtol: float) -> tuple[float, str] | None:
     for value, why in nice:
         if abs(k - value) <= rtol * abs(value):
@@ -359,8 +366,8 @@ class _Diagnosis:
                 k = snapped[0]
             else:
                 shared = [a for a in anchors if abs(a - k) <= 1e-6 * abs(a)]
-                if abs(k - 1.0) < NEAR_ONE or not (s.informative(n) or shared):
-                    continue        # one value fits any factor; one near 1 is no convention
+                if not (s.informative(n) or shared):
+                    continue        # one value fits any factor
             hyp[n] = k * s.ref[n]
             factor[n] = (k, snapped[1] if snapped else None)
         if not hyp:
@@ -376,7 +383,9 @@ class _Diagnosis:
         parts = []
         for k, ns in groups.items():
             why = factor[ns[0]][1]
-            parts.append(f"{self.say.grads(ns)} {'are' if len(ns) > 1 else 'is'} {k:.6g}× the reference"
+            if not why and abs(k - 1.0) < NEAR_ONE:
+                why = f"every element off by the same relative {k - 1.0:+.2g}; no convention I know gives this factor"
+            parts.append(f"{self.say.grads(ns)} {'are' if len(ns) > 1 else 'is'} {_factor(k)}× the reference"
                          + (f": {why}" if why else " (no convention I know gives this factor)"))
         self.add("scaled", fit, "; ".join(parts), explained)
 

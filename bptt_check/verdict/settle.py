@@ -24,7 +24,7 @@ from ..model.coverage import coverage as coverage_of
 from ..model.coverage import threshold
 from ..model.kinks import near_kinks
 from .judge import Judgement
-from .precision import float32_tolerance, mixed_precision_note
+from .precision import float32_tolerance, mixed_precision_note, unjudgeable
 from .taylor import random_direction, taylor_check
 
 if TYPE_CHECKING:
@@ -70,12 +70,22 @@ def precision(case: Case, got: Mapping[str, Array], j: Judgement,
             rescued = [n for n in within if n not in explained]
             if not rescued:
                 return Adjustment(diagnosis=found)
-            worst = max(j.grads[n].max_rel_err for n in rescued)
-            note = mixed_precision_note(rescued, dict(got), worst)
+            # where float32 cannot resolve a gradient at all, "within float32's tolerance" says nothing
+            blind = unjudgeable(j.ref, {n: allow32.get(n, 0.0) for n in rescued})
+            rescued = [n for n in rescued if n not in blind]
+            notes = []
+            if rescued:
+                notes.append(mixed_precision_note(rescued, dict(got), max(j.grads[n].max_rel_err for n in rescued)))
             if len(rescued) == len(j.failed):
-                return Adjustment(status="passed", passed=rescued, diagnosis=[], notes=[note])
+                return Adjustment(status="passed", passed=rescued, diagnosis=[], notes=notes)
+            if len(rescued) + len(blind) == len(j.failed):
+                return Adjustment(status="inconclusive", passed=rescued + blind, diagnosis=[], notes=notes, lead=(
+                    f"precision: {', '.join('d' + n for n in blind)} {'misses' if len(blind) == 1 else 'miss'} the "
+                    "float64 reference, and float32 rounding on this case is as large as the gradient itself (a "
+                    "saturated or cancelling output): if your code keeps anything in float32, it cannot be "
+                    "judged here"))
             # the rest is wrong: diagnosed again without the gradients that passed on precision
-            return Adjustment(passed=rescued, notes=[note], diagnosis=[])
+            return Adjustment(passed=rescued, notes=notes, diagnosis=[])
     if case.spec.dtype == "float32":
         near = near_kinks(case)
         if near:
