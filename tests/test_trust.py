@@ -195,7 +195,7 @@ def test_3_a_loss_off_by_a_convention_is_still_a_forward_bug():
 
     r = bc.check_case(adapt(doubled, Layout(args=("params", "x", "y", "spec"))), bc.draw_case(bc.Spec(), 0, 0))
     assert r.status == "error" and r.error["kind"] == "forward"
-    assert "the squared error without the ½" in r.error["message"]
+    assert "your loss is the squared error without the ½ (loss='sse')" in r.error["message"]
 
 
 FAST_RELU_CE = bc.Spec(mode="many-to-one", truncation="window:2", activation="relu", loss="cross_entropy",
@@ -260,8 +260,9 @@ def test_15_a_relu_case_after_coverage_redraws_stays_finite_and_its_report_is_wr
     assert code in (0, 1) and (tmp_path / "report.json").is_file()
 
 
-@pytest.mark.parametrize("spec", [bc.Spec(activation="relu", mode="many-to-one", truncation="chunk:19", output="sigmoid"),
-                                  bc.Spec(activation="relu", truncation="tbptt:3,9", output="sigmoid")], ids=str)
+@pytest.mark.parametrize("spec", [
+    bc.Spec(activation="relu", mode="many-to-one", truncation="chunk:19", output="sigmoid"),
+    bc.Spec(activation="relu", truncation="tbptt:3,9", output="sigmoid")], ids=str)
 def test_15_redraws_never_explode_unbounded_states(spec):
     # before: 1e7..1e12 at indices 19, 35 (many-to-one) and 27 (tbptt) after eight redraws
     for index in range(40):
@@ -428,7 +429,7 @@ def test_11_loss_averaged_with_gradients_of_the_sum_is_said_plainly():
     assert r.status == "error" and r.error["kind"] == "forward"
     assert "looks like" not in r.error["message"]          # before: advice that then failed the gradients
     d = r.diagnosis[0]
-    assert d["code"] == "loss_gradient_mismatch" and "mean over the T" in d["message"]
+    assert d["code"] == "loss_gradient_mismatch" and "your loss is averaged over time" in d["message"]
     assert "your gradients are those of the sum over time" in d["message"] and "fix the loss" in d["message"]
     r = bc.check_case(adapt(both, Layout(args=("params", "x", "y", "spec"))), case)
     d = r.diagnosis[0]

@@ -955,23 +955,24 @@ def loss_readings(loss: float, ref: float, case: Case) -> list[dict[str, Any]]:
     readings = []
     if B > 1:
         if not batch_mean:
-            readings.append((1 / B, f"a mean over the batch of B = {B}", f"the sum over the batch ({said})",
-                             "reduction='mean_batch' (or 'mean')"))
+            readings.append((1 / B, f"averaged over the batch (reduction='mean_batch', or 'mean'; B = {B})",
+                             f"the sum over the batch ({said})", "reduction='mean_batch' (or 'mean')"))
         else:
-            readings.append((float(B), f"a sum over the batch of B = {B}", f"the mean over the batch ({said})",
-                             "reduction='sum' (or 'mean_time')"))
+            readings.append((float(B), f"summed over the batch (reduction='sum', or 'mean_time'; B = {B})",
+                             f"the mean over the batch ({said})", "reduction='sum' (or 'mean_time')"))
     if T > 1 and spec.mode == "many-to-many":
         if not time_mean:
-            readings.append((1 / T, f"a mean over the T = {T} steps", f"the sum over time ({said})",
-                             "reduction='mean_time' (or 'mean')"))
+            readings.append((1 / T, f"averaged over time (reduction='mean_time', or 'mean'; T = {T})",
+                             f"the sum over time ({said})", "reduction='mean_time' (or 'mean')"))
         else:
-            readings.append((float(T), f"a sum over the T = {T} steps", f"the mean over time ({said})",
-                             "reduction='sum' (or 'mean_batch')"))
+            readings.append((float(T), f"summed over time (reduction='sum', or 'mean_batch'; T = {T})",
+                             f"the mean over time ({said})", "reduction='sum' (or 'mean_batch')"))
     if spec.loss == "half_mse":
-        readings.append((2.0, "the squared error without the ½", "half the squared error (loss='half_mse')",
-                         "loss='sse'"))
+        readings.append((2.0, "the squared error without the ½ (loss='sse')",
+                         "half the squared error (loss='half_mse')", "loss='sse'"))
     if spec.loss == "sse":
-        readings.append((0.5, "half the squared error", "the squared error (loss='sse')", "loss='half_mse'"))
+        readings.append((0.5, "half the squared error (loss='half_mse')", "the squared error (loss='sse')",
+                         "loss='half_mse'"))
     return [{"ratio": value, "yours": yours, "spec": objective, "declare": declare}
             for value, yours, objective, declare in readings if abs(r - value) <= 1e-6 * abs(value)]
 

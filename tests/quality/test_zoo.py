@@ -95,7 +95,7 @@ def test_the_zoo_runs_against_any_checker():
 
 def test_all_gradient_names_are_known():
     for b in BUGS:
-        assert b.breaks <= ALL and b.breaks
+        assert b.breaks <= ALL | {"loss"} and b.breaks        # "loss": a forward finding
 
 
 def test_a_stale_backward_is_diagnosed_by_calling_it_again():
