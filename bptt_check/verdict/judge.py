@@ -18,7 +18,7 @@ import numpy as np
 
 from ..model.compare import GradResult, compare
 from ..model.kinks import kink_elements
-from ..model.names import ordered
+from ..model.names import describe, ordered
 from ..model.tolerance import Tolerance, floor_of, tolerance_for
 from .precision import ROUNDING, Lower, float32_note, float64_allowance, float64_note, rounding_allowance, unjudgeable
 
@@ -67,7 +67,7 @@ class Judgement:
     def unjudged_note(self) -> str | None:
         if not self.unjudged:
             return None
-        return (f"precision: {self.dtype} rounding on this case is as large as {', '.join(sorted(self.unjudged))} "
+        return (f"precision: {self.dtype} rounding on this case is as large as {describe(self.unjudged)} "
                 "itself (a saturated or cancelling output): not judged")
 
     def error_of(self, name: str) -> Any:

@@ -63,11 +63,11 @@ class _Verdict:
     def apply(self, adj: settle.Adjustment, result: CaseResult) -> None:
         if adj.status is not None:
             self.status = adj.status
-        if adj.lead is not None:
-            self.lead = adj.lead
         if adj.settled:
             self.lead = None
             self.dispute_notes = []
+        if adj.lead is not None:
+            self.lead = adj.lead
         for n in adj.passed:
             result.grads[n].passed = True
         for n in adj.failed:
@@ -77,7 +77,8 @@ class _Verdict:
             result.diagnosis = adj.diagnosis
 
     def notes_list(self) -> list[str]:
-        return ([self.lead] if self.lead else []) + self.call_notes + self.notes + self.dispute_notes + self.tail
+        rest = [n for n in self.call_notes + self.notes + self.dispute_notes + self.tail if n != self.lead]
+        return ([self.lead] if self.lead else []) + rest
 
 
 @dataclass
@@ -180,9 +181,9 @@ def check_case(backward: Backward, case: Case, *, oracles: Iterable[str] = DEFAU
                 full=evidence == "full", run=run))
     elif j is not None and (j.disputed or j.unjudged):
         v.status = "inconclusive"
-        if not j.disputed:                   # float32 cannot resolve some gradient: that is the reason
+        blind = all(k in j.unjudged for k, d in j.open.items() if d.any())
+        if blind:           # the dtype cannot resolve the gradients (disputed or not): that is the reason
             v.lead = j.unjudged_note()
-            v.tail.remove(v.lead)
         elif whole is not None and whole.consensus is not None:
             which = [f"{k} ({int(d.sum())}/{d.size})" for k, d in j.open.items() if d.any()]
             v.lead = ("oracles disagree on " + ", ".join(which) + ": those elements prove nothing ("

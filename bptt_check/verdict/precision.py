@@ -57,15 +57,21 @@ def rounding_allowance(case: Case, ref: Mapping[str, np.ndarray], tol: Tolerance
 
 def float64_allowance(case: Case, ref: Mapping[str, np.ndarray], lower: Lower | None = None
                       ) -> dict[str, float]:
-    """Per gradient, the absolute error allowed for float64 rounding on this case: ``ROUNDING`` × the
-    larger of |float64 − extended precision| (the textbook formulas) and |float64 − the reference|."""
+    """Per gradient, the absolute error allowed for float64 rounding on this case: ``ROUNDING`` ×
+    :func:`float64_rounding`."""
+    return {n: ROUNDING * e for n, e in float64_rounding(case, ref, lower).items()}
+
+
+def float64_rounding(case: Case, ref: Mapping[str, np.ndarray], lower: Lower | None = None) -> dict[str, float]:
+    """Per gradient, how well float64 determines it on this case: the larger of |float64 − extended
+    precision| (the textbook formulas) and |float64 − the reference| (max over the elements)."""
     est = rounding_estimate(case, ref, np.float64, lower)
     if EXTENDED is not None and _same_branches(case):
         ext = variant_grads(case, RIGHT, dtype=EXTENDED)
         ext = dict(lower(ext)) if lower is not None else ext
         within = rounding_estimate(case, {n: v for n, v in ext.items() if n in ref}, np.float64, lower)
         est = {n: max(e, within.get(n, 0.0)) for n, e in est.items()}
-    return {n: ROUNDING * e for n, e in est.items()}
+    return est
 
 
 def _same_branches(case: Case) -> bool:

@@ -102,8 +102,10 @@ def disputes(case: Case, got: Mapping[str, Array], j: Judgement, canonical: Mapp
     ``canonical``: the user's gradients as canonical arrays (the Taylor check moves the canonical
     parameters), or the same as ``got`` when the backward is not adapted.
     """
-    masks = {k: d for k, d in j.open.items() if d.any() and k in canonical and np.shape(canonical[k]) == d.shape}
-    if len(masks) != sum(1 for d in j.open.values() if d.any()):
+    # a gradient the dtype cannot resolve on this case is not judged, by the Taylor check neither
+    disputed = {k: d for k, d in j.open.items() if d.any() and k not in j.unjudged}
+    masks = {k: d for k, d in disputed.items() if k in canonical and np.shape(canonical[k]) == d.shape}
+    if not masks or len(masks) != len(disputed):
         return NONE
     verdicts = {}
     for k, m in masks.items():
@@ -119,6 +121,8 @@ def disputes(case: Case, got: Mapping[str, Array], j: Judgement, canonical: Mapp
              f"{v.describe()} along them: {'wrong' if k in refuted else 'confirmed'}" for k, v in verdicts.items()]
     if refuted:
         return Adjustment(status="failed", failed=refuted, notes=notes, settled=True)
+    if j.unjudged:          # the disputes are settled, but some gradient could not be judged at all
+        return Adjustment(notes=notes, settled=True, lead=j.unjudged_note())
     return Adjustment(status="passed", notes=notes, settled=True)
 
 
