@@ -12,6 +12,7 @@ import math
 
 import numpy as np
 import pytest
+import torch  # pytester's in-process runs cannot import torch a second time: imported here
 from bugs import mutant
 
 import bptt_check as bc
@@ -64,9 +65,9 @@ def test_1_a_correct_float32_backward_with_a_declared_clip_passes():
 
 
 GRAD_MODES = {
-    "no_grad": lambda torch: torch.no_grad(),
-    "inference_mode": lambda torch: torch.inference_mode(),
-    "set_grad_enabled(False)": lambda torch: torch.set_grad_enabled(False),
+    "no_grad": torch.no_grad,
+    "inference_mode": torch.inference_mode,
+    "set_grad_enabled(False)": lambda: torch.set_grad_enabled(False),
 }
 
 
@@ -74,10 +75,8 @@ GRAD_MODES = {
 @pytest.mark.parametrize("oracles", [("autograd", "directional"), ("autograd",), ("fd", "autograd"),
                                      ("complex-step", "autograd", "fd")], ids="+".join)
 def test_2_the_caller_s_grad_mode_never_turns_the_reference_off(mode, oracles):
-    import torch
-
     try:
-        with GRAD_MODES[mode](torch):
+        with GRAD_MODES[mode]():
             report = bc.check(_times(WRONG), cases=3, seed=0, oracles=oracles)
             fast = bc.check(_times(WRONG), cases=2, seed=0, fast=True)
     finally:
@@ -91,23 +90,45 @@ def test_2_a_torch_function_is_differentiated_whatever_the_grad_mode(mode):
     import importlib.util
     from pathlib import Path
 
-    import torch
-
     path = Path(__file__).resolve().parent.parent / "examples" / "torch_fused_function.py"
     loader = importlib.util.spec_from_file_location("fused_example", path)
     fused = importlib.util.module_from_spec(loader)
     loader.loader.exec_module(fused)
     try:
-        with GRAD_MODES[mode](torch):
+        with GRAD_MODES[mode]():
             report = bc.check(fused.backward, cases=2, seed=0, timeout=0)   # in the caller's own thread
     finally:
         torch.set_grad_enabled(True)
     assert report.passed, [r.summary() for r in report.cases]
 
 
-def test_2_grad_mode_turned_off_when_the_user_module_is_imported(tmp_path, capsys):
-    import torch
+def test_2_the_plugin_checks_whatever_the_grad_mode_of_the_test(pytester):
+    pytester.makepyfile(test_grad_modes=f"""
+import torch
+from bptt_check.builtin import truncated
 
+
+def wrong(params, x, y, spec):
+    g = truncated(params, x, y, spec)
+    g["U"] = g["U"] * {WRONG!r}
+    return g
+
+
+def test_no_grad(bptt):
+    with torch.no_grad():
+        bptt.check(wrong, cases=2)
+
+
+def test_inference_mode(bptt):
+    with torch.inference_mode():
+        bptt.check(wrong, cases=2)
+""")
+    result = pytester.runpytest("-p", "no:cacheprovider")
+    result.assert_outcomes(failed=2)
+    result.stdout.fnmatch_lines(["*2 of 2 case(s) wrong*"])
+
+
+def test_2_grad_mode_turned_off_when_the_user_module_is_imported(tmp_path, capsys):
     from bptt_check.cli import main
 
     module = tmp_path / "evaluation_style.py"
@@ -268,6 +289,38 @@ def test_15_redraws_never_explode_unbounded_states(spec):
     for index in range(40):
         case = bc.draw_case(spec, 8617, index)
         assert np.abs(forward(case.params, case.x, spec).h).max() < 1e5, (index, case.extra)
+
+
+def test_15_a_near_nilpotent_recurrence_does_not_explode_relu_states_either():
+    # the sweep (seed 4, case 1026): U of spectral radius 1.1 but norm 10 grew relu states to 1e17 over 25 steps
+    spec = bc.Spec(truncation="chunk:23", activation="relu", loss="cross_entropy", output="identity", bias=False)
+    case = bc.draw_case(spec, 4, 1026)
+    assert np.abs(forward(case.params, case.x, spec).h).max() <= 1e3
+    assert bc.check_case(truncated, case, fast=True, oracles=("fd",)).status != "failed"
+
+
+def test_15_an_element_wise_reference_that_overflowed_proves_nothing_there(monkeypatch):
+    real = fast_mode.element_wise
+
+    def overflowed(*args, **kwargs):
+        ref, err, kinks = real(*args, **kwargs)
+        for k in ref:
+            ref[k] = ref[k].copy()
+            ref[k].reshape(-1)[0] = np.nan
+        return ref, err, kinks
+
+    monkeypatch.setattr(fast_mode, "element_wise", overflowed)
+    case = bc.draw_case(bc.Spec(), 0, 0)
+
+    def elementwise(factor):            # a declared clip: fast mode checks every gradient element-wise
+        return adapt(lambda p, x, y: _times(factor, ("W", "U", "b", "V", "c", "h0"))(p, x, y, bc.Spec()),
+                     Layout(clip=1e9))
+
+    r = bc.check_case(elementwise(1.0), case, fast=True)
+    assert r.status in ("passed", "inconclusive"), r.summary()
+    assert any("not finite" in n or "Taylor" in n for n in r.notes), r.notes
+    json.dumps(r.to_dict(), allow_nan=False)
+    assert bc.check_case(elementwise(1.5), case, fast=True).status == "failed"
 
 
 def test_15_a_case_record_is_strict_json_whatever_the_numbers():

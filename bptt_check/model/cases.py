@@ -15,11 +15,12 @@ from typing import Any
 import numpy as np
 
 from .coverage import covered
+from .forward import forward
 from .spec import Shaped, Spec, Window
 
 MAX_REDRAWS = 8
 UNBOUNDED = ("relu", "identity")   # activations whose states grow with the recurrence
-GROWTH = 1e3                       # a redraw's stronger recurrence may grow such states at most this much
+STATE_LIMIT = 1e3                  # their states stay within this (see _tame)
 FLAVORS = ("core", "T=1", "core", "H=1", "core", "B=1", "core", "window>=T")
 
 
@@ -118,16 +119,9 @@ def draw_case(spec: Spec, seed: int, index: int = 0) -> Case:
 
 def _draw_arrays(spec: Spec, rng: np.random.Generator, seed: int, index: int, flavor: str,
                  T: int, B: int, H: int, I: int, O: int, boost: float = 1.0) -> Case:
-    W = rng.normal(0.0, 0.9 / np.sqrt(I), (H, I))
-    U = _nonsymmetric_recurrent(rng, H)
-    if boost > 1.0 and spec.activation in UNBOUNDED:
-        # an unbounded activation passes a stronger recurrence on to the states: keep ρ(U)^T within
-        # GROWTH (issue 12: U boosted 5× grew relu states to 1e12 and the oracles overflowed)
-        radius = max(float(np.max(np.abs(np.linalg.eigvals(U)))), 1e-3)
-        boost = min(boost, max(1.0, GROWTH ** (1.0 / T) / radius))
     params: dict[str, np.ndarray] = {
-        "W": W,
-        "U": boost * U,
+        "W": rng.normal(0.0, 0.9 / np.sqrt(I), (H, I)),
+        "U": boost * _nonsymmetric_recurrent(rng, H),
         "V": rng.normal(0.0, 1.0 / np.sqrt(H), (O, H)),
     }
     if spec.bias:
@@ -154,9 +148,28 @@ def _draw_arrays(spec: Spec, rng: np.random.Generator, seed: int, index: int, fl
     else:
         y = rng.normal(0.0, 1.0, (*ydims, O))
 
+    _tame(spec, params, x)
     dtype = np.dtype(spec.dtype)
     params = {k: v.astype(dtype) for k, v in params.items()}
     x = x.astype(dtype)
     if spec.loss != "cross_entropy":
         y = y.astype(dtype)
     return Case(spec, int(seed), int(index), flavor, params, x, y)
+
+
+def _tame(spec: Spec, params: dict[str, np.ndarray], x: np.ndarray) -> None:
+    """Keep an unbounded activation's states within ``STATE_LIMIT``: scale U down (in place) until they are.
+
+    relu and identity pass the recurrence on to the states: a strong or very non-normal U (a redraw's boost,
+    or a near-nilpotent draw scaled up to its spectral radius) grew relu states to 1e12–1e17 over a few dozen
+    steps, and the oracles overflowed (issue 12). Draws whose states stay within the limit are unchanged.
+    """
+    if spec.activation not in UNBOUNDED:
+        return
+    T = x.shape[0]
+    for _ in range(16):
+        top = float(np.max(np.abs(forward(params, x, spec).h)))
+        if np.isfinite(top) and top <= STATE_LIMIT:
+            return
+        shrink = 0.9 * (STATE_LIMIT / top) ** (1.0 / max(T, 1)) if np.isfinite(top) and top > 0 else 0.5
+        params["U"] = params["U"] * shrink

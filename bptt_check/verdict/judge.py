@@ -98,7 +98,9 @@ def judge(case: Case, got: Mapping[str, Array], ref: Mapping[str, Array], error:
         if kink.shape != shape:
             kink = np.zeros(shape, dtype=bool)
         j.kinks[name] = kink
-        j.open[name] = np.asarray((disputed or {}).get(name, np.zeros(shape, dtype=bool))) & ~kink
+        # an element where the reference is not finite (an overflow) proves nothing, like a dispute
+        broken = ~np.isfinite(np.asarray(ref[name], dtype=np.float64))
+        j.open[name] = (np.asarray((disputed or {}).get(name, np.zeros(shape, dtype=bool))) | broken) & ~kink
         j.grads[name] = _one(j, name, got)
     missed = [n for n in j.failed if j.grads[n].problem is None]
     if missed and not tol.rounding:

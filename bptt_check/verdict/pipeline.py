@@ -184,10 +184,14 @@ def check_case(backward: Backward, case: Case, *, oracles: Iterable[str] = DEFAU
         blind = all(k in j.unjudged for k, d in j.open.items() if d.any())
         if blind:           # the dtype cannot resolve the gradients (disputed or not): that is the reason
             v.lead = j.unjudged_note()
-        elif whole is not None and whole.consensus is not None:
+        else:
             which = [f"{k} ({int(d.sum())}/{d.size})" for k, d in j.open.items() if d.any()]
-            v.lead = ("oracles disagree on " + ", ".join(which) + ": those elements prove nothing ("
-                      + whole.consensus.explain() + ")")
+            if whole is not None and whole.consensus is not None:
+                v.lead = ("oracles disagree on " + ", ".join(which) + ": those elements prove nothing ("
+                          + whole.consensus.explain() + ")")
+            else:            # fast mode: an element-wise reference that overflowed
+                v.lead = ("the element-wise reference is not finite on " + ", ".join(which)
+                          + ": those elements prove nothing")
             v.apply(settle.disputes(case, got, j, got), result)
             if v.status == "failed":
                 result.diagnosis = _causes(runner, case, got, whole.grads, result, j, outcome.repeat, v)
