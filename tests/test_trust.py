@@ -14,12 +14,12 @@ import numpy as np
 import pytest
 import torch  # pytester's in-process runs cannot import torch a second time: imported here
 from bugs import mutant
+from test_precision import _float32_states
 
 import bptt_check as bc
 from bptt_check import Layout, adapt
 from bptt_check.builtin import truncated
 from bptt_check.model.forward import forward, total_loss
-from bptt_check.model.functions import loss_scale, step_loss_grad
 from bptt_check.oracles import AutogradOracle, FiniteDifferenceOracle
 from bptt_check.verdict import fast as fast_mode
 from bptt_check.verdict.consensus import reference
@@ -170,39 +170,8 @@ def test_2_a_run_that_judged_nothing_is_not_ok(monkeypatch, tmp_path, capsys):
 
 # ----------------------------------------------------------------- false alarms
 
-def _float32_states(params, x, y, spec, bug=None):
-    """Correct math, states kept in float32 arrays (a textbook's time layers); reports its loss."""
-    W, U, V, b, c = params["W"], params["U"], params["V"], params.get("b", 0.0), params.get("c", 0.0)
-    T, B, _ = x.shape
-    h = np.zeros((T + 1, B, U.shape[0]), dtype=np.float32)
-    h[0] = params["h0"]
-    yhat = []
-    for t in range(T):
-        h[t + 1] = np.tanh(x[t] @ W.T + h[t] @ U.T + b)
-        yhat.append(h[t + 1] @ V.T + c)
-    scale = loss_scale(spec, T, B)
-    loss = scale * sum(0.5 * float(((yhat[t] - y[t]) ** 2).sum()) for t in range(T))
-    g = {k: np.zeros_like(v) for k, v in params.items()}
-    g["x"] = np.zeros_like(x)
-    dh_next = np.zeros_like(params["h0"])
-    for t in reversed(range(T)):
-        dyhat = scale * step_loss_grad(spec, yhat[t], y[t])
-        g["V"] += dyhat.T @ h[t + 1]
-        g["c"] += dyhat.sum(axis=0)
-        dhhat = (dh_next + dyhat @ V) * (1.0 - h[t + 1] ** 2)
-        g["W"] += dhhat.T @ x[t]
-        if not (bug == "du_from_t1" and t == 0):
-            g["U"] += dhhat.T @ h[t]
-        g["b"] += dhhat.sum(axis=0)
-        g["x"][t] += dhhat @ W
-        dh_next = dhhat @ U
-    g["h0"] += dh_next
-    return {"loss": loss, **g}
-
-
 def test_3_float32_states_with_a_reported_loss_are_not_a_forward_bug():
-    backward = adapt(_float32_states, Layout(args=("params", "x", "y", "spec")))
-    report = bc.check(backward, cases=20, seed=0)
+    report = bc.check(_float32_states(with_loss=True), cases=20, seed=0)
     errors = [r.summary() for r in report.cases if r.status == "error"]
     assert not errors, errors                       # before: 14-18 of 20 "forward bug"
     assert report.passed, report.summary()
@@ -210,7 +179,7 @@ def test_3_float32_states_with_a_reported_loss_are_not_a_forward_bug():
 
 def test_3_a_loss_off_by_a_convention_is_still_a_forward_bug():
     def doubled(params, x, y, spec):
-        out = _float32_states(params, x, y, spec)
+        out = _float32_states(with_loss=True).fn(params, x, y, spec)
         out["loss"] *= 2.0                          # sse reported where the spec says half_mse
         return out
 
@@ -589,13 +558,8 @@ def test_13_your_U_is_the_input_matrix():
 
 
 def test_14_a_correct_float32_gradient_next_to_a_wrong_one_keeps_its_precision_allowance():
-    def states32_du_bug(params, x, y, spec):
-        out = _float32_states(params, x, y, spec, bug="du_from_t1")
-        out.pop("loss")
-        return out
-
     for index in (0, 2, 4):
-        r = bc.check_case(states32_du_bug, bc.draw_case(bc.Spec(), 0, index))
+        r = bc.check_case(_float32_states("du_from_t1"), bc.draw_case(bc.Spec(), 0, index))
         assert r.status == "failed" and r.failed_grads == ["U"], r.summary()   # before: dV, dc… blamed too
         assert any("match the float64 reference only to float32 precision" in n for n in r.notes), r.notes
         assert r.diagnosis[0]["code"] == "missing_first_step"
