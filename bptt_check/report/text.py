@@ -8,6 +8,7 @@ from typing import Any
 from ..model.names import ordered
 from ..model.reproducer import expression
 from ..model.spec import Spec
+from ..verdict.result import nothing_judged
 
 BAD_STATUSES = ("failed", "error", "timeout")
 
@@ -216,6 +217,8 @@ def groups(report: dict[str, Any]) -> list[tuple[str, str, dict[str, int]]]:
 def verdict(report: dict[str, Any]) -> str:
     if report.get("interrupted"):
         return "INTERRUPTED"
+    if nothing_judged(report.get("counts", {})):
+        return "NOTHING JUDGED"               # every case inconclusive: not a pass, and nothing wrong either
     return "OK" if report.get("passed") else "WRONG GRADIENTS"
 
 
