@@ -243,7 +243,8 @@ def write_docs(res: dict) -> None:
     lines = [
         f"`python benchmarks/false_alarms.py --cases {res['planned']} --seed {res['seed']} --jobs {res['jobs']}` "
         "(random flags: both modes; no truncation, per-step windows, TBPTT, chunks and window-loss schedules "
-        f"with windows up to {MAX_WINDOW}; T up to {MAX_T}; 4 activations; every output/loss pair; 4 reductions; "
+        f"with windows up to {MAX_WINDOW}; T drawn up to {MAX_T} (longer where a schedule needs it); 4 activations; "
+        "every output/loss pair; 4 reductions; "
         "with and without biases; float64 and float32; `--fast` in one case of four; 16 oracle orders; one "
         "case in five with a saturating output; each case checks one of the built-in implementations that "
         "support its spec; summary in `benchmarks/results/false_alarms.json`):",
