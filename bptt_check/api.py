@@ -17,16 +17,17 @@ import numpy as np
 from .errors import BPTTCheckError, CheckFailed, UsageError
 from .model.cases import draw_case
 from .model.names import describe
-from .model.reproducer import expression
+from .model.reproducer import expression, loadable, reproducer, target_name
 from .model.spec import Spec
 from .oracles import parse_oracles
 from .oracles.directional import DEFAULT_DIRECTIONS
+from .report import text
 from .report.build import counts_of, report_dict
 from .runner.call import DEFAULT_TIMEOUT, limit
 from .runner.target import Backward, signature_problem
 from .verdict import evidence as evidence_module
 from .verdict.pipeline import DEFAULT_ORACLES, FAST_ORACLES, check_case
-from .verdict.result import GOOD, CaseResult, nothing_judged, run_passed
+from .verdict.result import GOOD, CaseResult, nothing_judged, plain, run_passed
 
 
 @dataclass
@@ -49,25 +50,23 @@ class Report:
         """No case wrong, and something judged (a run whose every case is inconclusive proved nothing)."""
         return not self.interrupted and run_passed(self.counts)
 
-    def summary(self) -> str:
-        n = self.counts
-        parts = [f"{v} {k}" for k, v in n.items() if v or k in ("passed", "failed")]
-        verdict = "OK" if self.passed else "WRONG GRADIENTS"
-        if not self.passed and not n["failed"] and (n["error"] or n["timeout"]):
-            verdict = "BACKWARD ERRORS"           # the backward misbehaved; no gradient was compared wrong
-        why = ""
-        if nothing_judged(n):
-            verdict = "NOTHING JUDGED"
-            why = f" — every case was inconclusive, so nothing was verified; case {self.cases[0].index}: " + (
-                self.cases[0].notes[0] if self.cases[0].notes else "inconclusive")
-        if self.interrupted:
-            verdict = "INTERRUPTED"
-        return f"{verdict}: {len(self.cases)} cases, " + ", ".join(parts) + f" in {self.seconds:.2f}s" + why
+    def headline(self) -> str:
+        """One line: the verdict and the counts (``WRONG GRADIENTS: 20 cases, 0 passed, 20 failed in 2.08s``)."""
+        return text.headline(self.to_dict(brief=True))
 
-    def to_dict(self) -> dict[str, Any]:
-        data = report_dict([c.to_dict() for c in self.cases], seed=self.seed, oracles=self.oracles,
-                           seconds=self.seconds, argv=self.argv, interrupted=self.interrupted)
+    def summary(self, limit: int = 3) -> str:
+        """What the command prints, in plain text: the headline, then for the first ``limit`` wrong
+        cases what is wrong and where (the gradient, its worst element, since which step, the likely
+        cause; for a misbehaving backward the finding and the line of your code) and how to re-run it."""
+        return "\n".join(text.summary_lines(self.to_dict(), limit))
+
+    def to_dict(self, brief: bool = False) -> dict[str, Any]:
+        """The report as plain data (``brief``: without the case records, for the headline)."""
+        cases = [] if brief else [c.to_dict() for c in self.cases]
+        data = report_dict(cases, seed=self.seed, oracles=self.oracles, seconds=self.seconds, argv=self.argv,
+                           interrupted=self.interrupted)
         data["passed"] = self.passed
+        data["counts"] = self.counts
         return data
 
 
@@ -101,6 +100,9 @@ def check(backward: Backward, spec: Spec | None = None, *, cases: int = 20, seed
     (``mode="many-to-one", truncation="window:3"``, ...). ``timeout``: seconds per call of the
     backward (None or 0: no limit; default 30). ``fast=True`` checks ``directions`` random
     projections of the gradients instead of every element (see :func:`check_case`).
+    ``target`` names the backward in the report; when it is not a name the command line can load
+    (``path.py:name``, ``module:name``), the backward's own importable name is used where it has one
+    (:func:`~bptt_check.model.reproducer.target_name`), so that every reproducer runs when pasted.
     Raises :class:`~bptt_check.errors.UsageError` for bad arguments, before any case.
     """
     try:
@@ -110,13 +112,15 @@ def check(backward: Backward, spec: Spec | None = None, *, cases: int = 20, seed
         _whole("directions", directions, 1)
         timeout = limit(timeout)
         names = parse_oracles(oracles)
-        problem = signature_problem(backward)
+        problem = signature_problem(backward, lengths=spec.lengths)
         if problem:
             raise UsageError(problem)
     except BPTTCheckError as err:
         raise err.with_context(cases=cases, seed=seed) from None
     except TypeError as err:
         raise UsageError(f"bad spec: {err}", cases=cases, seed=seed) from None
+    if not loadable(target) and not target.startswith("builtin:"):
+        target = target_name(backward) or target
     start = time.perf_counter()
     results = []
     full_left = evidence_module.EVIDENCE_LIMIT   # the first failed cases get the full evidence, the rest the cheap one
@@ -149,7 +153,7 @@ def describe_wrong(results: Sequence[CaseResult]) -> list[str]:
     first = bad[0]
     lines = [f"{len(bad)} of {len(results)} case(s) wrong; first: {first.summary()}"]
     if first.error:
-        lines.append(f"  {first.error['kind']}: " + first.error["message"].replace("\n", "\n    "))
+        lines.append(f"  {first.error['kind']}: " + plain(first.error["message"]).replace("\n", "\n    "))
     for name in first.failed_grads:
         g = first.grads[name]
         if g.problem:
@@ -183,7 +187,17 @@ def raise_if_wrong(results: Sequence[CaseResult], *, report: Report | None = Non
     first = next(r for r in results if r.status not in GOOD)
     if notes:
         lines += [f"  note: {n}" for n in first.notes]
-    lines.append(f"  reproduce: {expression(first.spec, first.seed, first.index, case=case)}")
+    oracles = report.oracles if report is not None else DEFAULT_ORACLES
+    fast = tuple(oracles) == tuple(FAST_ORACLES)
+    rep = (first.evidence or {}).get("reproducer") or reproducer(first.spec, first.seed, first.index, first.target,
+                                                                 oracles, fast=fast)
+    if case is not None:          # a case made with explicit shapes: the expression that makes it again
+        again = expression(first.spec, first.seed, first.index, first.target, case, oracles, fast)
+        lines.append(f"  reproduce in Python: {again}")
+    else:
+        if rep.get("cli"):
+            lines.append(f"  reproduce in a shell: {rep['cli']}")
+        lines.append(f"  reproduce in Python: {rep['oneline']}")
     err = CheckFailed("\n".join(lines), spec=str(first.spec), seed=seed, case=first.index)
     err.report = report
     raise err

@@ -61,6 +61,13 @@ MAIN_JOB: tuple[tuple[str, str], ...] = (
     ("many-to-one", "window:3"),
     ("many-to-one", "tbptt:2,3"),
 )
+# the other built-in cells, each checked with its own built-in backward on these (mode, truncation) pairs
+CELL_JOB: tuple[tuple[str, str], ...] = (
+    ("many-to-many", "none"),
+    ("many-to-many", "tbptt:2,4"),
+    ("many-to-one", "window:3"),
+)
+CELLS_CHECKED = ("rnn", "lstm", "gru")
 
 
 class _ArgumentParser(argparse.ArgumentParser):
@@ -121,7 +128,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser = _ArgumentParser(
         prog="bptt-check",
         description="Verify a hand-written backward pass through time against autograd and finite differences.",
-        epilog="Exit status: 0 all gradients match, 1 a gradient is wrong or the backward misbehaved, "
+        epilog="Re-render an earlier report: bptt-check show [reports/report.json] [--format ...] "
+               "(bptt-check show --help). "
+               "Exit status: 0 all gradients match, 1 a gradient is wrong or the backward misbehaved, "
                "2 bad usage, 3 internal error, 130/143 interrupted (a partial report is written).",
     )
     parser.add_argument("target", nargs="?", metavar="TARGET",
@@ -134,26 +143,40 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _jobs(args: argparse.Namespace, given: set[str]) -> list[tuple[str, Callable[..., Any], Spec]]:
     base = spec_kwargs(vars(args))
+    base["cell"] = load_cell(args.cell)
     if args.target:
         # an adapted backward (bptt_check.adapt) or a factory returning one: its declared spec is the
         # default, the spec flags typed on the command line override it
         fn, spec = target_and_spec(load_target(args.target), vars(args), given)
-        problem = signature_problem(fn)
+        problem = signature_problem(fn, lengths=spec.lengths)
         if problem:
             raise UsageError(f"TARGET {args.target!r}: {problem}")
         return [(args.target, fn, spec)]
-    pairs = [(m, t) for m, t in MAIN_JOB
-             if ("mode" not in given or m == args.mode)
-             and ("truncation" not in given or Truncation.parse(t) == Truncation.parse(args.truncation))]
-    if not pairs:  # a mode/truncation the main job does not list: check exactly that
-        pairs = [(args.mode, args.truncation)]
+    if "cell" in given:
+        cells = [base["cell"]]
+    else:   # --activation applies to the rnn cell only
+        cells = ["rnn"] if "activation" in given else list(CELLS_CHECKED)
     jobs = []
-    for mode, trunc in pairs:
-        spec = Spec(**{**base, "mode": mode, "truncation": trunc})
-        for name, fn in BUILTINS.items():
-            if supports(name, spec):
-                jobs.append((f"builtin:{name}", fn, spec))
+    for cell in cells:
+        pairs = [(m, t) for m, t in (MAIN_JOB if cell == "rnn" else CELL_JOB)
+                 if ("mode" not in given or m == args.mode)
+                 and ("truncation" not in given or Truncation.parse(t) == Truncation.parse(args.truncation))]
+        if not pairs:  # a mode/truncation the main job does not list: check exactly that
+            pairs = [(args.mode, args.truncation)]
+        for mode, trunc in pairs:
+            spec = Spec(**{**base, "cell": cell, "mode": mode, "truncation": trunc})
+            for name, fn in BUILTINS.items():
+                if supports(name, spec):
+                    jobs.append((f"builtin:{name}", fn, spec))
+    if not jobs:
+        raise UsageError(f"no built-in backward implements cell {base['cell']!r}: give a TARGET")
     return jobs
+
+
+def load_cell(text: str) -> str:
+    """The --cell value as a spec's cell: a built-in cell's name, or a cell of yours (``path.py:NAME``,
+    ``module:NAME``) loaded and known by that name from now on (what reproducers of such a case call)."""
+    return Spec(cell=text).cell           # a cell of yours (path.py:NAME, module:NAME) is imported by its name
 
 
 def _given(argv: Sequence[str]) -> set[str]:
@@ -243,7 +266,7 @@ def run(argv: Sequence[str]) -> int:
     with _signals_ignored(), report_lock(args.report_dir):
         paths = write_reports(data, args.report_dir, args.format.split(","))
     print_failures(data)
-    print(total.summary())
+    print(total.headline())
     print("report: " + ", ".join(str(p) for p in paths.values()))
     if stopped_by:
         print(f"bptt-check: interrupted by {signal.Signals(stopped_by).name} after {len(cases)} case(s); "

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .errors import BPTTCheckError
-from .model.spec import ACTIVATIONS, DTYPES, LOSSES, MODES, OUTPUTS, REDUCTIONS
+from .model.spec import ACTIVATIONS, DTYPES, LOSSES, MODES, OUTPUTS, REDUCTIONS, SIZE_NAMES, Sizes
 from .report import parse_formats
 from .runner.call import DEFAULT_TIMEOUT
 
@@ -55,6 +55,21 @@ def _seconds(text: str) -> float:
     return value
 
 
+def _sizes(text: str) -> str:
+    try:
+        Sizes.parse(text)
+    except BPTTCheckError as err:
+        raise argparse.ArgumentTypeError(err.message) from None
+    return text
+
+
+def _tie(text: str) -> tuple[str, ...]:
+    names = tuple(n.strip() for n in text.replace("=", ",").split(",") if n.strip())
+    if len(names) < 2 or len(set(names)) != len(names) or any(n not in SIZE_NAMES for n in names):
+        raise argparse.ArgumentTypeError(f"expected two or more of {', '.join(SIZE_NAMES)}, e.g. I,O; got {text!r}")
+    return names
+
+
 PROGRESS = ("auto", "bar", "lines", "none")
 
 
@@ -75,6 +90,9 @@ class Option:
 
 
 OPTIONS: tuple[Option, ...] = (
+    Option("cell", "the recurrent cell: rnn, lstm, gru (gru:z=n for h = (1-z)h + zn, gru:reset=before for the "
+                   "reset before the recurrent matmul), or your own cell as path.py:NAME or module:NAME",
+           "rnn", spec=True),
     Option("mode", "what the loss covers", "many-to-many", choices=MODES, spec=True),
     Option("truncation", "none, window:K, tbptt:K1,K2, chunk:K or window-loss:K1,K2", "none", spec=True),
     Option("activation", "hidden activation f", "tanh", choices=ACTIVATIONS, spec=True),
@@ -84,6 +102,14 @@ OPTIONS: tuple[Option, ...] = (
                         "mean_time", "sum", choices=REDUCTIONS, spec=True),
     Option("no_bias", "the model has no biases b and c", False, flag=True, spec=True),
     Option("dtype", "the dtype your backward computes in", "float64", choices=DTYPES, spec=True),
+    # issue 16: real code as it comes
+    Option("sizes", "the ranges cases are drawn from, any subset of T=3:8,B=1:3,I=1:4,H=2:5,O=1:3 "
+                    "(NAME=N or NAME=LO:HI)", None, type=_sizes, spec=True),
+    Option("tie", "sizes drawn equal, e.g. I,O for one vocabulary in and out", None, type=_tie, spec=True),
+    Option("lengths", "padded batches: each case draws per-sequence lengths 1 <= l <= T, passed to your "
+                      "backward as lengths=", False, flag=True, spec=True),
+    Option("no_output_layer", "no dense layer: the hidden states are the output (no V, c)", False,
+           flag=True, spec=True),
     Option("cases", "random cases per checked spec", 20, type=_positive_int, run=True),
     Option("seed", "seed of the random cases (a case is replayed from seed and index)", 0,
            type=_nonnegative_int, run=True),
@@ -130,6 +156,14 @@ def spec_kwargs(values: dict[str, Any]) -> dict[str, Any]:
             continue
         if opt.name == "no_bias":
             out["bias"] = not values["no_bias"]
+        elif opt.name == "no_output_layer":
+            out["output_layer"] = not values["no_output_layer"]
+        elif opt.name == "sizes":
+            if values["sizes"] is not None:
+                out["sizes"] = Sizes.parse(values["sizes"])
+        elif opt.name == "tie":
+            if values["tie"] is not None:
+                out["tie"] = tuple(values["tie"])
         else:
             out[opt.name] = values[opt.name]
     return out

@@ -60,8 +60,20 @@ def specs(*, modes: Sequence[str] | None = None,
           losses: Sequence[str] | None = None,
           reductions: Sequence[str] | None = None,
           bias: bool | None = None,
-          dtypes: Sequence[str] = ("float64",)) -> st.SearchStrategy[Spec]:
-    """Specs; every argument restricts one field (None: anything valid)."""
+          dtypes: Sequence[str] = ("float64",),
+          cells: Sequence[str] = ("rnn",),
+          lengths: bool | None = False,
+          output_layer: bool | None = True) -> st.SearchStrategy[Spec]:
+    """Specs; every argument restricts one field (None: anything valid). ``cells``: the cells to draw —
+    the vanilla rnn by default, since a backward is written for one cell (``rnn``, ``lstm``, ``gru``, a
+    GRU variant such as ``gru:z=n``, or the name of a cell object given before); ``activations`` apply to
+    the rnn only (the others' are fixed). ``lengths``: padded batches (None: both); ``output_layer``: with
+    the dense layer V, c (None: both)."""
+    cells = list(cells)
+    if not cells:
+        raise UsageError("cells: empty; give at least one, e.g. cells=['rnn', 'lstm', 'gru']")
+    for c in cells:
+        Spec(cell=c)                               # validate eagerly: a UsageError names the choices
     modes = _subset("modes", modes, MODES)
     activations = _subset("activations", activations, ACTIVATIONS)
     outputs = _subset("outputs", outputs, OUTPUTS)
@@ -72,18 +84,21 @@ def specs(*, modes: Sequence[str] | None = None,
     @st.composite
     def draw(data: st.DrawFn) -> Spec:
         loss = data(st.sampled_from(losses))
-        outs = [o for o in outputs if loss != "cross_entropy" or o in ("softmax", "identity")]
-        if not outs:
-            outs = ["identity"]
+        takes = {"cross_entropy": ("softmax", "identity"), "bce": ("sigmoid", "identity")}.get(loss, OUTPUTS)
+        outs = [o for o in outputs if o in takes] or ["identity"]
+        cell = data(st.sampled_from(cells))
         return Spec(
+            cell=cell,
             mode=data(st.sampled_from(modes)),
             truncation=data(trunc),
-            activation=data(st.sampled_from(activations)),
+            activation=data(st.sampled_from(activations)) if cell == "rnn" else "tanh",
             output=data(st.sampled_from(outs)),
             loss=loss,
             reduction=data(st.sampled_from(reductions)),
             bias=data(st.booleans()) if bias is None else bias,
             dtype=data(st.sampled_from(list(dtypes))),
+            lengths=data(st.booleans()) if lengths is None else lengths,
+            output_layer=data(st.booleans()) if output_layer is None else output_layer,
         )
 
     return draw()

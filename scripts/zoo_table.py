@@ -1,4 +1,4 @@
-"""Render the planted-bug zoo's table into docs/verdicts.md (between the zoo markers).
+"""Render the planted-bug zoos' tables into docs/verdicts.md (between the zoo and zoo-cells markers).
 
     python scripts/zoo_table.py            # run the zoo, rewrite the table
     python scripts/zoo_table.py --check    # exit 1 if the docs are stale
@@ -20,6 +20,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests" / "quality"))
 
 import zoo  # noqa: E402
+import zoo_cells  # noqa: E402
 
 DOC = ROOT / "docs" / "verdicts.md"
 
@@ -107,6 +108,9 @@ def main(argv: list[str] | None = None) -> int:
     print(table.splitlines()[-1], f"({time.perf_counter() - start:.1f}s)")
     text = DOC.read_text()
     new = _put(text, "zoo", table)
+    cells = zoo.table(zoo.run_zoo(bugs=zoo_cells.BUGS))
+    print("cells:", cells.splitlines()[-1])
+    new = _put(new, "zoo-cells", cells)
     if args.wide:
         summary = wide()
         print(summary)

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from bptt_check.cli import main
+from bptt_check.model.names import ORDER
 
 HERE = Path(__file__).parent
 
@@ -28,7 +29,7 @@ def test_main_job_checks_every_mode_and_exits_0(tmp_path):
     for case in report["cases"]:
         assert {"passed", "status", "spec", "seed", "params"} <= case.keys()
         for name, g in case["params"].items():
-            assert name in {"W", "U", "b", "V", "c", "h0", "x"}
+            assert name in ORDER                      # W, U, b, bu, V, c, h0, c0, x: the rnn, lstm and gru built-ins
             assert {"passed", "max_abs_err", "max_rel_err", "worst_index"} <= g.keys()
     assert "OK:" in proc.stdout and proc.stdout.count("PASSED") == len(report["cases"])
 

@@ -1,4 +1,4 @@
-"""The five example styles: each passes as written, and fails on exactly the right gradients
+"""The example styles: each passes as written, and fails on exactly the right gradients
 with one planted bug (a one-line change of its source). Also: each plugs in with <= 15 lines,
 and the command line takes an example as TARGET with the spec it declares."""
 
@@ -33,7 +33,32 @@ BUGS = {
     "torch_fused_function": (
         "else h0", "else torch.zeros_like(h0)",                     # the t = 0 term of dU dropped
         {"U"}, lambda s: False),
+    "lstm_course_style": (
+        "dprev_c = dc * f", "dprev_c = dc",                         # the forget gate left off the cell path
+        {"W", "U", "b", "h0", "x"}, lambda s: s["T"] == 1),       # (one step: c0 = 0 is not returned)
+    "gru_torch_conventions": (
+        "dgh = np.hstack([dr, dz, dn * r])", "dgh = np.hstack([dr, dz, dn])",   # the reset factor forgotten
+        lambda s: {"W", "U", "b", "bu", "h0", "x"} if s["T"] > 1 else {"U", "bu", "h0"}, lambda s: False),
+    # issue 16: real code as it comes
+    "padded_classifier": (
+        "    last = lengths   ", "    last = np.full(N, T)   ",     # the class read at T - 1, in the padding
+        {"W", "U", "b", "V", "c", "h0", "x"}, lambda s: False),
+    "masked_tagger": (
+        "(sigmoid(scores) - y) * mask[..., None] / n_tokens", "(sigmoid(scores) - y) / n_tokens",   # unmasked
+        {"W", "U", "b", "V", "c", "h0", "x"}, lambda s: False),
+    "state_regressor": (
+        "dz = dh * (1 - h[t + 1] ** 2)", "dz = dh * (1 - h[t] ** 2)",   # tanh' of the state before the step
+        {"W", "U", "b", "h0", "x"}, lambda s: False),
+    "word_lm_tied": (
+        "dWhh += h[:, t].T @ dz", "dWhh += h[:, t + 1].T @ dz",   # the state after the step, not before
+        {"U"}, lambda s: False),
+    "recurrent_grad_only": (
+        "    for t in reversed(range(T)):", "    for t in reversed(range(1, T)):",   # the t = 0 term dropped
+        {"U"}, lambda s: False),
 }
+CAUSES = {"lstm_course_style": "forget_gate_missing", "gru_torch_conventions": "gru_reset_factor_missing",
+          "padded_classifier": "lengths_ignored", "masked_tagger": "lengths_ignored",
+          "recurrent_grad_only": "missing_first_step", "word_lm_tied": "state_off_by_one"}
 
 
 def load(name, replace=None):
@@ -65,6 +90,8 @@ def test_example_with_a_planted_bug_fails_on_exactly_its_gradients(name):
         if case.status == "failed":
             expected = wrong(case.shapes) if callable(wrong) else wrong
             assert set(case.failed_grads) == expected, case.summary()
+            if name in CAUSES:
+                assert case.diagnosis[0]["code"] == CAUSES[name], case.summary()
         else:
             assert case.status == "passed" and hides(case.shapes), case.summary()
 

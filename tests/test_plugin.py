@@ -90,7 +90,8 @@ def test_failure_message_has_the_wrong_gradient_and_a_reproducer(pytester):
     result = pytester.runpytest("--bptt-cases", "2", "-k", "wrong", *FAST)
     result.stdout.fnmatch_lines([
         "*dU: * elements off, worst *ratio to reference*",
-        "*reproduce: bptt_check.check_case(backward, bptt_check.draw_case(bptt_check.Spec(), seed=0, index=0))*",
+        "*reproduce in Python: import bptt_check; backward = ...; case = bptt_check.draw_case(bptt_check.Spec(), "
+        "seed=0, index=0); print(bptt_check.check_case(backward, case*",
     ])
 
 
@@ -174,7 +175,8 @@ def test_given_tests_work_shrink_and_print_the_reproducer(pytester):
     assert "FailedHealthCheck" not in out and "function-scoped fixture" not in out
     # the smallest failing case: two steps (the bug needs a recurrence), every other size 1, seed 0
     reproducer = "bptt_check.strategies.make_case(bptt_check.Spec(), seed=0, T=2, B=1, I=1, H=1, O=1)"
-    result.stdout.fnmatch_lines([f"*reproduce: bptt_check.check_case(backward, {reproducer})*", f"*case={reproducer}*"])
+    again = f"*reproduce in Python: *case = {reproducer}; print(bptt_check.check_case(backward, case*"
+    result.stdout.fnmatch_lines([again, f"*case={reproducer}*"])
     data = report_of(pytester)
     mine = data["tests"]["test_given.py::test_with_the_fixture"]
     assert mine["counts"]["failed"] >= 1 and mine["cases_kept"] <= 100

@@ -123,6 +123,7 @@ def test_markdown_names_gradient_element_and_step(run_dict):
     assert "the step-0 term is missing" in md
     assert "the windows reach 1 step too far back" in md and "fails from sequence length 4 on" in md
     assert "| index | yours | reference | abs | rel |" in md
+    assert "atol\\*scale + rtol\\*\\|r\\|" in md                      # escaped: no italics
     assert "```bash\nbptt-check " in md and "--case 0" in md
     assert "data:image" not in md and "<img" not in md
 
@@ -133,10 +134,11 @@ def test_markdown_stays_small_for_thousands_of_cases(run_dict):
     assert len(md.encode()) <= 1 << 20 and len(md) <= rmd.MAX_CHARS
     assert "… and" in md and "more wrong cases" in md
     assert "was interrupted" in md
-    assert "t0_term_missing" in md                       # a diagnosis, when present, is shown
+    assert rmd.md("t0_term_missing") in md              # a diagnosis, when present, is shown (escaped)
     assert "1 error, 1 timeout" in md
     small = rmd.render_markdown(_synthetic(run_dict, 12))
-    assert "ZeroDivisionError" in small and "timeout: timeout: no answer in 30 s" in small
+    assert "ZeroDivisionError" in small and "timeout: no answer in 30 s" in small
+    assert "timeout: timeout" not in small and "\x1b" not in small          # the kind once; no terminal escapes
 
 
 class _Refs(HTMLParser):
@@ -190,6 +192,7 @@ def test_html_of_a_big_run_draws_only_the_first_cases(run_dict, monkeypatch):
     p.feed(page)
     assert len(p.sections) == rhtml.DETAIL_LIMIT
     assert "t0_term_missing" in page and "ZeroDivisionError" in page and "interrupted" in page
+    assert "\x1b" not in page
 
 
 def test_pictures_are_real_pngs_and_svgs(run_dict):
@@ -248,15 +251,17 @@ def test_terminal_renders_table_and_three_lines(run_dict):
     out = buf.getvalue()
     assert "WRONG GRADIENTS" in out or "INTERRUPTED" in out
     assert "wrong case" in out and "first bad step" in out
-    assert "worst: dU[" in out and "time: first bad step 0" in out and "reproduce: bptt-check" in out
-    assert "diagnosis: t0_term_missing" in out and "ZeroDivisionError" in out
+    assert "worst: dU[" in out and "time: first bad step 0" in out and "reproduce in a shell:\nbptt-check" in out
+    assert "diagnosis: t0_term_missing" in out and "ZeroDivisionError" in out and "\x1b" not in out
 
 
 class _R:
     def __init__(self, status):
         self.status = status
 
-    def summary(self):
+        self.target, self.spec = "x.py:f", "many-to-many"
+
+    def summary(self, brief=False):
         return f"case {self.status.upper()}"
 
 

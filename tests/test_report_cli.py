@@ -27,7 +27,7 @@ def test_wrong_backward_writes_four_formats_and_the_reproducer_replays_one_case(
     assert int(root.get("failures")) == report["counts"]["failed"] >= 1
     # the terminal: compact table, then per failure the three lines and how to reproduce
     assert "wrong case" in proc.stdout and "time: first bad step 0" in proc.stdout
-    assert "fails from sequence length 4 on" in proc.stdout and "reproduce: bptt-check" in proc.stdout
+    assert "fails from sequence length 4 on" in proc.stdout and "reproduce in a shell:\nbptt-check" in proc.stdout
     assert report["command"].startswith("bptt-check ") and "--truncation window:2" in report["command"]
 
     failed = next(c for c in report["cases"] if c["status"] == "failed")

@@ -23,3 +23,14 @@ def require(spec: Spec, *, mode: str, name: str) -> None:
             f"built-in {name} implements {mode} full BPTT, not {spec.mode} "
             f"with truncation {spec.truncation}; use the 'truncated' or 'jacobian' built-in"
         )
+
+
+def dense_backward(params: Mapping[str, Any], g: dict[str, np.ndarray], dyhat: np.ndarray,
+                   h: np.ndarray) -> np.ndarray:
+    """ŷ_t = h_t Vᵀ + c: accumulate dV and dc, return ∂E/∂h_t (no output layer: ŷ_t = h_t)."""
+    if "V" not in params:
+        return dyhat
+    g["V"] += dyhat.T @ h
+    if "c" in g:
+        g["c"] += dyhat.sum(axis=0)
+    return dyhat @ params["V"]

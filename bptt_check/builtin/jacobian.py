@@ -21,28 +21,26 @@ from typing import Any
 import numpy as np
 
 from ..model.forward import forward
-from ..model.functions import act_grad, loss_scale, step_loss_grad, target_at
+from ..model.functions import act_grad, loss_weights, step_loss_grad, target_at
 from ..model.spec import Spec
-from ._common import zero_grads
+from ._common import dense_backward, zero_grads
 
 
-def backward(params: Mapping[str, Any], x: np.ndarray, y: np.ndarray, spec: Spec) -> dict[str, np.ndarray]:
-    W, U, V = params["W"], params["U"], params["V"]
+def backward(params: Mapping[str, Any], x: np.ndarray, y: np.ndarray, spec: Spec,
+             lengths: np.ndarray | None = None) -> dict[str, np.ndarray]:
+    W, U = params["W"], params["U"]
     T, B, _ = x.shape
     H = U.shape[0]
     tr = forward(params, x, spec)
-    scale = loss_scale(spec, T, B)
+    w = loss_weights(spec, T, B, lengths)                # (T, B): each sample's loss weight at each step
     fprime = act_grad(spec.activation, tr.hhat)  # (T, B, H)
     g = zero_grads(params, x)
 
-    for window in spec.windows(T):
+    for window in spec.windows(T, lengths):
         for tau in window.losses:
             # ∂E_τ/∂o_τ and the output layer o_τ = g(V s_τ + c)
-            dyhat = scale * step_loss_grad(spec, tr.yhat[tau], target_at(spec, y, tau, T))
-            g["V"] += dyhat.T @ tr.h[tau + 1]
-            if "c" in g:
-                g["c"] += dyhat.sum(axis=0)
-            e = dyhat @ V                                 # ∂E_τ/∂s_τ, (B, H)
+            dyhat = w[tau][:, None] * step_loss_grad(spec, tr.yhat[tau], target_at(spec, y, tau, T))
+            e = dense_backward(params, g, dyhat, tr.h[tau + 1])   # ∂E_τ/∂s_τ, (B, H)
             z = np.broadcast_to(np.eye(H, dtype=e.dtype), (B, H, H)).copy()   # ds_τ/ds_k, k = τ
             for k in range(tau, window.start - 1, -1):
                 r = np.einsum("bh,bhk->bk", e, z) * fprime[k]    # ∂E_τ/∂ĥ_k

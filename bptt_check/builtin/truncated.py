@@ -15,30 +15,28 @@ from typing import Any
 import numpy as np
 
 from ..model.forward import forward
-from ..model.functions import act_grad, loss_scale, step_loss_grad, target_at
+from ..model.functions import act_grad, loss_weights, step_loss_grad, target_at
 from ..model.spec import Spec
-from ._common import zero_grads
+from ._common import dense_backward, zero_grads
 
 
-def backward(params: Mapping[str, Any], x: np.ndarray, y: np.ndarray, spec: Spec) -> dict[str, np.ndarray]:
-    W, U, V = params["W"], params["U"], params["V"]
+def backward(params: Mapping[str, Any], x: np.ndarray, y: np.ndarray, spec: Spec,
+             lengths: np.ndarray | None = None) -> dict[str, np.ndarray]:
+    W, U = params["W"], params["U"]
     T, B, _ = x.shape
     tr = forward(params, x, spec)
-    scale = loss_scale(spec, T, B)
+    w = loss_weights(spec, T, B, lengths)                # (T, B): each sample's loss weight at each step
     g = zero_grads(params, x)
 
-    for window in spec.windows(T):
+    for window in spec.windows(T, lengths):
         losses = set(window.losses)
         dh_next = np.zeros_like(tr.h[0])
         for t in reversed(range(window.start, max(losses) + 1)):
             dh = dh_next
             if t in losses:
                 # E_t and the dense layer ŷ_t = V h_t + c
-                dyhat = scale * step_loss_grad(spec, tr.yhat[t], target_at(spec, y, t, T))
-                g["V"] += dyhat.T @ tr.h[t + 1]
-                if "c" in g:
-                    g["c"] += dyhat.sum(axis=0)
-                dh = dh + dyhat @ V
+                dyhat = w[t][:, None] * step_loss_grad(spec, tr.yhat[t], target_at(spec, y, t, T))
+                dh = dh + dense_backward(params, g, dyhat, tr.h[t + 1])
             # h_t = f(ĥ_t)
             dhhat = dh * act_grad(spec.activation, tr.hhat[t])
             # ĥ_t = x_t Wᵀ + h_{t-1} Uᵀ + b, with h_{s-1} held fixed

@@ -23,9 +23,9 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .cell import Contribution
+from .cell import Term, cell_of, per_sample, summed
 from .forward import Trace, forward
-from .functions import loss_scale, output, softmax, step_loss_grad, target_at
+from .functions import loss_weights, output, softmax, step_loss_grad, target_at
 from .ops import NUMPY, rounded
 from .spec import Spec, Window
 
@@ -59,7 +59,9 @@ class Knobs:
     """One suspected mistake (or none: every field at its default)."""
 
     windows: tuple[Window, ...] | None = None   # None: the spec's own windows
-    scale: float | None = None        # per-sample-per-step loss weight (None: the spec's)
+    scale: float | None = None        # per-sample-per-step loss weight where a loss exists (None: the spec's)
+    mode: str | None = None           # the loss steps of this mode (None: the spec's)
+    ignore_lengths: bool = False      # a padded batch treated as full-length sequences
     dact: str = "right"
     dout: str = "right"
     recur: str = "U"
@@ -68,6 +70,7 @@ class Knobs:
     swap_input_recurrent: bool = False  # the whole model with W and U exchanged (needs I = H)
     states32: str = ""                # "h": states stored in float32; "h+hhat": pre-activations too
     per_sample: bool = False          # also return per-sample parameter gradients (keys "W@b", ...)
+    cell: str = ""                    # a mistake specific to the cell (its ``mistakes()``), "" for none
 
     def __post_init__(self) -> None:
         for name, allowed in (("dact", DACT), ("dout", DOUT), ("recur", RECUR), ("states32", ("", "h", "h+hhat"))):
@@ -76,7 +79,7 @@ class Knobs:
 
 
 RIGHT = Knobs()
-Visit = Callable[[Window, int, tuple[Array, ...], "dict[str, Contribution] | None"], None]
+Visit = Callable[[Window, int, tuple[Array, ...], "dict[str, Any] | None"], None]
 
 
 def _dyhat(spec: Spec, k: Knobs, yhat: Array, target: Array) -> Array:
@@ -94,27 +97,29 @@ def _dyhat(spec: Spec, k: Knobs, yhat: Array, target: Array) -> Array:
     return step_loss_grad(spec, yhat, target)
 
 
-def _add(g: dict[str, Array], name: str, pair: Contribution, per_sample: dict[str, Array] | None) -> None:
-    delta, inp = pair
-    if inp is None:
-        g[name] += delta.sum(axis=0)
-    else:
-        g[name] += delta.T @ inp
-    if per_sample is not None and f"{name}@b" in per_sample:
-        per_sample[f"{name}@b"] += delta if inp is None else delta[:, :, None] * inp[:, None, :]
+def _add(g: dict[str, Array], name: str, contrib: Any, ps: dict[str, Array] | None) -> None:
+    g[name] += summed(contrib, g[name].shape)
+    if ps is not None and f"{name}@b" in ps:
+        each = per_sample(contrib, g[name].shape)
+        if each is not None:
+            ps[f"{name}@b"] += each
 
 
 def backprop(tr: Trace, y: Any, spec: Spec, k: Knobs = RIGHT, *, windows: Sequence[Window] | None = None,
-             visit: Visit | None = None, accumulate: bool = True) -> dict[str, Array]:
+             weights: Array | None = None, visit: Visit | None = None, accumulate: bool = True) -> dict[str, Array]:
     """dL/dθ and dL/dx of the (truncated) objective over ``windows`` (the spec's by default), with the
-    mistake ``k``; ``visit(window, t, dstate, contributions)`` sees every step (and, with ``t`` the
+    mistake ``k``; ``weights`` (T, B): each sample's loss weight per step (a padded batch; by default the
+    spec's reduction); ``visit(window, t, dstate, contributions)`` sees every step (and, with ``t`` the
     window's start − 1 and no contributions, the gradient reaching the state entering the window).
     ``accumulate=False``: only the visit is wanted (no gradient is summed)."""
     cell, p, x = tr.cell, tr.params, tr.x
     T, B = tr.T, x.shape[1]
-    scale = loss_scale(spec, T, B) if k.scale is None else k.scale
+    if weights is None:
+        weights = loss_weights(spec.replace(mode=k.mode) if k.mode else spec, T, B)
+    if k.scale is not None:
+        weights = k.scale * (weights != 0)
     windows = spec.windows(T) if windows is None else windows
-    V = p["V"]
+    V = p.get("V")
     h = tr.states[0]
     g = {n: np.zeros_like(v) for n, v in p.items()}
     g["x"] = np.zeros_like(x)
@@ -129,12 +134,12 @@ def backprop(tr: Trace, y: Any, spec: Spec, k: Knobs = RIGHT, *, windows: Sequen
         for t in reversed(range(w.start, max(losses) + 1)):
             keep = t not in k.skip_steps
             if t in losses:
-                dyhat = scale * _dyhat(spec, k, tr.yhat[t], target_at(spec, y, t, T))
-                if keep and accumulate:
-                    _add(g, "V", (dyhat, h[t] if k.state_shift else h[t + 1]), ps)
+                dyhat = weights[t][:, None] * _dyhat(spec, k, tr.yhat[t], target_at(spec, y, t, T))
+                if keep and accumulate and V is not None:
+                    _add(g, "V", (Term(dyhat, h[t] if k.state_shift else h[t + 1]),), ps)
                     if "c" in g:
-                        _add(g, "c", (dyhat, None), ps)
-                dstate = (dstate[0] + dyhat @ V, *dstate[1:])
+                        _add(g, "c", (Term(dyhat),), ps)
+                dstate = (dstate[0] + (dyhat if V is None else dyhat @ V), *dstate[1:])
             prev, contrib, dx = cell.backward_step(tr, t, dstate, k)
             if visit is not None:
                 visit(w, t, dstate, contrib)
@@ -170,25 +175,21 @@ def variant_grads(case: Case, k: Knobs = RIGHT, dtype: type = np.float64) -> dic
     x = np.asarray(case.x, dtype=dtype)
     y = case.y if spec.loss == "cross_entropy" else np.asarray(case.y, dtype=dtype)
     ops = rounded(pre="hhat" in k.states32) if k.states32 else NUMPY
-    tr = forward(params, x, spec, ops=ops)
-    if not tr.cell.can(k, params):
+    cell = cell_of(spec)
+    cell = cell.variant(k.cell) if k.cell else cell
+    if not cell.can(k, params):
         return {}   # not expressible: the shapes differ
-    g = backprop(tr, y, spec, k, windows=k.windows)
+    tr = forward(params, x, spec, ops=ops, cell=cell)
+    lengths = None if k.ignore_lengths else case.lengths
+    mode_spec = spec.replace(mode=k.mode) if k.mode else spec
+    weights = loss_weights(mode_spec, case.T, case.B, lengths)
+    windows = k.windows if k.windows is not None else mode_spec.windows(case.T, lengths)
+    g = backprop(tr, y, spec, k, windows=windows, weights=weights)
     if k.swap_input_recurrent:
         g["W"], g["U"] = g["U"], g["W"]
         if k.per_sample:
             g["W@b"], g["U@b"] = g["U@b"], g["W@b"]
     return g
-
-
-def target_every_step_windows(case: Case) -> tuple[Window, ...]:
-    """Windows of the case's schedule as if every step bore a loss (many-to-many)."""
-    return tuple(case.spec.replace(mode="many-to-many").windows(case.T))
-
-
-def last_step_only_windows(case: Case) -> tuple[Window, ...]:
-    """Windows of the case's schedule as if only the last step bore a loss (many-to-one)."""
-    return tuple(case.spec.replace(mode="many-to-one").windows(case.T))
 
 
 def never_visiting(windows: Sequence[Window], step: int) -> tuple[Window, ...]:
@@ -201,18 +202,17 @@ def never_visiting(windows: Sequence[Window], step: int) -> tuple[Window, ...]:
     return tuple(out)
 
 
-def rounding_estimate(case: Case, ref: Mapping[str, Array], dtype: type = np.float32,
-                      lower: Callable[[Mapping[str, Array]], Mapping[str, Array]] | None = None) -> dict[str, float]:
+def rounding_estimate(case: Case, ref: Mapping[str, Array], dtype: type = np.float32, *,
+                      lower: Callable[..., dict[str, Any]] | None = None) -> dict[str, float]:
     """Per gradient, max |reference recomputed in ``dtype`` − reference|: the rounding this case incurs.
 
     A correct implementation in ``dtype`` makes errors of this order (other operation
-    orders round differently, but the cancellations of the case are the same). ``lower``: what the
-    backward returns, from canonical gradients (a layout's clip, shared h0, second bias), applied to
-    the recomputed gradients so that they compare with a reference in that form.
+    orders round differently, but the cancellations of the case are the same). ``lower``: the
+    layout ``ref`` is in (canonical gradients -> what a backward returns), applied to the recomputation.
     """
     low = variant_grads(case, RIGHT, dtype=dtype)
     if lower is not None:
-        low = dict(lower(low))
+        low = lower(case, {n: v.astype(np.float64) for n, v in low.items()})
     out = {}
     for n, r in ref.items():
         v = low.get(n)

@@ -23,6 +23,7 @@ import numpy as np
 
 from .backprop import backprop
 from .forward import forward
+from .functions import loss_weights
 from .spec import Spec, Window
 from .tolerance import tolerance_for
 
@@ -38,7 +39,7 @@ class Coverage:
     window: Window | None      # the window where it is smallest
 
 
-def coverage_of(params: Mapping[str, Any], x: np.ndarray, y: Any, spec: Spec) -> Coverage:
+def coverage_of(params: Mapping[str, Any], x: np.ndarray, y: Any, spec: Spec, lengths: Any = None) -> Coverage:
     """The coverage of a case's arrays, computed on the reference model in float64."""
     p = {n: np.asarray(v, dtype=np.float64) for n, v in params.items()}
     x = np.asarray(x, dtype=np.float64)
@@ -54,9 +55,10 @@ def coverage_of(params: Mapping[str, Any], x: np.ndarray, y: Any, spec: Spec) ->
             norms["peak"] = max(norms["peak"], norm)
 
     best = Coverage(1.0, None)
-    for w in spec.windows(x.shape[0]):
+    weights = loss_weights(spec, x.shape[0], x.shape[1], lengths)
+    for w in spec.windows(x.shape[0], lengths):
         norms.update(peak=0.0, entering=0.0)
-        backprop(tr, y, spec, windows=[w], visit=visit, accumulate=False)
+        backprop(tr, y, spec, windows=[w], weights=weights, visit=visit, accumulate=False)
         value = norms["entering"] / norms["peak"] if norms["peak"] > 0 else 0.0
         if value < best.value:
             best = Coverage(value, w)
@@ -65,7 +67,7 @@ def coverage_of(params: Mapping[str, Any], x: np.ndarray, y: Any, spec: Spec) ->
 
 def coverage(case: Any) -> Coverage:
     """The coverage of a :class:`~bptt_check.model.cases.Case`."""
-    return coverage_of(case.params, case.x, case.y, case.spec)
+    return coverage_of(case.params, case.x, case.y, case.spec, case.lengths)
 
 
 def threshold(dtype: str, T: int) -> float:
@@ -73,5 +75,5 @@ def threshold(dtype: str, T: int) -> float:
     return COVERAGE_FACTOR * tolerance_for(dtype, T).rtol
 
 
-def covered(params: Mapping[str, Any], x: np.ndarray, y: Any, spec: Spec) -> bool:
-    return coverage_of(params, x, y, spec).value >= threshold(spec.dtype, int(np.shape(x)[0]))
+def covered(params: Mapping[str, Any], x: np.ndarray, y: Any, spec: Spec, lengths: Any = None) -> bool:
+    return coverage_of(params, x, y, spec, lengths).value >= threshold(spec.dtype, int(np.shape(x)[0]))

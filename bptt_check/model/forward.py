@@ -20,15 +20,15 @@ from typing import Any
 
 import numpy as np
 
-from .cell import RNN, cell_of
-from .functions import loss_scale, step_loss, target_at
+from .cell import cell_of
+from .functions import loss_scale, loss_weights, step_loss, target_at
 from .ops import NUMPY
 from .spec import Spec, Window
 
 Array = np.ndarray
 
 
-def steps(cell: RNN, p: Mapping[str, Any], x: Any, state: tuple[Any, ...], first: int, stop: int,
+def steps(cell: Any, p: Mapping[str, Any], x: Any, state: tuple[Any, ...], first: int, stop: int,
           ops: Any = NUMPY) -> Iterator[tuple[int, tuple[Any, ...], Any]]:
     """The recursion: ``(t, state_t, cache_t)`` for t = first … stop−1, from the state entering ``first``.
 
@@ -41,21 +41,23 @@ def steps(cell: RNN, p: Mapping[str, Any], x: Any, state: tuple[Any, ...], first
 
 
 def dense(p: Mapping[str, Any], h: Any, ops: Any = NUMPY) -> Any:
-    """ŷ = h Vᵀ + c."""
+    """ŷ = h Vᵀ + c (a model without an output layer: ŷ = h)."""
+    if "V" not in p:
+        return h
     yhat = h @ ops.mT(p["V"])
     c = p.get("c")
-    return yhat if c is None else yhat + c
+    return yhat if c is None else yhat + c[..., None, :]
 
 
 @dataclass
 class Trace:
     """The forward of one case in numpy: every state, every step's cache, every output."""
 
-    cell: RNN
+    cell: Any
     params: dict[str, Array]
     x: Array
     states: tuple[Array, ...]   # per part, (T+1, B, H): [0] is the initial state
-    cache: Array                # per step (T, ...): what the cell's step kept (the rnn: ĥ_t)
+    cache: Any                  # per step (T, ...), or a tuple of such: what the step kept (the rnn: ĥ_t)
     yhat: Array                 # (T, B, O)
 
     @property
@@ -78,7 +80,7 @@ class Trace:
 
 
 def forward(params: Mapping[str, Any], x: Array, spec: Spec, *, ops: Any = NUMPY,
-            cell: RNN | None = None) -> Trace:
+            cell: Any = None) -> Trace:
     """The whole sequence from the initial state, in numpy, everything kept."""
     cell = cell or cell_of(spec)
     p = dict(params)
@@ -93,14 +95,22 @@ def forward(params: Mapping[str, Any], x: Array, spec: Spec, *, ops: Any = NUMPY
         for part, s in zip(states, state):
             part[t + 1] = s
         caches.append(cache)
-    cache_arr = np.stack(caches) if caches else np.empty((0, B, states[0].shape[-1]), dtype=dtype)
     yhat = dense(p, states[0][1:], ops)
-    return Trace(cell, p, x, states, cache_arr, np.asarray(yhat, dtype=dtype))
+    return Trace(cell, p, x, states, _stack(caches, B, states[0].shape[-1], dtype), np.asarray(yhat, dtype=dtype))
+
+
+def _stack(caches: list[Any], B: int, H: int, dtype: Any) -> Any:
+    """The steps' caches as arrays (T, ...): one array, or a tuple of them when a step keeps several."""
+    if not caches:
+        return np.empty((0, B, H), dtype=dtype)
+    if isinstance(caches[0], tuple):
+        return tuple(np.stack(parts) for parts in zip(*caches))
+    return np.stack(caches)
 
 
 def run_windows(params: Mapping[str, Any], x: Any, spec: Spec, windows: Sequence[Window],
                 entering: Callable[[int], tuple[Any, ...]], visit: Callable[[Window, int, tuple[Any, ...], Any], None],
-                *, ops: Any = NUMPY, cell: RNN | None = None) -> None:
+                *, ops: Any = NUMPY, cell: Any = None) -> None:
     """Run every window of a schedule: ``visit(window, t, state_t, cache_t)`` at each of its steps.
 
     A window starting at s > 0 starts from ``entering(s)``, the state entering step s, a constant;
@@ -125,8 +135,13 @@ def run_windows(params: Mapping[str, Any], x: Any, spec: Spec, windows: Sequence
 
 
 def objective(params: Mapping[str, Any], x: Any, y: Any, spec: Spec, windows: Sequence[Window],
-              entering: Callable[[int], tuple[Any, ...]], *, ops: Any = NUMPY, cell: RNN | None = None) -> Any:
-    """The truncated objective Σ_windows Σ_{t∈L} scale·E_t (per leading copy, when there are copies)."""
+              entering: Callable[[int], tuple[Any, ...]], *, ops: Any = NUMPY, cell: Any = None,
+              weights: Array | None = None) -> Any:
+    """The truncated objective Σ_windows Σ_{t∈L} Σ_b w[t, b]·E_t[b] (per leading copy, when there are copies).
+
+    ``weights`` (T, B): each sample's loss weight at each step (``functions.loss_weights``: a padded
+    batch); by default the spec's reduction, one weight for all.
+    """
     T, B = x.shape[-3], x.shape[-2]
     scale = loss_scale(spec, T, B)
     total: list[Any] = []
@@ -134,7 +149,10 @@ def objective(params: Mapping[str, Any], x: Any, y: Any, spec: Spec, windows: Se
     def visit(w: Window, t: int, state: tuple[Any, ...], cache: Any) -> None:
         if t in w.losses:
             e = step_loss(spec, dense(params, state[0], ops), target_at(spec, y, t, T), ops)
-            total.append(scale * ops.sum(e, -1))
+            if weights is None:
+                total.append(scale * ops.sum(e, -1))
+            else:
+                total.append(ops.sum(e * ops.lift(weights[t], e), -1))
 
     run_windows(params, x, spec, windows, entering, visit, ops=ops, cell=cell)
     if not total:
@@ -146,14 +164,16 @@ def objective(params: Mapping[str, Any], x: Any, y: Any, spec: Spec, windows: Se
 
 
 def window_loss(params: Mapping[str, Any], x: Array, y: Array, spec: Spec, windows: Sequence[Window],
-                entering: Trace | Array) -> float:
+                entering: Trace | Array, weights: Array | None = None) -> float:
     """The truncated objective in numpy, each window started from the fixed states of ``entering``
     (a :class:`Trace`, or the hidden states (T+1, B, H) of one)."""
     at = entering.entering if isinstance(entering, Trace) else (lambda s: (entering[s],))
-    return float(objective(params, x, y, spec, windows, at))
+    return float(objective(params, x, y, spec, windows, at, weights=weights))
 
 
-def total_loss(params: Mapping[str, Any], x: Array, y: Array, spec: Spec) -> float:
-    """The (truncated) objective of the spec at these parameters."""
+def total_loss(params: Mapping[str, Any], x: Array, y: Array, spec: Spec, lengths: Any = None) -> float:
+    """The (truncated) objective of the spec at these parameters (``lengths``: a padded batch)."""
     tr = forward(params, x, spec)
-    return window_loss(params, x, y, spec, spec.windows(x.shape[0]), tr)
+    T, B = x.shape[0], x.shape[1]
+    weights = None if lengths is None else loss_weights(spec, T, B, lengths)
+    return window_loss(params, x, y, spec, spec.windows(T, lengths), tr, weights)

@@ -64,7 +64,7 @@ def kink_elements(case: Case, reach: float = KINK_REACH) -> dict[str, Array]:
     x = np.asarray(case.x, dtype=np.float64)
     out = {n: np.zeros(v.shape, dtype=bool) for n, v in params.items()}
     out["x"] = np.zeros(x.shape, dtype=bool)
-    windows = spec.windows(x.shape[0])
+    windows = case.windows
     if not windows or not cell_of(spec).pre_activations(np.zeros(1)):
         return out                           # no kink anywhere: a smooth cell
     entering = forward(params, x, spec).entering

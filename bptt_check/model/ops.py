@@ -45,9 +45,25 @@ class NumpyOps:
         return a.sum(axis=axis, keepdims=keepdims)
 
     @staticmethod
+    def concat(parts: Any) -> Any:
+        """Arrays side by side along the last axis (leading axes broadcast)."""
+        lead = np.broadcast_shapes(*(np.shape(p)[:-1] for p in parts))
+        return np.concatenate([np.broadcast_to(p, (*lead, np.shape(p)[-1])) for p in parts], axis=-1)
+
+    @staticmethod
     def shift(a: Any) -> Any:
         """The largest real part along the last axis (for a stable softmax), as a constant."""
         return np.real(a).max(axis=-1, keepdims=True)
+
+    @staticmethod
+    def lift(a: Any, like: Any) -> Any:
+        """A numpy array of constants, in the namespace of ``like``."""
+        return a
+
+    @staticmethod
+    def positive_part(a: Any) -> Any:
+        """max(Re a, 0) element-wise, as a constant (a stable shift)."""
+        return np.maximum(np.real(a), 0.0)
 
     @staticmethod
     def pick(a: Any, index: Any) -> Any:
@@ -114,9 +130,19 @@ class TorchOps:
     def sum(a: Any, axis: int, keepdims: bool = False) -> Any:
         return a.sum(dim=axis, keepdim=keepdims)
 
+    def concat(self, parts: Any) -> Any:
+        lead = self.torch.broadcast_shapes(*(p.shape[:-1] for p in parts))
+        return self.torch.cat([p.expand(*lead, p.shape[-1]) for p in parts], dim=-1)
+
     @staticmethod
     def shift(a: Any) -> Any:
         return a.detach().real.amax(dim=-1, keepdim=True)
+
+    def positive_part(self, a: Any) -> Any:
+        return self.torch.clamp(a.detach().real, min=0.0)
+
+    def lift(self, a: Any, like: Any) -> Any:
+        return self.torch.as_tensor(a, dtype=like.real.dtype, device=like.device)
 
     def pick(self, a: Any, index: Any) -> Any:
         idx = self.torch.as_tensor(index, dtype=self.torch.long, device=a.device)

@@ -16,10 +16,13 @@ from typing import Any
 import numpy as np
 
 from ..errors import UsageError
+from .cell import CELLS, cell_name, parse_cell, register, user_cell
 
 ACTIVATIONS = ("tanh", "sigmoid", "relu", "identity")
 OUTPUTS = ("identity", "tanh", "sigmoid", "softmax")
-LOSSES = ("half_mse", "sse", "cross_entropy")
+LOSSES = ("half_mse", "sse", "cross_entropy", "bce")
+SIZE_NAMES = ("T", "B", "I", "H", "O")
+MAX_SIZE = 1_000_000
 # sum: sum over batch and time; mean: mean over batch and time;
 # mean_batch: sum over time, mean over batch (CS231n style);
 # mean_time: mean over time, sum over batch.
@@ -168,6 +171,28 @@ def schedule_windows(truncation: Truncation, T: int) -> list[Window]:
 class Sizes:
     """The space random cases are drawn from (inclusive ranges)."""
 
+    @classmethod
+    def parse(cls, text: str) -> Sizes:
+        """``T=3:8,B=1:3,I=1:4,H=2:5,O=1:3`` (any subset; ``N`` or ``LO:HI``), the rest at their defaults."""
+        out: dict[str, Any] = {}
+        for item in filter(None, (p.strip() for p in str(text).split(","))):
+            name, eq, value = item.partition("=")
+            name = name.strip()
+            if not eq or name not in SIZE_NAMES or name in out:
+                raise UsageError(f"sizes {text!r}: give NAME=N or NAME=LO:HI for T, B, I, H, O, comma-separated, "
+                                 "each once, e.g. T=3:8,B=2")
+            lo, colon, hi = value.partition(":")
+            try:
+                out[name] = (int(lo), int(hi)) if colon else int(lo)
+            except ValueError:
+                raise UsageError(f"sizes {text!r}: {item!r} is not NAME=N or NAME=LO:HI with whole numbers") from None
+        return cls(**out)
+
+    def text(self) -> str:
+        """The form :meth:`parse` reads, every size."""
+        return ",".join(f"{n}={lo}" if lo == hi else f"{n}={lo}:{hi}" for n in SIZE_NAMES
+                        for lo, hi in [getattr(self, n)])
+
     T: tuple[int, int] = (3, 8)
     B: tuple[int, int] = (1, 3)
     I: tuple[int, int] = (1, 4)  # noqa: E741
@@ -192,6 +217,8 @@ class Sizes:
                     f"size range {name}={lo}..{hi} is invalid: sizes must be >= 1 "
                     "and the range must not be empty"
                 )
+            if hi > MAX_SIZE:
+                raise UsageError(f"size range {name}={lo}..{hi} is too large: at most {MAX_SIZE}")
 
 
 class Shaped:
@@ -209,16 +236,20 @@ class Shaped:
         return int(self.x.shape[1])
 
     @property
+    def I(self) -> int:  # noqa: E743
+        return int(self.x.shape[2])
+
+    @property
     def H(self) -> int:
-        return int(self.params["U"].shape[1])
+        return int(self.params["h0"].shape[-1])
 
     @property
     def O(self) -> int:  # noqa: E743
-        return int(self.params["V"].shape[0])
+        return int(self.params["V"].shape[0]) if "V" in self.params else self.H
 
     @property
     def shapes(self) -> dict[str, int]:
-        return {"T": self.T, "B": self.B, "I": int(self.x.shape[2]), "H": self.H, "O": self.O}
+        return {"T": self.T, "B": self.B, "I": self.I, "H": self.H, "O": self.O}
 
     def shape(self, name: str) -> tuple[int, ...]:
         """The shape of a gradient (a parameter's, or ``x``'s)."""
@@ -238,8 +269,17 @@ class Spec:
     bias: bool = True
     dtype: str = "float64"
     sizes: Sizes = field(default_factory=Sizes)
+    # rnn, lstm, gru (gru:z=n, gru:reset=before), or a cell of your own (an object, or its name)
+    cell: Any = "rnn"
+    # variable-length batches: each case draws lengths 1 <= l_b <= T (DESIGN §12)
+    lengths: bool = False
+    # the dense layer y_t = h_t V^T + c; without it the hidden state is the output (O = H)
+    output_layer: bool = True
+    # sizes drawn equal, e.g. ("I", "O") for one vocabulary in and out
+    tie: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
+        self._check_cell()
         if isinstance(self.truncation, str) or self.truncation is None:
             object.__setattr__(self, "truncation", Truncation.parse(self.truncation))
         if not isinstance(self.truncation, Truncation):
@@ -266,13 +306,50 @@ class Spec:
                 f"loss cross_entropy is -log softmax(yhat)[target]; it takes the logits, so "
                 f"output must be softmax or identity, not {self.output!r}"
             )
+        if self.loss == "bce" and self.output not in ("sigmoid", "identity"):
+            raise UsageError(
+                f"loss bce is the binary cross-entropy of sigmoid(yhat) and targets in [0, 1]; it takes the "
+                f"logits, so output must be sigmoid or identity, not {self.output!r}")
+        for name in ("lengths", "output_layer"):
+            if not isinstance(getattr(self, name), (bool, np.bool_)):
+                raise UsageError(f"{name} must be True or False, got {getattr(self, name)!r}")
+        tie = (self.tie,) if isinstance(self.tie, str) else tuple(self.tie)
+        if any(t not in SIZE_NAMES for t in tie) or len(set(tie)) != len(tie) or len(tie) == 1:
+            raise UsageError(f"tie={self.tie!r}: name two or more sizes to draw equal, e.g. tie=('I', 'O') for a "
+                             "model whose input and output share one vocabulary")
+        object.__setattr__(self, "tie", tie)
+        if not self.output_layer and "O" in tie:
+            raise UsageError("without an output layer the output is the hidden state: O = H already; tie H instead")
+
+    def _check_cell(self) -> None:
+        cell = self.cell
+        if not isinstance(cell, str):           # a cell object of the user's: known by its name from now on
+            name = cell_name(cell)
+            register(name, cell)
+            object.__setattr__(self, "cell", name)
+            return
+        try:
+            base, name = parse_cell(cell)
+        except UsageError:
+            if ":" not in cell or cell.partition(":")[0].strip().lower() in CELLS:
+                raise
+            user_cell(cell)                      # a user cell's name: it must have been given as an object
+            return
+        object.__setattr__(self, "cell", name)
+        if base != "rnn" and self.activation != "tanh":
+            raise UsageError(f"--activation applies to the rnn cell; the {base} cell's activations are fixed "
+                             f"(σ gates, tanh), got activation={self.activation!r}")
 
     def replace(self, **changes: Any) -> Spec:
         return dataclasses.replace(self, **changes)
 
-    def windows(self, T: int) -> list[Window]:
-        """The windows of this spec over T steps, restricted to its loss steps."""
-        loss_steps = set(range(T)) if self.mode == "many-to-many" else {T - 1}
+    def windows(self, T: int, lengths: Any = None) -> list[Window]:
+        """The windows of this spec over T steps, restricted to its loss steps (many-to-one: the last step
+        of each sequence, ``lengths`` − 1 when the batch is padded; many-to-many: the steps some sequence has)."""
+        if self.mode == "many-to-many":
+            loss_steps = set(range(T if lengths is None else int(np.max(lengths))))
+        else:
+            loss_steps = {T - 1} if lengths is None else {int(n) - 1 for n in np.asarray(lengths)}
         out = []
         for w in schedule_windows(self.truncation, T):
             kept = tuple(t for t in w.losses if t in loss_steps)
@@ -291,6 +368,10 @@ class Spec:
             "bias": self.bias,
             "dtype": self.dtype,
             "sizes": {k: list(v) for k, v in dataclasses.asdict(self.sizes).items()},
+            "cell": self.cell,
+            "lengths": self.lengths,
+            "output_layer": self.output_layer,
+            "tie": list(self.tie),
         }
 
     @classmethod
@@ -302,24 +383,49 @@ class Spec:
 
     def cli_args(self) -> list[str]:
         """Command-line flags that state this spec."""
-        args = ["--mode", self.mode]
+        args = ["--cell", self.cell] if self.cell != "rnn" else []
+        args += ["--mode", self.mode]
         if self.truncation.kind != "none":
             args += ["--truncation", str(self.truncation)]
-        args += ["--activation", self.activation, "--output", self.output,
-                 "--loss", self.loss, "--reduction", self.reduction]
+        if self.cell == "rnn":
+            args += ["--activation", self.activation]
+        args += ["--output", self.output, "--loss", self.loss, "--reduction", self.reduction]
         if not self.bias:
             args.append("--no-bias")
         if self.dtype != "float64":
             args += ["--dtype", self.dtype]
+        if self.lengths:
+            args.append("--lengths")
+        if not self.output_layer:
+            args.append("--no-output-layer")
+        if self.tie:
+            args += ["--tie", ",".join(self.tie)]
+        if self.sizes != Sizes():
+            args += ["--sizes", self.sizes.text()]
         return args
 
     def __str__(self) -> str:
-        parts = [self.mode]
-        if self.truncation.kind != "none":
-            parts.append(str(self.truncation))
-        parts += [self.activation, f"out={self.output}", self.loss, self.reduction]
-        if not self.bias:
-            parts.append("no-bias")
-        if self.dtype != "float64":
-            parts.append(self.dtype)
-        return " ".join(parts)
+        return spec_line(self.to_dict())
+
+
+def spec_line(spec: dict[str, Any]) -> str:
+    """The one-line spec (``lstm many-to-one tbptt:2,3 out=softmax cross_entropy mean``) of a spec's dict."""
+    cell = spec.get("cell", "rnn")
+    parts = [cell] if cell != "rnn" else []
+    parts.append(spec.get("mode", "?"))
+    if spec.get("truncation", "none") != "none":
+        parts.append(spec["truncation"])
+    if cell == "rnn":
+        parts.append(spec.get("activation", "?"))
+    parts += [f"out={spec.get('output', '?')}", spec.get("loss", "?"), spec.get("reduction", "?")]
+    if spec.get("bias") is False:
+        parts.append("no-bias")
+    if spec.get("dtype", "float64") != "float64":
+        parts.append(spec["dtype"])
+    if spec.get("lengths"):
+        parts.append("lengths")
+    if spec.get("output_layer") is False:
+        parts.append("no-output-layer")
+    if spec.get("tie"):
+        parts.append("tie=" + ",".join(spec["tie"]))
+    return " ".join(parts)

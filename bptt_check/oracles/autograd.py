@@ -44,7 +44,8 @@ class AutogradOracle:
             def entering(s: int) -> tuple[torch.Tensor, ...]:
                 return tuple(torch.from_numpy(part[s]) for part in states)
 
-            total = objective(leaves, x, y, spec, spec.windows(T), entering, ops=ops)
+            weights = None if case.lengths is None else case.weights
+            total = objective(leaves, x, y, spec, case.windows, entering, ops=ops, weights=weights)
             inputs = [*leaves.values(), x]
             if isinstance(total, torch.Tensor) and total.requires_grad:
                 grads = torch.autograd.grad(total, inputs, allow_unused=True)

@@ -40,7 +40,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ..model.forward import forward
-from ..model.functions import loss_scale
+from ..model.functions import loss_scale, loss_weights
 from ..model.names import OUTPUT_LAYER, ordered
 from ..model.spec import Shaped
 
@@ -95,6 +95,7 @@ class Trajectory(Shaped):
     windows: list[Window]
     scale: float                  # the weight of one sample's loss at one step
     cache: dict[str, Any] = field(default_factory=dict)
+    lengths: np.ndarray | None = None   # a padded batch (only the generic engine computes those)
 
     @classmethod
     def of(cls, case: Case) -> Trajectory:
@@ -104,10 +105,17 @@ class Trajectory(Shaped):
         y = np.array(case.y) if spec.loss == "cross_entropy" else np.array(case.y, dtype=np.float64)
         tr = forward(params, x, spec)
         T, B, _ = x.shape
-        return cls(spec, params, x, y, tr.h, tr.hhat, tr.yhat, spec.windows(T), loss_scale(spec, T, B))
+        lengths = getattr(case, "lengths", None)
+        return cls(spec, params, x, y, tr.h, tr.hhat, tr.yhat, spec.windows(T, lengths), loss_scale(spec, T, B),
+                   lengths=lengths)
 
     def names(self) -> list[str]:
         return ordered([*self.params, "x"])
+
+    @property
+    def weights(self) -> np.ndarray | None:
+        """Each sample's loss weight per step (T, B) for a padded batch; None: ``scale`` everywhere."""
+        return None if self.lengths is None else loss_weights(self.spec, self.T, self.B, self.lengths)
 
     def target(self, t: int) -> np.ndarray:
         return self.y if self.spec.mode == "many-to-one" else self.y[t]

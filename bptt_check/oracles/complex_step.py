@@ -35,6 +35,7 @@ import numpy as np
 from ..errors import UsageError
 from ..model.forward import forward, objective, window_loss
 from ..model.functions import act, step_loss
+from . import generic
 from .base import OracleResult
 from .batched import BLOCK_FLOATS, Block, Trajectory, blas_threads, onehot_blocks, run
 from .fd import FiniteDifferenceOracle
@@ -124,6 +125,14 @@ def error_estimate(traj: Trajectory, magnitude: np.ndarray) -> np.ndarray:
 def tangent_values(traj: Trajectory, name: str, index: np.ndarray, *, block_floats: int = BLOCK_FLOATS
                    ) -> tuple[np.ndarray, np.ndarray]:
     """∂L/∂name at the flat ``index`` (x: in increasing order) and the error estimates."""
+    if generic.needed(traj.spec):     # beyond the vanilla engine: the one forward on complex copies
+        ev = generic.Evaluator(traj)
+        if generic.method_for(traj.spec) == "complex":
+            try:
+                return generic.element_values(ev, name, np.asarray(index), "complex")
+            except generic.NotAnalytic:
+                pass
+        return generic.element_values(ev, name, np.asarray(index), "fd")
     n = len(index)
     grad = np.empty(n)
     err = np.empty(n)
@@ -284,6 +293,15 @@ class ComplexStepOracle:
             res.notes.insert(0, f"activation {case.spec.activation} is not analytic: the complex step is not "
                                 "valid, this is the batched finite-difference oracle instead")
             return res
+        if generic.needed(case.spec):     # beyond the vanilla engine: the one forward on complex copies
+            try:
+                grads, errors, loss = generic.gradients(case, self.wrt, "complex")
+            except generic.NotAnalytic as why:
+                grads, errors, loss = generic.gradients(case, self.wrt, "fd")
+                return OracleResult(self.name, grads, errors, loss, method="fd",
+                                    notes=[generic.NOT_ANALYTIC.format(why=why)])
+            return OracleResult(self.name, grads, errors, loss, method="complex",
+                                notes=[f"the {case.spec.cell} cell's forward in complex128, copies batched"])
         traj = Trajectory.of(case)
         names = [k for k in traj.names() if self.wrt is None or k in self.wrt]
         strategy = self.strategy
@@ -296,7 +314,7 @@ class ComplexStepOracle:
             grads, errors = {}, {}
             for name in names:
                 grads[name], errors[name] = tangent_gradient(traj, name, block_floats=self.block_floats)
-        loss = window_loss(traj.params, traj.x, traj.y, traj.spec, traj.windows, traj.h)
+        loss = window_loss(traj.params, traj.x, traj.y, traj.spec, traj.windows, traj.h, traj.weights)
         res = OracleResult(self.name, grads, errors, loss, method="tangent")
         res.notes.append(f"by {strategy}")
         return res
@@ -311,7 +329,8 @@ def literal_complex_step(case: Case, *, names: Iterable[str] | None = None, eps:
     spec = case.spec
     params = {k: np.array(v, dtype=np.complex128) for k, v in case.params.items()}
     x = np.array(case.x, dtype=np.complex128)
-    windows = spec.windows(x.shape[0])
+    windows = case.windows
+    weights = None if case.lengths is None else case.weights
     # a window starting after 0 starts from a constant: the real forward's entering state
     states = forward({k: v.real for k, v in params.items()}, x.real, spec).states
     y = np.asarray(case.y)
@@ -328,7 +347,7 @@ def literal_complex_step(case: Case, *, names: Iterable[str] | None = None, eps:
         flat, gflat = arr.reshape(-1), g.reshape(-1)
         for i in range(flat.size):
             flat[i] += 1j * eps
-            gflat[i] = complex(objective(params, x, y, spec, windows, entering)).imag / eps
+            gflat[i] = complex(objective(params, x, y, spec, windows, entering, weights=weights)).imag / eps
             flat[i] -= 1j * eps
         out[name] = g
     return out

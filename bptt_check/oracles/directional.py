@@ -34,6 +34,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from ..model.tolerance import Tolerance, allowed
+from . import generic
 from .batched import STATE_FREE, Trajectory, dense_block, joint_block, run
 from .complex_step import ANALYTIC, TangentPropagation, error_estimate
 from .fd import EPS_FD, DeltaPropagation
@@ -98,6 +99,9 @@ def derivatives_along(traj: Trajectory, items: list[tuple[str, np.ndarray]]
 
 
 def _along(traj: Trajectory, items: list[tuple[str, np.ndarray]]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    if generic.needed(traj.spec):     # beyond the vanilla engine: the one forward on complex copies
+        vals, err, _ = generic.along(generic.Evaluator(traj), items)
+        return vals, err, np.zeros(len(vals), dtype=bool)
     if traj.spec.activation in ANALYTIC:
         prop = TangentPropagation(traj)
         vals = run(traj, dense_block(items), prop)
@@ -131,7 +135,11 @@ def directional_derivatives(traj: Trajectory, directions: dict[str, np.ndarray])
 def joint_derivatives(traj: Trajectory, directions: dict[str, np.ndarray]) -> DirectionalResult:
     """The derivative along k joint directions (direction j moves every tensor by its ``[j]`` part)."""
     analytic = traj.spec.activation in ANALYTIC
-    if analytic:
+    if generic.needed(traj.spec):     # beyond the vanilla engine: the one forward on complex copies
+        vals, err, how = generic.along(generic.Evaluator(traj), list(directions.items()), joint=True)
+        kinks = np.zeros(len(vals), dtype=bool)
+        analytic = how == "complex"
+    elif analytic:
         prop = TangentPropagation(traj)
         vals = run(traj, joint_block(directions), prop)
         err, kinks = error_estimate(traj, prop.magnitude), np.zeros(len(vals), dtype=bool)

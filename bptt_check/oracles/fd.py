@@ -37,6 +37,7 @@ import numpy as np
 from ..model.forward import window_loss
 from ..model.functions import output, softmax
 from ..model.kinks import EPS_FD, fd_step
+from . import generic
 from .base import OracleResult
 from .batched import BLOCK_FLOATS, Block, Trajectory, onehot_blocks, run
 
@@ -188,6 +189,9 @@ def finite_changes(traj: Trajectory, name: str, index: np.ndarray, step: np.ndar
 def fd_values(traj: Trajectory, name: str, index: np.ndarray, *, eps: float = EPS_FD, richardson: bool = False,
               block_floats: int = BLOCK_FLOATS) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Central differences at the flat ``index`` (x: in increasing order): (values, error estimates, kinks)."""
+    if generic.needed(traj.spec):     # beyond the vanilla engine: the one forward on perturbed copies
+        values, errors = generic.element_values(generic.Evaluator(traj), name, np.asarray(index), "fd")
+        return values, errors, np.zeros(len(values), dtype=bool)
     index = np.asarray(index)
     theta = (traj.x if name == "x" else traj.params[name]).reshape(-1)[index]
     n = theta.size
@@ -236,6 +240,11 @@ class FiniteDifferenceOracle:
         self.block_floats = block_floats
 
     def gradients(self, case: Case) -> OracleResult:
+        if generic.needed(case.spec):     # beyond the vanilla engine: the one forward on perturbed copies
+            grads, errors, loss = generic.gradients(case, self.wrt, "fd")
+            return OracleResult(self.name, grads, errors, loss, method="fd",
+                                notes=[f"the {case.spec.cell} cell's forward on perturbed copies, central "
+                                       f"differences with a relative step of {generic.EPS_FD:g}"])
         traj = Trajectory.of(case)
         grads, errors, kinks = {}, {}, {}
         for name in traj.names():
@@ -243,7 +252,7 @@ class FiniteDifferenceOracle:
                 continue
             grads[name], errors[name], kinks[name] = fd_gradient(
                 traj, name, eps=self.eps, richardson=self.richardson, block_floats=self.block_floats)
-        loss = window_loss(traj.params, traj.x, traj.y, traj.spec, traj.windows, traj.h)
+        loss = window_loss(traj.params, traj.x, traj.y, traj.spec, traj.windows, traj.h, traj.weights)
         res = OracleResult(self.name, grads, errors, loss, method="fd+richardson" if self.richardson else "fd")
         flagged = {k: v for k, v in kinks.items() if v.any()}
         if flagged:

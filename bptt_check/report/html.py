@@ -3,12 +3,20 @@
 from __future__ import annotations
 
 import base64
-from html import escape
+import struct
+from html import escape as _escape
 from typing import Any
 
 from . import plots
 from . import text as tx
 from .svg import heatmap_svg
+
+
+def _e(text: Any) -> str:
+    """Text from the report (and so from the user's code) as HTML shows it literally, quotes included,
+    without control characters or terminal escapes (:func:`.text.plain`)."""
+    return _escape(tx.plain(text), quote=True)
+
 
 DETAIL_LIMIT = 20      # failed cases shown in full (heatmaps, tables, reproducer)
 PLOT_LIMIT = 8         # of those, the first ones that also get the matplotlib pictures
@@ -22,6 +30,7 @@ table{border-collapse:collapse;margin:.6em 0;font-size:13px}th,td{border:1px sol
  text-align:left;vertical-align:top}th{background:#eef0f6}td.num{text-align:right;font-variant-numeric:tabular-nums}
 tr.fail td:first-child{border-left:4px solid #b00000}
 pre,code{font:12px ui-monospace,Menlo,Consolas,monospace;background:#f5f5f7}pre{padding:.6em;overflow-x:auto}
+pre.cmd,td code{white-space:pre-wrap;overflow-wrap:anywhere}
 .lines{background:#fff4f4;border-left:4px solid #b00000;padding:.4em .8em;white-space:pre-wrap}
 .figs{display:flex;flex-wrap:wrap;gap:10px;align-items:flex-start}figure{margin:0}
 figcaption{font-size:11px;color:#555;max-width:520px}.note{background:#fff8e0;padding:.4em .8em}
@@ -30,14 +39,17 @@ section.case{border-top:2px solid #ddd;margin-top:1.6em}
 
 
 def _img(png: bytes, alt: str, kind: str, param: str = "") -> str:
+    """A PNG drawn at :data:`plots.SCALE` pixels per CSS pixel, shown at its CSS size: sharp on any screen."""
     data = base64.b64encode(png).decode("ascii")
-    extra = f' data-param="{escape(param)}"' if param else ""
-    return (f'<img data-kind="{kind}"{extra} alt="{escape(alt)}" '
+    extra = f' data-param="{_e(param)}"' if param else ""
+    width, height = struct.unpack(">II", png[16:24]) if png[12:16] == b"IHDR" else (0, 0)
+    size = f' width="{width // plots.SCALE}" height="{height // plots.SCALE}"' if width else ""
+    return (f'<img data-kind="{kind}"{extra}{size} alt="{_e(alt)}" '
             f'src="data:image/png;base64,{data}">')
 
 
 def _table(head: list[str], rows: list[list[str]], classes: list[str] | None = None) -> str:
-    h = "".join(f"<th>{escape(c)}</th>" for c in head)
+    h = "".join(f"<th>{_e(c)}</th>" for c in head)
     body = []
     for i, r in enumerate(rows):
         cls = f' class="{classes[i]}"' if classes and classes[i] else ""
@@ -48,24 +60,24 @@ def _table(head: list[str], rows: list[list[str]], classes: list[str] | None = N
 def _header(report: dict[str, Any]) -> str:
     ok = report.get("passed") and not report.get("interrupted")
     cls = "ok" if ok else "bad"
-    out = [f'<h1 class="{cls}">bptt-check: {escape(tx.verdict(report))}</h1>',
-           f"<p><b>{escape(tx.counts_text(report))}</b></p>"]
+    out = [f'<h1 class="{cls}">bptt-check: {_e(tx.verdict(report))}</h1>',
+           f"<p><b>{_e(tx.counts_text(report))}</b></p>"]
     if report.get("interrupted"):
         out.append('<p class="note">This run was interrupted: the report holds the cases checked before '
                    "the interruption only.</p>")
     specs = report.get("specs") or []
     rows = [
-        ["command", f"<code>{escape(str(report.get('command') or report.get('argv') or '(Python API)'))}</code>"],
-        ["tool", escape(f"{report.get('tool', 'bptt-check')} {report.get('version', '')}, "
+        ["command", f"<code>{_e(str(report.get('command') or report.get('argv') or '(Python API)'))}</code>"],
+        ["tool", _e(f"{report.get('tool', 'bptt-check')} {report.get('version', '')}, "
                         f"report schema {report.get('schema')}")],
-        ["created", escape(str(report.get("created", "")))],
-        ["platform", escape(", ".join(f"{k} {v}" for k, v in (report.get("platform") or {}).items()))],
-        ["seed", escape(str(report.get("seed")))],
-        ["oracles", escape(", ".join(report.get("oracles", []))) + " (the first is the reference)"],
-        ["tolerances", "<br>".join(escape(s) for s in tx.tolerance_lines(report))],
-        ["specs", "<br>".join(escape(tx.spec_text(s)) for s in specs[:50])
+        ["created", _e(str(report.get("created", "")))],
+        ["platform", _e(", ".join(f"{k} {v}" for k, v in (report.get("platform") or {}).items()))],
+        ["seed", _e(str(report.get("seed")))],
+        ["oracles", _e(", ".join(report.get("oracles", []))) + " (the first is the reference)"],
+        ["tolerances", "<br>".join(_e(s) for s in tx.tolerance_lines(report))],
+        ["specs", "<br>".join(_e(tx.spec_text(s)) for s in specs[:50])
          + (f"<br>… and {len(specs) - 50} more" if len(specs) > 50 else "")],
-        ["wall time", escape(f"{tx.num(report.get('seconds', 0.0))} s")],
+        ["wall time", _e(f"{tx.num(report.get('seconds', 0.0))} s")],
     ]
     out.append(_table(["", ""], rows))
     return "\n".join(out)
@@ -76,7 +88,7 @@ def _groups(report: dict[str, Any]) -> str:
     rows, classes = [], []
     for target, spec, n in gs[:TABLE_LIMIT]:
         bad = sum(n.get(k, 0) for k in tx.BAD_STATUSES)
-        rows.append([escape(target or "(Python API)"), escape(spec), str(sum(n.values())),
+        rows.append([_e(target or "(Python API)"), _e(spec), str(sum(n.values())),
                      str(n.get("passed", 0)), str(n.get("failed", 0)), str(n.get("inconclusive", 0)),
                      str(n.get("error", 0) + n.get("timeout", 0))])
         classes.append("fail" if bad else "")
@@ -86,22 +98,19 @@ def _groups(report: dict[str, Any]) -> str:
             + more)
 
 
-def _bad_table(bad: list[dict[str, Any]]) -> str:
+def _bad_table(bad: list[dict[str, Any]], report: dict[str, Any]) -> str:
     rows = []
     for i, c in enumerate(bad[:TABLE_LIMIT]):
         ev = c.get("evidence") or {}
-        name = escape(tx.case_title(c))
+        name = _e(tx.case_title(c))
         if i < DETAIL_LIMIT:
             name = f'<a href="#{tx.case_id(c)}">{name}</a>'
-        if c.get("status") in ("error", "timeout"):
-            what = escape(tx.error_line(c))
-        else:
-            what = escape(tx.grad_line(c).removeprefix("wrong: "))
+        what = _e(tx.wrong_text(c))
         first = ev.get("first_bad_step")
-        rows.append([name, escape(c.get("status", "")), escape(tx.shapes_text(c.get("shapes", {}))), what,
+        rows.append([name, _e(c.get("status", "")), _e(tx.case_shapes(c)), what,
                      "" if first is None else str(first),
                      "" if ev.get("shortest_failing_length") is None else str(ev["shortest_failing_length"]),
-                     f"<code>{escape(tx.reproduce_line(c))}</code>"])
+                     f"<code>{_e(tx.reproduce_line(c, report))}</code>"])
     more = (f"<p>… and {len(bad) - TABLE_LIMIT} more wrong cases in report.json</p>"
             if len(bad) > TABLE_LIMIT else "")
     return ("<h2>Wrong cases</h2>"
@@ -115,11 +124,11 @@ def _grad_table(case: dict[str, Any]) -> str:
         g = case["params"][k]
         ok = g.get("passed", True)
         if g.get("problem"):
-            rows.append([f"d{k}", "no", escape(g["problem"])] + [""] * 7)
+            rows.append([_e(f"d{k}"), "no", _e(g["problem"])] + [""] * 7)
         else:
-            rows.append([f"d{k}", "yes" if ok else "<b>no</b>", f"{g.get('mismatched')}/{g.get('size')}",
+            rows.append([_e(f"d{k}"), "yes" if ok else "<b>no</b>", _e(f"{g.get('mismatched')}/{g.get('size')}"),
                          tx.num(g.get("max_abs_err")), tx.num(g.get("max_rel_err")),
-                         escape(tx.idx(g.get("worst_index"))), tx.num(g.get("norm_rel_err")),
+                         _e(tx.idx(g.get("worst_index"))), tx.num(g.get("norm_rel_err")),
                          tx.num(g.get("cosine"), 5), tx.num(g.get("ratio"), 5), tx.num(g.get("scale"))])
         classes.append("" if ok else "fail")
     return _table(["gradient", "ok", "mismatched", "max abs err", "max rel err", "worst at", "norm rel err",
@@ -133,9 +142,9 @@ def _worst_tables(case: dict[str, Any]) -> str:
         rows = g.get("worst") or []
         if not rows:
             continue
-        body = [[escape(tx.idx(r["index"])), tx.num(r["yours"], 7), tx.num(r["reference"], 7), tx.num(r["abs"]),
+        body = [[_e(tx.idx(r["index"])), tx.num(r["yours"], 7), tx.num(r["reference"], 7), tx.num(r["abs"]),
                  tx.num(r["rel"])] for r in rows]
-        out.append(f"<h4>d{k}: worst {len(rows)} elements</h4>"
+        out.append(f"<h4>{_e(f'd{k}')}: worst {len(rows)} elements</h4>"
                    + _table(["index", "yours", "reference", "abs", "rel"], body,
                             ["fail" if r.get("bad") else "" for r in rows]))
     return "".join(out)
@@ -148,11 +157,11 @@ def _prefix_table(ev: dict[str, Any]) -> str:
     rows = []
     for r in p["runs"]:
         worst = max(r.get("tol_ratio", {}).items(), key=lambda kv: kv[1] or 0.0, default=(None, None))
-        rows.append([str(r["length"]), "<b>fails</b>" if r["failed"] else ("error" if r.get("error") else "ok"),
-                     escape(", ".join(f"d{k}" for k in r.get("wrong", [])) or (r.get("error") or "")),
-                     "" if worst[0] is None else f"d{worst[0]}: {tx.num(worst[1])}"])
+        rows.append([_e(r["length"]), "<b>fails</b>" if r["failed"] else ("error" if r.get("error") else "ok"),
+                     _e(", ".join(f"d{k}" for k in r.get("wrong", [])) or (r.get("error") or "")),
+                     "" if worst[0] is None else _e(f"d{worst[0]}: {tx.num(worst[1])}")])
     return ("<details><summary>the case re-run on prefixes of its sequence (reference: "
-            f"{escape(p.get('oracle', ''))})</summary>"
+            f"{_e(p.get('oracle', ''))})</summary>"
             + _table(["length", "verdict", "wrong", "worst error / tolerance"], rows,
                      ["fail" if r["failed"] else "" for r in p["runs"]]) + "</details>")
 
@@ -166,15 +175,15 @@ def _figures(case: dict[str, Any], draw: bool) -> str:
         if k in heat:
             figs.append(f"<figure>{heatmap_svg(k, heat[k], g)}</figure>")
         elif g.get("problem"):
-            figs.append(f'<figure class="note">d{k}: no picture, {escape(g["problem"])}</figure>')
+            figs.append(f'<figure class="note">d{k}: no picture, {_e(g["problem"])}</figure>')
     if not draw:
         return f'<div class="figs">{"".join(figs)}</div>'
     tm = ev.get("temporal")
     if tm:
-        png = plots.temporal_png(tm, ev)
+        png = plots.temporal_png(tm, ev, (case["params"].get("U") or {}).get("rtol"))
         cap = ("rows: the loss step t; columns: the step s its gradient reaches; outlined: the cells the "
                "truncation windows cover. Right: dU's error (in tolerances) on each prefix of the sequence.")
-        figs.append(f"<figure>{_img(png, 'temporal error map', 'temporal')}<figcaption>{escape(cap)}"
+        figs.append(f"<figure>{_img(png, 'temporal error map', 'temporal')}<figcaption>{_e(cap)}"
                     "</figcaption></figure>")
     png_steps = plots.steps_png(case)
     if png_steps:
@@ -182,39 +191,39 @@ def _figures(case: dict[str, Any], draw: bool) -> str:
     return f'<div class="figs">{"".join(figs)}</div>'
 
 
-def _case_section(case: dict[str, Any], draw: bool) -> str:
+def _case_section(case: dict[str, Any], draw: bool, report: dict[str, Any]) -> str:
     ev = case.get("evidence") or {}
-    out = [f'<section class="case" id="{tx.case_id(case)}"><h3 class="bad">{escape(tx.case_title(case))} '
-           f"— {escape(case.get('status', '').upper())}</h3>",
-           f"<p>shapes {escape(tx.shapes_text(case.get('shapes', {})))}, seed {case.get('seed')}, "
-           f"flavor {escape(str(case.get('flavor', '')))}</p>",
-           f'<div class="lines">{escape(chr(10).join(tx.three_lines(case)))}</div>']
+    out = [f'<section class="case" id="{tx.case_id(case)}"><h3 class="bad">{_e(tx.case_title(case))} '
+           f"— {_e(case.get('status', '').upper())}</h3>",
+           f"<p>shapes {_e(tx.case_shapes(case))}, seed {_e(case.get('seed'))}, "
+           f"flavor {_e(str(case.get('flavor', '')))}</p>",
+           f'<div class="lines">{_e(chr(10).join(tx.three_lines(case)))}</div>']
     diag = case.get("diagnosis")
     if diag:
         out.append("<h4>Diagnosis (best first)</h4>"
                    + _table(["code", "fit", "message"],
-                            [[escape(str(d.get("code", ""))), tx.num(d.get("fit")), escape(str(d.get("message", "")))]
+                            [[_e(str(d.get("code", ""))), tx.num(d.get("fit")), _e(str(d.get("message", "")))]
                              for d in diag]))
     if case.get("status") in ("error", "timeout"):
         err = case.get("error") or {}
-        out.append(f"<pre>{escape(str(err.get('message', '')))}</pre>")
+        out.append(f"<pre>{_e(str(err.get('message', '')))}</pre>")
     else:
         out.append(_grad_table(case))
         out.append(_figures(case, draw))
         out.append(_worst_tables(case))
         out.append(_prefix_table(ev))
     for note in case.get("notes") or []:
-        out.append(f'<p class="note">{escape(note)}</p>')
-    rep = ev.get("reproducer")
+        out.append(f'<p class="note">{_e(note)}</p>')
+    rep = tx.reproducer_of(case, report)
     if rep:
         out.append("<h4>Reproduce this case alone</h4>")
         if rep.get("cli"):
-            out.append(f"<pre>{escape(rep['cli'])}</pre>")
-        out.append(f"<pre>{escape(rep['python'])}</pre>")
+            out.append(f'<pre class="cmd">{_e(rep["cli"])}</pre>')
+        out.append(f'<pre class="cmd">{_e(rep["python"])}</pre>')
         if rep.get("note"):
-            out.append(f'<p class="note">{escape(rep["note"])}</p>')
+            out.append(f'<p class="note">{_e(rep["note"])}</p>')
     if ev.get("skipped"):
-        out.append(f'<p class="note">{escape(ev["skipped"])}</p>')
+        out.append(f'<p class="note">{_e(ev["skipped"])}</p>')
     out.append("</section>")
     return "\n".join(out)
 
@@ -223,7 +232,7 @@ def _inconclusive(report: dict[str, Any]) -> str:
     inc = [c for c in report.get("cases", []) if c.get("status") == "inconclusive"]
     if not inc:
         return ""
-    rows = [[escape(tx.case_title(c)), escape("; ".join(c.get("notes") or []))] for c in inc[:TABLE_LIMIT]]
+    rows = [[_e(tx.case_title(c)), _e("; ".join(c.get("notes") or []))] for c in inc[:TABLE_LIMIT]]
     return "<h2>Inconclusive cases (the oracles disagree)</h2>" + _table(["case", "why"], rows)
 
 
@@ -233,20 +242,20 @@ def render_html(report: dict[str, Any]) -> str:
     draw = bool(bad) and plots.available()      # (importing matplotlib costs; a green run draws nothing)
     parts = [_header(report)]
     if not draw and bad:
-        parts.append(f'<p class="note" id="no-plots">{escape(plots.MISSING)}</p>')
+        parts.append(f'<p class="note" id="no-plots">{_e(plots.MISSING)}</p>')
     parts.append(_groups(report))
     if bad:
-        parts.append(_bad_table(bad))
+        parts.append(_bad_table(bad, report))
         parts.append("<h2>Wrong cases in detail</h2>")
         if len(bad) > DETAIL_LIMIT:
             parts.append(f"<p>The first {DETAIL_LIMIT} of {len(bad)} wrong cases; every case is in report.json.</p>")
-        parts.extend(_case_section(c, draw and i < PLOT_LIMIT) for i, c in enumerate(bad[:DETAIL_LIMIT]))
+        parts.extend(_case_section(c, draw and i < PLOT_LIMIT, report) for i, c in enumerate(bad[:DETAIL_LIMIT]))
     else:
         parts.append('<p class="ok">Every gradient matches the reference: nothing to draw.</p>')
     parts.append(_inconclusive(report))
-    parts.append(f"<p><small>Generated by bptt-check {escape(str(report.get('version', '')))} from its JSON "
-                 f"report (schema {report.get('schema')}), the source of truth.</small></p>")
+    parts.append(f"<p><small>Generated by bptt-check {_e(str(report.get('version', '')))} from its JSON "
+                 f"report (schema {_e(report.get('schema'))}), the source of truth.</small></p>")
     title = f"bptt-check: {tx.verdict(report)}"
     return ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
-            f"<title>{escape(title)}</title><style>{CSS}</style></head><body>\n"
+            f"<title>{_e(title)}</title><style>{CSS}</style></head><body>\n"
             + "\n".join(p for p in parts if p) + "\n</body></html>\n")

@@ -18,8 +18,9 @@ _NOT_XML = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff]")
 
 
 def _x(text: Any) -> str:
-    """Text XML 1.0 can hold (a traceback may carry terminal escapes)."""
-    return _NOT_XML.sub("?", str(text))
+    """Text XML 1.0 can hold: terminal escapes and control characters dropped (:func:`.text.plain`), the
+    two non-characters replaced; ElementTree escapes ``<``, ``&`` and quotes."""
+    return _NOT_XML.sub("?", tx.plain(text))
 
 
 def _classname(target: str) -> str:
@@ -53,18 +54,19 @@ def render_junit(report: dict[str, Any]) -> str:
         for c in cs:
             tc = ET.SubElement(suite, "testcase", {
                 "classname": _classname(target),
-                "name": _x(f"case {c.get('index')} [{spec}] {tx.shapes_text(c.get('shapes', {}))}"),
+                "name": _x(f"case {c.get('index')} [{spec}] {tx.case_shapes(c)}"),
                 "time": f"{c.get('seconds') or 0.0:.6f}"})
             status = c.get("status")
             if status == "failed":
                 lines = tx.three_lines(c)
                 f = ET.SubElement(tc, "failure", {"message": _x(lines[0] if lines else "wrong gradient"),
                                                   "type": "WrongGradient"})
-                f.text = _x("\n".join(lines + [f"reproduce: {tx.reproduce_line(c)}"]))
+                f.text = _x("\n".join(lines + [f"reproduce: {tx.reproduce_line(c, report)}"]))
             elif status in ("error", "timeout"):
                 err = c.get("error") or {}
                 e = ET.SubElement(tc, "error", {"message": _x(tx.error_line(c)), "type": _x(err.get("kind", status))})
-                e.text = _x(str(err.get("message", "")) + f"\nreproduce: {tx.reproduce_line(c)}")
+                e.text = _x("\n".join([*tx.three_lines(c), "", str(err.get("message", "")), "",
+                                        f"reproduce: {tx.reproduce_line(c, report)}"]))
             elif status == "inconclusive":
                 ET.SubElement(tc, "skipped", {"message": _x("inconclusive: " + "; ".join(c.get("notes") or []))})
     ET.indent(root)

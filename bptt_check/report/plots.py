@@ -34,11 +34,40 @@ def _plt() -> Any:
     return plt
 
 
+SCALE = 2            # pixels per CSS pixel: the page shows each PNG at half its size, sharp on any screen
+DPI = 80             # the figure sizes below are in inches at this many CSS pixels per inch
+
+
 def _png(fig: Any) -> bytes:
     buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=80)
+    fig.savefig(buf, format="png", dpi=DPI * SCALE)
     _plt().close(fig)
     return buf.getvalue()
+
+
+def _integer_axis(axis: Any, values: Any) -> None:
+    """Integer ticks on an axis of steps or lengths, with room around a single value (T = 1 would
+    otherwise get -0.045 … 0.045)."""
+    from matplotlib.ticker import FixedLocator, MaxNLocator
+
+    values = sorted({int(v) for v in values})
+    lo, hi = (values[0], values[-1]) if values else (0, 0)
+    if len(values) <= 10:       # few: a tick at each (MaxNLocator falls back to fractions on a short range)
+        axis.set_major_locator(FixedLocator(values or [0]))
+    else:
+        axis.set_major_locator(MaxNLocator(integer=True))
+    if hi - lo < 2:
+        getattr(axis.axes, f"set_{axis.axis_name}lim")(lo - 0.5, hi + 0.5)
+
+
+def _anchored(name: str, floor: float) -> Any:
+    """A colour map for log10 errors anchored at the tolerance: cells below ``vmin`` (within tolerance)
+    in one quiet colour, beyond it graded from a clearly visible red upwards (never near white)."""
+    import numpy as np
+    from matplotlib.colors import ListedColormap
+
+    base = _plt().get_cmap(name)
+    return ListedColormap(base(np.linspace(floor, 1.0, 256))).with_extremes(under="#dce6f2", bad="#f4f4f4")
 
 
 def _outline(ax: Any, mask: Any) -> None:
@@ -61,24 +90,33 @@ def _outline(ax: Any, mask: Any) -> None:
     ax.add_collection(LineCollection(segs, colors="k", linewidths=1.4))
 
 
-def temporal_png(tm: dict[str, Any], evidence: dict[str, Any]) -> bytes:
-    """The (loss step t, step s) map of the recurrent matrix's error, windows outlined,
-    next to dU's error by sequence length (prefix runs)."""
+def _mark_padding(ax: Any, lengths: Any, T: int) -> None:
+    """Shade the steps that are padding for some sequence of a padded batch (from the shortest length on)."""
+    if not lengths or min(lengths) >= T:
+        return
+    first = min(lengths)
+    ax.axvspan(first - 0.5, T - 0.5, color="#8a8a8a", alpha=0.18, lw=0, hatch="//")
+    ax.text(0.01, 0.98, f"shaded: padding (lengths {', '.join(map(str, lengths))})", transform=ax.transAxes,
+            ha="left", va="top", fontsize=6)
+
+
+def temporal_png(tm: dict[str, Any], evidence: dict[str, Any], rtol: float | None = None) -> bytes:
+    """The (loss step t, step s) map of the recurrent matrix's error, windows outlined, its colours
+    anchored at the tolerance ``rtol``, next to dU's error by sequence length (prefix runs)."""
     import numpy as np
 
     plt = _plt()
     T = int(tm["T"])
     mask = tm["mask"]
+    errors = True
     if tm.get("inferred") is not None:
         grid, label = tm["inferred"], "dU error per cell (inferred)\n" + _short(tm["attribution"]["message"])
-        cmap = "Reds"
     elif tm.get("observed_x") is not None and np.max(tm["observed_x"]) > 0:
         grid, label = tm["observed_x"], "dx error per cell\n(observed by growing the sequence)"
-        cmap = "Reds"
     else:
         grid = tm.get("contribution") or np.zeros((T, T))
         label = "reference dU contributions\n(the error could not be placed in time)"
-        cmap = "Greys"
+        errors = False
     g = np.asarray(grid, dtype=float)
     with np.errstate(divide="ignore"):
         lg = np.where(g > 0, np.log10(np.maximum(g, 1e-17)), np.nan)
@@ -91,21 +129,26 @@ def temporal_png(tm: dict[str, Any], evidence: dict[str, Any]) -> bytes:
     ax = axes[0] if rows else axes
     finite = lg[np.isfinite(lg)]
     vmax = float(finite.max()) if finite.size else 0.0
-    vmin = max(float(finite.min()) if finite.size else -3.0, vmax - 6)
-    im = ax.imshow(lg, cmap=cmap, vmin=vmin, vmax=vmax if vmax > vmin else vmin + 1, interpolation="nearest")
+    if errors:     # anchored at the tolerance: within it one colour, beyond it graded from a visible red
+        vmin = float(np.log10(rtol or 1e-7))
+        cmap, extend = _anchored("Reds", 0.3), "min"
+    else:          # the reference's own contributions (not errors): their spread in grey
+        vmin = max(float(finite.min()) if finite.size else -3.0, vmax - 6)
+        cmap, extend = _plt().get_cmap("Greys"), "neither"
+    im = ax.imshow(lg, cmap=cmap, vmin=vmin, vmax=max(vmax, vmin + 1), interpolation="nearest")
     ax.set_facecolor("#f4f4f4")
     _outline(ax, mask)
-    cb = fig.colorbar(im, ax=ax, fraction=0.05, pad=0.03)
-    cb.set_label("log10 rel. to ‖reference‖", fontsize=7)
+    _mark_padding(ax, tm.get("sequence_lengths"), T)
+    cb = fig.colorbar(im, ax=ax, fraction=0.05, pad=0.03, extend=extend)
+    cb.set_label("log10 rel. to ‖reference‖" + (f" (below {vmin:.0f}: within rtol)" if errors else ""), fontsize=7)
     cb.ax.tick_params(labelsize=6)
-    ax.set_xlabel("step s the gradient reaches", fontsize=7)
+    ax.set_xlabel("step s the gradient reaches (outlined: the windows)", fontsize=7)
     ax.set_ylabel("loss step t", fontsize=7)
     ax.set_title(label, fontsize=7)
     step = max(1, T // 12)
     ax.set_xticks(range(0, T, step))
     ax.set_yticks(range(0, T, step))
     ax.tick_params(labelsize=6)
-    ax.text(0.99, 0.02, "outlined: truncation windows", transform=ax.transAxes, ha="right", fontsize=6)
     fig.subplots_adjust(left=0.07, right=0.97, bottom=0.13, top=0.84)
     if rows:
         ax2 = axes[1]
@@ -122,6 +165,7 @@ def temporal_png(tm: dict[str, Any], evidence: dict[str, Any]) -> bytes:
         ax2.set_title(title, fontsize=7)
         ax2.set_xlabel("sequence length (prefix)", fontsize=7)
         ax2.tick_params(labelsize=6)
+        _integer_axis(ax2.xaxis, lengths)
     return _png(fig)
 
 
@@ -140,17 +184,19 @@ def steps_png(case: dict[str, Any]) -> bytes | None:
     if not panels:
         return None
     plt = _plt()
-    fig, axes = plt.subplots(1, len(panels), figsize=(3.6 * len(panels), 2.7), squeeze=False)
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.3 * len(panels), 2.7), squeeze=False)
     for ax, (kind, data) in zip(axes[0], panels):
         if kind == "steps":
             vals = [max(v, 1e-17) for v in data["tol_ratio"]]
-            ax.semilogy(range(len(vals)), vals, "-o", color="#4a7ab0", ms=3)
+            ax.semilogy(range(len(vals)), vals, "-o", color="#4a7ab0", ms=3, label="per step")
             bad = data["bad_steps"]
             if bad:
                 ax.semilogy(bad, [vals[t] for t in bad], "o", color="#b00000", ms=5, label="beyond tolerance")
-                ax.legend(fontsize=6)
+            ax.legend(fontsize=6, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0, frameon=False)
+            _integer_axis(ax.xaxis, range(len(vals)))
             ax.set_xlabel("time step t", fontsize=7)
             ax.set_ylabel("dx error / tolerance", fontsize=7)
+            _mark_padding(ax, case.get("lengths"), len(vals))
             first = data.get("first_bad_step")
             ax.set_title("dL/dx per step" + (f": wrong at {ranges(bad)}" if first is not None else ": right"),
                          fontsize=8)
@@ -160,17 +206,16 @@ def steps_png(case: dict[str, Any]) -> bytes | None:
             for k in names:
                 ax.semilogy(data["lengths"], [max(r.get("tol_ratio", {}).get(k) or 1e-17, 1e-17) for r in runs],
                             "-o", ms=3, label=f"d{k}")
-            ax.legend(fontsize=6, ncol=2)
+            ax.legend(fontsize=6, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0, frameon=False)
+            _integer_axis(ax.xaxis, data["lengths"])
             ax.set_xlabel("sequence length (prefix of the case)", fontsize=7)
             ax.set_ylabel("error / tolerance", fontsize=7)
             sfl = data.get("shortest_failing_length")
             ax.set_title("by sequence length" + (f": fails from {sfl} on" if sfl else ""), fontsize=8)
         ax.axhline(1.0, color="k", lw=1)
         ax.tick_params(labelsize=6)
-        from matplotlib.ticker import MaxNLocator
-
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-    fig.subplots_adjust(left=0.09, right=0.98, bottom=0.17, top=0.88, wspace=0.32)
+    # the legends sit right of each panel, outside the curves
+    fig.subplots_adjust(left=0.08, right=0.86 if len(panels) == 1 else 0.92, bottom=0.17, top=0.88, wspace=0.55)
     return _png(fig)
 
 

@@ -8,39 +8,40 @@ import math
 from html import escape
 from typing import Any
 
-# RdYlBu reversed: blue (far below tolerance) .. pale yellow (at tolerance) .. red (far above)
-_ANCHORS = ((49, 54, 149), (69, 117, 180), (116, 173, 209), (171, 217, 233), (224, 243, 248), (255, 255, 191),
-            (254, 224, 144), (253, 174, 97), (244, 109, 67), (215, 48, 39), (165, 0, 38))
+# within tolerance: one quiet colour; beyond it: graded from a clearly visible orange (just beyond)
+# to dark red (the worst), so that the least-wrong cell is never lost against the right ones
+WITHIN = "#dce6f2"
+_BEYOND = ((253, 174, 97), (244, 109, 67), (215, 48, 39), (165, 0, 38))
 
 
-def _color(u: float) -> str:
-    u = min(max(u, 0.0), 1.0) * (len(_ANCHORS) - 1)
-    i = min(int(u), len(_ANCHORS) - 2)
+def _color(v: float, center: float, vmax: float) -> str:
+    """The colour of a cell of log10 relative error ``v``: :data:`WITHIN` up to the tolerance ``center``,
+    then graded up to ``vmax``."""
+    if v <= center:
+        return WITHIN
+    u = min(max((v - center) / max(vmax - center, 1e-12), 0.0), 1.0) * (len(_BEYOND) - 1)
+    i = min(int(u), len(_BEYOND) - 2)
     f = u - i
-    a, b = _ANCHORS[i], _ANCHORS[i + 1]
+    a, b = _BEYOND[i], _BEYOND[i + 1]
     r, g, b_ = (int(round(a[k] + f * (b[k] - a[k]))) for k in range(3))
     return f"#{r:02x}{g:02x}{b_:02x}"
 
 
-def _norm(v: float, vmin: float, center: float, vmax: float) -> float:
-    """Two slopes: [vmin, center] -> [0, .5], [center, vmax] -> [.5, 1]."""
-    if v <= center:
-        return 0.5 * (v - vmin) / max(center - vmin, 1e-12)
-    return 0.5 + 0.5 * (v - center) / max(vmax - center, 1e-12)
-
-
 def heatmap_svg(name: str, hm: dict[str, Any], grad: dict[str, Any]) -> str:
-    """One gradient's log10 relative error, element by element (x: one row per time step)."""
+    """One gradient's log10 relative error, element by element (x: one row per time step); the colour
+    scale is anchored at the tolerance (rtol): one colour within it, graded beyond it."""
     data = hm["log10_rel"]
     rows, cols = len(data), len(data[0]) if data else 0
     rtol = float(grad.get("rtol") or 1e-7)
     center = math.log10(rtol)
-    flat = [v for row in data for v in row]
-    vmin = min(min(flat, default=center), center - 1)
+    flat = [float(v) for row in data for v in row]
     vmax = max(max(flat, default=center), center + 1)
     c = max(8, min(28, 280 // max(cols, 1), 220 // max(rows, 1)))
-    left, top, bottom, bar = 38, 34, 30, 60
-    w, h = left + cols * c + 12 + bar, top + rows * c + bottom
+    left, top, bottom = 38, 34, 30
+    bh = max(rows * c, 96)                      # the colour bar: never shorter than its labels need
+    bar_w = 70
+    w = left + cols * c + 12 + bar_w
+    h = top + max(rows * c + bottom, bh + 14)
     ok = grad.get("passed", True)
     status = "ok" if ok else f"{grad.get('mismatched')}/{grad.get('size')} wrong"
     pool = hm.get("pooled", [1, 1])
@@ -53,15 +54,16 @@ def heatmap_svg(name: str, hm: dict[str, Any], grad: dict[str, Any]) -> str:
     show_text = rows * cols <= 144 and c >= 16
     for i, row in enumerate(data):
         for j, v in enumerate(row):
+            v = float(v)
             x, y = left + j * c, top + i * c
-            u = _norm(v, vmin, center, vmax)
             where = f"[{i}, {j}]" if list(pool) == [1, 1] else f"block [{i}, {j}]"
-            out.append(f'<rect x="{x}" y="{y}" width="{c}" height="{c}" fill="{_color(u)}">'
-                       f"<title>d{escape(name)}{where}: log10 rel err {v:.2f}</title></rect>")
+            verdict = "within tolerance" if v <= center else "beyond tolerance"
+            out.append(f'<rect x="{x}" y="{y}" width="{c}" height="{c}" fill="{_color(v, center, vmax)}">'
+                       f"<title>d{escape(name)}{where}: log10 rel err {v:.2f} ({verdict})</title></rect>")
             if show_text:
-                fill = "#fff" if abs(u - 0.5) > 0.3 else "#222"
+                dark = v > center + 0.45 * (vmax - center)
                 out.append(f'<text x="{x + c / 2}" y="{y + c / 2 + 3.5}" font-size="9" text-anchor="middle" '
-                           f'fill="{fill}" pointer-events="none">{int(round(v)) or 0}</text>')
+                           f'fill="{"#fff" if dark else "#222"}" pointer-events="none">{int(round(v)) or 0}</text>')
     out.append(f'<rect x="{left}" y="{top}" width="{cols * c}" height="{rows * c}" fill="none" stroke="#555"/>')
     step_r = max(1, rows // 8)
     for i in range(0, rows, step_r):
@@ -72,21 +74,24 @@ def heatmap_svg(name: str, hm: dict[str, Any], grad: dict[str, Any]) -> str:
                    f'text-anchor="middle">{j}</text>')
     ylab = "time step t" if name == "x" else ("batch b" if name == "h0" else ("" if rows == 1 else "row"))
     xlab = "batch·input (b·I + i)" if name == "x" else ("element" if rows == 1 else "column")
-    out.append(f'<text x="{left + cols * c / 2}" y="{h - 4}" font-size="10" text-anchor="middle">{xlab}</text>')
+    out.append(f'<text x="{left + cols * c / 2}" y="{top + rows * c + 25}" font-size="10" '
+               f'text-anchor="middle">{xlab}</text>')
     if ylab:
         out.append(f'<text x="10" y="{top + rows * c / 2}" font-size="10" text-anchor="middle" '
                    f'transform="rotate(-90 10 {top + rows * c / 2})">{ylab}</text>')
-    # colour bar with the tolerance marked
-    bx, bh = left + cols * c + 12, max(rows * c, 60)
-    n = 24
+    # the colour bar: the graded part above the tolerance mark, one block of WITHIN below it
+    bx = left + cols * c + 12
+    graded = 0.7 * bh
+    n = 20
     for k in range(n):
-        u = 1 - (k + 0.5) / n
-        out.append(f'<rect x="{bx}" y="{top + k * bh / n:.1f}" width="10" height="{bh / n + 0.5:.1f}" '
-                   f'fill="{_color(u)}"/>')
-    for v, label in ((vmax, f"{vmax:.0f}"), (center, f"rtol 1e{center:.0f}"), (vmin, f"{vmin:.0f}")):
-        y = top + (1 - _norm(v, vmin, center, vmax)) * bh
+        v = vmax - (k + 0.5) / n * (vmax - center)
+        out.append(f'<rect x="{bx}" y="{top + k * graded / n:.1f}" width="10" height="{graded / n + 0.5:.1f}" '
+                   f'fill="{_color(v, center, vmax)}"/>')
+    out.append(f'<rect x="{bx}" y="{top + graded:.1f}" width="10" height="{bh - graded:.1f}" fill="{WITHIN}"/>')
+    for y, label in ((top, f"{round(vmax)}"), (top + graded, f"rtol 1e{round(center)}")):
         out.append(f'<line x1="{bx - 2}" x2="{bx + 12}" y1="{y:.1f}" y2="{y:.1f}" stroke="#000"/>'
                    f'<text x="{bx + 14}" y="{y + 3:.1f}" font-size="9">{label}</text>')
+    out.append(f'<text x="{bx + 14}" y="{top + (graded + bh) / 2 + 3:.1f}" font-size="9">within</text>')
     out.append(f'<text x="{bx}" y="{top - 4}" font-size="9">log10 rel</text>')
     out.append("</svg>")
     return "".join(out)

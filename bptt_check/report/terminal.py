@@ -1,5 +1,13 @@
 """The terminal: a progress bar over cases (rich), a compact table of the wrong cases, and for
-each the three lines that matter. :func:`show` re-renders any earlier ``report.json``."""
+each the lines that matter. :func:`show` re-renders any earlier ``report.json``.
+
+Made for an 80-column terminal: a wrong case prints one short line above the bar (at most
+:data:`BAR_LINES_LIMIT` of them, each cut to the width; the details come after the run), tables
+wrap only between words (a word too long for its column ends in "…", it is never split), and a
+command to paste is printed on a line of its own without a line break inserted (the terminal
+wraps it for the eye, a copy gives it back whole). Text from the user's code is shown through
+:func:`bptt_check.report.text.plain` (no escape sequences, no control characters).
+"""
 
 from __future__ import annotations
 
@@ -9,8 +17,9 @@ from typing import IO, Any
 
 from . import text as tx
 
-TABLE_LIMIT = 20     # rows of the wrong-case table
-LINES_LIMIT = 5      # wrong cases whose three lines are printed
+TABLE_LIMIT = 20      # rows of the wrong-case tables
+LINES_LIMIT = 5       # wrong cases whose lines are printed
+BAR_LINES_LIMIT = 10  # wrong cases printed above the progress bar as they come
 
 
 def console(file: IO[str] | None = None) -> Any:
@@ -32,8 +41,8 @@ def resolve_mode(mode: str, file: IO[str] | None = None) -> str:
 
 
 class CaseProgress:
-    """Feedback while cases run: a rich bar (wrong cases printed above it as they come), or one
-    summary line per case, or nothing."""
+    """Feedback while cases run: a rich bar (the first wrong cases printed above it, one short line
+    each, under a heading naming their target and spec), or one summary line per case, or nothing."""
 
     def __init__(self, total: int, *, mode: str = "auto", file: IO[str] | None = None) -> None:
         self.total = total
@@ -42,6 +51,7 @@ class CaseProgress:
         self.bad = 0
         self._progress: Any = None
         self._task: Any = None
+        self._group: tuple[str, str] | None = None
 
     def __enter__(self) -> CaseProgress:
         if self.mode == "bar":
@@ -58,10 +68,20 @@ class CaseProgress:
         bad = result.status in tx.BAD_STATUSES
         self.bad += bad
         if self.mode == "lines":
-            print(result.summary(), file=self.file, flush=True)
+            print(tx.plain(result.summary()), file=self.file, flush=True)
         elif self.mode == "bar":
-            if bad:
-                self._progress.console.print(result.summary(), style="red", markup=False, highlight=False)
+            if bad and self.bad <= BAR_LINES_LIMIT:
+                con = self._progress.console
+                group = (result.target, str(result.spec))
+                if group != self._group:
+                    self._group = group
+                    con.print(tx.plain(f"{result.target or '(Python API)'} [{result.spec}]"), style="bold",
+                              markup=False, highlight=False, no_wrap=True, overflow="ellipsis")
+                con.print("  " + tx.plain(result.summary(brief=True)), style="red", markup=False, highlight=False,
+                          no_wrap=True, overflow="ellipsis")
+                if self.bad == BAR_LINES_LIMIT:
+                    con.print("  … further wrong cases are counted on the bar; all are listed at the end",
+                              markup=False, highlight=False, no_wrap=True, overflow="ellipsis")
             self._progress.update(self._task, advance=1, bad=f"[red]{self.bad} wrong[/]" if self.bad else "")
 
     def __exit__(self, *exc: Any) -> None:
@@ -69,60 +89,81 @@ class CaseProgress:
             self._progress.__exit__(*exc)
 
 
-def print_failures(report: dict[str, Any], con: Any = None) -> None:
-    """The compact table of wrong cases, then the three lines of each of the first few."""
-    from rich.markup import escape
+# columns kept on one line (short, and splitting them helps nobody), and narrow number columns
+_NO_WRAP = ("case", "shapes", "cases", "passed", "failed", "error")
+_MAX_WIDTH = {"first bad step": 9, "fails from T": 6, "inconclusive": 12}
+
+
+def _table(title: str, columns: list[str]) -> Any:
     from rich.table import Table
+
+    table = Table(title=title, title_justify="left", show_lines=False, header_style="bold")
+    for col in columns:
+        # "ellipsis": wrap between words only; a word longer than its column is cut with "…", never split
+        table.add_column(col, overflow="ellipsis", no_wrap=col in _NO_WRAP, max_width=_MAX_WIDTH.get(col))
+    return table
+
+
+def print_failures(report: dict[str, Any], con: Any = None) -> None:
+    """The wrong cases: one compact table per target and spec, then the lines of each of the first few."""
+    from rich.markup import escape
+    from rich.padding import Padding
+    from rich.text import Text
 
     con = con or console()
     bad = tx.bad_cases(report)
     if not bad:
         return
-    table = Table(title=f"{len(bad)} wrong case{'s' if len(bad) != 1 else ''}", title_justify="left",
-                  show_lines=False, header_style="bold")
-    for col in ("case", "target", "spec", "shapes", "wrong", "first bad step", "fails from T"):
-        table.add_column(col, overflow="fold")
+    con.print(f"[bold]{len(bad)} wrong case{'s' if len(bad) != 1 else ''}[/]")
+    groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
     for c in bad[:TABLE_LIMIT]:
-        ev = c.get("evidence") or {}
-        what = tx.error_line(c) if c.get("status") in ("error", "timeout") else tx.grad_line(c)[7:]
-        first, sfl = ev.get("first_bad_step"), ev.get("shortest_failing_length")
-        table.add_row(str(c.get("index")), escape(c.get("target") or "-"), escape(tx.spec_text(c.get("spec", {}))),
-                      tx.shapes_text(c.get("shapes", {})), escape(what),
-                      "" if first is None else str(first), "" if sfl is None else str(sfl))
+        groups.setdefault((c.get("target") or "(Python API)", tx.spec_text(c.get("spec", {}))), []).append(c)
+    for (target, spec), cases in groups.items():
+        table = _table(escape(tx.plain(f"{target} [{spec}]")),
+                       ["case", "shapes", "wrong", "first bad step", "fails from T"])
+        for c in cases:
+            ev = c.get("evidence") or {}
+            what = tx.wrong_text(c)
+            first, sfl = ev.get("first_bad_step"), ev.get("shortest_failing_length")
+            table.add_row(str(c.get("index")), tx.case_shapes(c), escape(tx.plain(what)),
+                          "" if first is None else str(first), "" if sfl is None else str(sfl))
+        con.print(table)
     if len(bad) > TABLE_LIMIT:
-        table.caption = f"… and {len(bad) - TABLE_LIMIT} more in the report"
-    con.print(table)
+        con.print(f"… and {len(bad) - TABLE_LIMIT} more in the report", markup=False, highlight=False)
     for c in bad[:LINES_LIMIT]:
-        con.print(f"[bold red]{escape(tx.case_title(c))}[/]")
-        for line in tx.three_lines(c):
-            con.print("  " + line, markup=False, highlight=False)
-        if c.get("status") == "failed":
-            con.print("  reproduce: " + tx.reproduce_line(c), markup=False, highlight=False)
+        title, *lines = tx.failure_lines(c, report, shell=True)
+        con.print(f"[bold red]{escape(title)}[/]")
+        for line in lines:
+            if line.startswith(" ") and con.is_terminal:   # prose: wrapped between words, under its own indent
+                con.print(Padding(Text(line.lstrip(" ")), (0, 0, 0, len(line) - len(line.lstrip(" ")))))
+            elif line.startswith(" "):
+                con.print(line, markup=False, highlight=False)
+            else:      # a command to paste: one line, never broken (the terminal wraps it for the eye)
+                con.print(line, markup=False, highlight=False, soft_wrap=True)
     if len(bad) > LINES_LIMIT:
-        con.print(f"… {len(bad) - LINES_LIMIT} more wrong cases: see report.md / report.html")
+        con.print(f"… {len(bad) - LINES_LIMIT} more wrong cases: see report.md / report.html", markup=False,
+                  highlight=False)
 
 
 def print_report(report: dict[str, Any], con: Any = None) -> None:
     """A whole report in the terminal: header, groups, wrong cases, verdict."""
     from rich.markup import escape
-    from rich.table import Table
 
     con = con or console()
     ok = report.get("passed") and not report.get("interrupted")
     color = "green" if ok else "red"
     con.print(f"[bold {color}]bptt-check: {tx.verdict(report)}[/] — {escape(tx.counts_text(report))}")
-    con.print(f"command: {report.get('command') or '(Python API)'}", markup=False, highlight=False)
-    con.print(f"bptt-check {report.get('version', '')}, schema {report.get('schema')}, created "
-              f"{report.get('created', '?')}, seed {report.get('seed')}, oracles "
-              f"{', '.join(report.get('oracles', []))}", markup=False, highlight=False)
+    con.print(f"command: {tx.plain(report.get('command') or '(Python API)')}", markup=False, highlight=False,
+              soft_wrap=True)
+    con.print(tx.plain(f"bptt-check {report.get('version', '')}, schema {report.get('schema')}, created "
+                       f"{report.get('created', '?')}, seed {report.get('seed')}, oracles "
+                       f"{', '.join(str(o) for o in report.get('oracles', []))}"), markup=False, highlight=False)
     for line in tx.tolerance_lines(report):
         con.print("tolerances " + line, markup=False, highlight=False)
     gs = tx.groups(report)
-    table = Table(title="by target and spec", title_justify="left", header_style="bold")
-    for col in ("target", "spec", "cases", "passed", "failed", "inconclusive", "error"):
-        table.add_column(col, overflow="fold")
+    table = _table("by target and spec", ["target", "spec", "cases", "passed", "failed", "inconclusive", "error"])
     for t, s, n in gs[:40]:
-        table.add_row(escape(t or "-"), escape(s), str(sum(n.values())), str(n.get("passed", 0)),
+        table.add_row(escape(tx.plain(t or "-")), escape(tx.plain(s)), str(sum(n.values())), str(n.get("passed", 0)),
                       str(n.get("failed", 0)), str(n.get("inconclusive", 0)),
                       str(n.get("error", 0) + n.get("timeout", 0)))
     if len(gs) > 40:

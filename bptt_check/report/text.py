@@ -2,23 +2,25 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Sequence
 from typing import Any
 
 from ..model.names import ordered
-from ..model.reproducer import expression
-from ..model.spec import Spec
-from ..verdict.result import nothing_judged
+from ..model.reproducer import reproducer
+from ..model.spec import Spec, spec_line
+from ..runner.read import headline as finding_headline
+from ..verdict.pipeline import FAST_ORACLES
+from ..verdict.result import nothing_judged, plain, user_frame
 
 BAD_STATUSES = ("failed", "error", "timeout")
-
 
 def num(v: Any, digits: int = 3) -> str:
     """A number in a few significant digits; None (a nan in the JSON) as 'nan'."""
     if v is None:
         return "nan"
-    if isinstance(v, bool) or not isinstance(v, (int, float)):
-        return str(v)
+    if isinstance(v, bool) or not isinstance(v, (int, float)):     # a hand-edited report: never markup
+        return str(v) if re.fullmatch(r"[\w.+\- ]{0,40}", str(v)) else "?"
     if isinstance(v, int):
         return str(v)
     if v == 0:
@@ -50,20 +52,19 @@ def ranges(steps: Iterable[int]) -> str:
 
 def spec_text(spec: dict[str, Any]) -> str:
     """The one-line spec, as ``Spec.__str__`` writes it."""
-    parts = [spec.get("mode", "?")]
-    if spec.get("truncation", "none") != "none":
-        parts.append(spec["truncation"])
-    parts += [spec.get("activation", "?"), f"out={spec.get('output', '?')}", spec.get("loss", "?"),
-              spec.get("reduction", "?")]
-    if spec.get("bias") is False:
-        parts.append("no-bias")
-    if spec.get("dtype", "float64") != "float64":
-        parts.append(spec["dtype"])
-    return " ".join(parts)
+    return spec_line(spec)
 
 
 def shapes_text(shapes: dict[str, int]) -> str:
     return " ".join(f"{k}={v}" for k, v in shapes.items())
+
+
+def case_shapes(case: dict[str, Any]) -> str:
+    """A case's sizes, and the lengths of its sequences when the batch is padded."""
+    text = shapes_text(case.get("shapes") or {})
+    if case.get("lengths") is not None:
+        text += f" lengths=({','.join(str(n) for n in case['lengths'])})"
+    return text
 
 
 def case_id(case: dict[str, Any]) -> str:
@@ -115,6 +116,18 @@ def grad_line(case: dict[str, Any]) -> str:
     return "wrong: " + ", ".join(parts) if parts else "wrong: nothing"
 
 
+def _in_padding(case: dict[str, Any], name: str, index: Any) -> str:
+    """`` — a padded step`` when the element of dx lies in a sequence's padding (its gradient must be 0)."""
+    lengths = case.get("lengths")
+    if name != "x" or not lengths or not index or len(index) < 2:
+        return ""
+    t, b = int(index[0]), int(index[1])
+    if b < len(lengths) and t >= int(lengths[b]):
+        n = int(lengths[b])
+        return f" — a padded step: sequence {b} has {n} real step{'s' if n != 1 else ''}, so no loss depends on it"
+    return ""
+
+
 def worst_line(case: dict[str, Any]) -> str:
     """Line 2: the worst element of the worst gradient."""
     k = worst_grad(case)
@@ -127,8 +140,8 @@ def worst_line(case: dict[str, Any]) -> str:
     if rows:
         r = rows[0]
         return (f"worst: d{k}{idx(r['index'])} = {num(r['yours'], 6)}, reference {num(r['reference'], 6)} "
-                f"(abs {num(r['abs'])}, rel {num(r['rel'])}); ‖d{k}‖ rel err {num(g.get('norm_rel_err'))}, "
-                f"cosine {num(g.get('cosine'), 4)}")
+                f"(abs {num(r['abs'])}, rel {num(r['rel'])}){_in_padding(case, k, r['index'])}; "
+                f"‖d{k}‖ rel err {num(g.get('norm_rel_err'))}, cosine {num(g.get('cosine'), 4)}")
     return (f"worst: d{k}{idx(g.get('worst_index'))}: abs {num(g.get('max_abs_err'))}, "
             f"rel {num(g.get('max_rel_err'))}")
 
@@ -171,33 +184,78 @@ def diagnosis_lines(case: dict[str, Any], limit: int = 3) -> list[str]:
 
 
 def error_line(case: dict[str, Any]) -> str:
+    """``error: exception: IndexError: …`` (the kind once when it is the status: ``timeout: the backward …``)."""
     err = case.get("error") or {}
-    msg = (err.get("message") or "").strip().splitlines()
-    return f"{case.get('status')}: {err.get('kind', '?')}: {msg[-1] if msg else ''}"
+    kind = err.get("kind", "?")
+    said = finding_headline({**err, "message": plain(err.get("message") or "").strip()}) if err.get("message") else ""
+    return f"{case.get('status')}: " + ("" if kind == case.get("status") else f"{kind}: ") + said
+
+
+def wrong_text(case: dict[str, Any]) -> str:
+    """The "wrong" cell of a wrong-case table: the gradients and their counts, or the finding and where."""
+    if case.get("status") in ("error", "timeout"):
+        where = user_frame(case.get("error"))
+        return error_line(case) + (f" (at {plain(where[0])})" if where else "")
+    return grad_line(case).removeprefix("wrong: ")
+
+
+def frame_line(case: dict[str, Any]) -> str:
+    """Where the user's code raised (or was stopped): ``at my_rnn.py:29 in backward: return {…}``."""
+    where = user_frame(case.get("error"))
+    if not where:
+        return ""
+    return f"at {plain(where[0])}" + (f": {plain(where[1])}" if where[1] else "")
 
 
 def three_lines(case: dict[str, Any]) -> list[str]:
-    """What matters about a bad case, in three lines (plus diagnosis when present)."""
+    """What matters about a bad case, in three lines (plus diagnosis when present); no reproducer
+    (each renderer places :func:`reproducer_of` its own way)."""
     if case.get("status") in ("error", "timeout"):
-        lines = [error_line(case)]
-        rep = (case.get("evidence") or {}).get("reproducer") or {}
-        if rep.get("cli"):
-            lines.append(f"reproduce: {rep['cli']}")
-        return lines
+        return [error_line(case)] + [ln for ln in (frame_line(case),) if ln]
     lines = [grad_line(case), worst_line(case), time_line(case)]
     lines += [f"diagnosis: {d}" for d in diagnosis_lines(case, 1)]
-    return lines
+    return [plain(ln) for ln in lines]
 
 
-def reproduce_line(case: dict[str, Any]) -> str:
-    rep = (case.get("evidence") or {}).get("reproducer") or {}
-    if rep.get("cli"):
-        return rep["cli"]
+def reproducer_of(case: dict[str, Any], report: dict[str, Any] | None = None) -> dict[str, Any] | None:
+    """The case's reproducer (``python``, ``oneline``, ``cli``, ``note``): the one its evidence holds, else
+    built by :func:`bptt_check.model.reproducer.reproducer` from the case's spec, seed, index and
+    target and the run's oracles (an error or a timeout has no evidence). None for a hand-edited spec."""
+    rep = (case.get("evidence") or {}).get("reproducer")
+    if rep and rep.get("python") and "oneline" in rep:
+        return rep
     try:
         spec = Spec.from_dict(case.get("spec") or {})
-    except Exception:   # a hand-edited report: say what can be said
-        return f"bptt_check.draw_case(<the case's spec>, seed={case.get('seed')}, index={case.get('index')})"
-    return expression(spec, case.get("seed", 0), case.get("index", 0))
+        seed, index = int(case.get("seed", 0)), int(case.get("index", 0))
+    except Exception:   # a hand-edited report: nothing runnable can be said
+        return None
+    oracles = tuple((report or {}).get("oracles") or ()) or ("autograd", "directional")
+    fast = oracles == tuple(FAST_ORACLES)
+    return reproducer(spec, seed, index, str(case.get("target") or ""), oracles, fast=fast)
+
+
+def reproduce_line(case: dict[str, Any], report: dict[str, Any] | None = None) -> str:
+    """The one line that re-runs the case: the shell command when there is one, else one line of Python."""
+    rep = reproducer_of(case, report)
+    if rep is None:
+        return f"(the case's spec cannot be read; seed {case.get('seed')}, index {case.get('index')})"
+    return plain(rep.get("cli") or rep["oneline"])
+
+
+def failure_lines(case: dict[str, Any], report: dict[str, Any] | None = None, shell: bool = False) -> list[str]:
+    """A bad case in plain text: a title, its indented lines, then how to reproduce it: a label line and
+    the command on a line of its own, not indented (``shell``: the shell line where there is one, as the
+    terminal prints it; else the one line of Python, as :meth:`bptt_check.Report.summary` prints it)."""
+    out = [plain(case_title(case))] + ["  " + ln for ln in three_lines(case)]
+    rep = reproducer_of(case, report)
+    if rep is not None:
+        if shell and rep.get("cli"):
+            out += ["  reproduce in a shell:", plain(rep["cli"])]
+        else:
+            out += ["  reproduce in Python:", plain(rep["oneline"])]
+            if rep.get("note") and not rep.get("cli"):
+                out.append(f"  ({plain(rep['note'])})")
+    return out
 
 
 def bad_cases(report: dict[str, Any]) -> list[dict[str, Any]]:
@@ -215,18 +273,47 @@ def groups(report: dict[str, Any]) -> list[tuple[str, str, dict[str, int]]]:
 
 
 def verdict(report: dict[str, Any]) -> str:
+    """OK, WRONG GRADIENTS, BACKWARD ERRORS (it misbehaved, no gradient was compared wrong), NOTHING JUDGED
+    (every case inconclusive) or INTERRUPTED."""
     if report.get("interrupted"):
         return "INTERRUPTED"
     if nothing_judged(report.get("counts", {})):
         return "NOTHING JUDGED"               # every case inconclusive: not a pass, and nothing wrong either
-    return "OK" if report.get("passed") else "WRONG GRADIENTS"
+    if report.get("passed"):
+        return "OK"
+    n = report.get("counts", {})
+    if not n.get("failed") and (n.get("error") or n.get("timeout")):
+        return "BACKWARD ERRORS"
+    return "WRONG GRADIENTS"
 
 
 def counts_text(report: dict[str, Any]) -> str:
     n = report.get("counts", {})
-    total = len(report.get("cases", []))
+    total = sum(n.values()) if n else len(report.get("cases", []))
     parts = [f"{v} {k}" for k, v in n.items() if v or k in ("passed", "failed")]
-    return f"{total} cases: " + ", ".join(parts) + f" in {num(report.get('seconds', 0.0))} s"
+    return f"{total} cases, " + ", ".join(parts) + f" in {float(report.get('seconds') or 0.0):.2f}s"
+
+
+def headline(report: dict[str, Any]) -> str:
+    """``WRONG GRADIENTS: 20 cases, 0 passed, 20 failed in 2.08s``."""
+    line = f"{verdict(report)}: {counts_text(report)}"
+    if verdict(report) == "NOTHING JUDGED":
+        line += " — every case was inconclusive, so nothing was verified"
+        first = next(iter(report.get("cases") or []), None)
+        if first and first.get("notes"):
+            line += f"; case {first.get('index')}: {plain(first['notes'][0])}"
+    return line
+
+
+def summary_lines(report: dict[str, Any], limit: int = 5) -> list[str]:
+    """The run in plain text: the headline, then what is wrong and where for the first ``limit`` bad cases."""
+    bad = bad_cases(report)
+    out = [headline(report)]
+    for c in bad[:limit]:
+        out += failure_lines(c, report)
+    if len(bad) > limit:
+        out.append(f"… and {len(bad) - limit} more wrong case(s)")
+    return out
 
 
 def tolerance_lines(report: dict[str, Any]) -> list[str]:

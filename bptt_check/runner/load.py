@@ -7,60 +7,26 @@ required arguments that returns one (a factory), which :func:`resolve` calls.
 
 from __future__ import annotations
 
-import importlib
-import importlib.util
 import inspect
-import os
-import sys
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 from ..errors import UsageError
+from ..importer import import_object
 from .adapters import Adapted
 
 
 def load_target(text: str) -> Callable[..., Any]:
     """Load ``path/to/file.py:function`` or ``package.module:function``."""
-    where, sep, attr = text.rpartition(":")
-    if not sep or not where or not attr:
-        raise UsageError(f"TARGET {text!r} must be path/to/file.py:function or package.module:function")
-    if where.endswith(".py") or os.sep in where or "/" in where:
-        path = Path(where)
-        if not path.is_file():
-            raise UsageError(f"TARGET file {where!r} does not exist (cwd: {os.getcwd()})")
-        name = f"_bptt_target_{path.stem}"
-        spec = importlib.util.spec_from_file_location(name, path)
-        if spec is None or spec.loader is None:
-            raise UsageError(f"cannot load {where!r} as a Python module")
-        module = importlib.util.module_from_spec(spec)
-        sys.path.insert(0, str(path.resolve().parent))
-        try:
-            sys.modules[name] = module
-            spec.loader.exec_module(module)
-        except (Exception, SystemExit) as exc:
-            sys.modules.pop(name, None)
-            raise UsageError(f"importing {where!r} failed: {type(exc).__name__}: {exc}") from exc
-    else:
-        if os.getcwd() not in sys.path:
-            sys.path.insert(0, os.getcwd())
-        try:
-            module = importlib.import_module(where)
-        except ModuleNotFoundError as exc:
-            if exc.name and where.startswith(exc.name):
-                raise UsageError(f"no module named {where!r} (is it installed, or on PYTHONPATH?)") from exc
-            raise UsageError(f"importing {where!r} failed: ModuleNotFoundError: {exc}") from exc
-        except (Exception, SystemExit) as exc:
-            raise UsageError(f"importing {where!r} failed: {type(exc).__name__}: {exc}") from exc
-    try:
-        fn = getattr(module, attr)
-    except AttributeError:
-        public = sorted(n for n in vars(module) if callable(getattr(module, n)) and not n.startswith("_"))
-        raise UsageError(f"{where!r} has no attribute {attr!r}; "
-                         f"callables there: {', '.join(public) or 'none'}") from None
+    fn = load_object(text)
     if not callable(fn):
         raise UsageError(f"{text!r} is a {type(fn).__name__}, not a function")
     return fn
+
+
+def load_object(text: str) -> Any:
+    """Load the object ``path/to/file.py:NAME`` or ``package.module:NAME`` names (a TARGET, a cell)."""
+    return import_object(text)
 
 
 def _no_required_args(fn: Any) -> bool:

@@ -7,7 +7,7 @@ step…). Plain data in, plain data out: nothing here calls the user's code (``t
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -34,13 +34,26 @@ def finding(kind: str, message: str, keys: list[str] | tuple[str, ...] = (), cau
     return out
 
 
+HINT = "hint:"        # a line of a finding's message that says what to try
+
+
+def tie_hint(case: Case) -> str | None:
+    """On a case with I ≠ O, the likeliest reason for a shape error in code written for one vocabulary."""
+    if case.I == case.O or {"I", "O"} <= set(case.spec.tie):
+        return None
+    return (f"{HINT} this case has I = {case.I} ≠ O = {case.O}: does your code assume I = O? tie them: "
+            "tie=('I', 'O') (--tie I,O), one vocabulary in and out")
+
+
 def headline(error: dict[str, Any]) -> str:
     """One line for an error finding: an exception's last line, else the message's first line."""
     lines = [ln.strip() for ln in str(error.get("message", "")).splitlines() if ln.strip()]
+    hints = [ln for ln in lines if ln.startswith(HINT)]
+    lines = [ln for ln in lines if not ln.startswith(HINT)]
     if not lines:
         return str(error.get("kind", ""))
     if error.get("kind") == "exception":
-        return lines[-1]
+        return lines[-1] + "".join(f" — {h[len(HINT):].strip()}" for h in hints)
     if len(lines) > 1 and lines[0].endswith("raised:"):
         return lines[0] + " " + lines[-1]
     return lines[0]
@@ -162,6 +175,10 @@ def _hint_text(key: str, got: tuple[int, ...], want: tuple[int, ...], case: Case
         return "a scalar where an array is expected"
     if size == int(np.prod(want)):
         return "same number of elements, different layout (reshaped?)"
+    swapped = {case.I: case.O, case.O: case.I}
+    if case.I != case.O and len(got) == len(want) and tuple(swapped.get(s, s) for s in want) == got:
+        return (f"sized with O = {case.O} where I = {case.I} belongs, or the other way round: does your code assume "
+                "I = O? tie them: tie=('I', 'O') (--tie I,O)")
     return ""
 
 
@@ -224,10 +241,12 @@ def _non_finite(key: str, arr: np.ndarray, finite: np.ndarray, case: Case) -> st
     return msg
 
 
-def read_result(res: _Result, case: Case, expected: Mapping[str, tuple[int, ...]]
+def read_result(res: _Result, case: Case, expected: Mapping[str, tuple[int, ...]],
+                optional: Iterable[str] = ("x",)
                 ) -> tuple[dict[str, np.ndarray] | None, dict[str, Any] | None, list[str]]:
-    """Check a result against the protocol (``expected``: name -> shape; ``x`` optional): the gradients,
-    or the error finding, and notes."""
+    """Check a result against the protocol (``expected``: name -> shape; the ``optional`` ones, ``x``
+    by default, may be left out): the gradients, or the error finding, and notes."""
+    optional = set(optional)
     notes: list[str] = []
     if not res.mapping:
         msg = f"the backward returned {res.type_name}, expected a mapping {{'W': dW, 'U': dU, ...}}"
@@ -253,7 +272,7 @@ def read_result(res: _Result, case: Case, expected: Mapping[str, tuple[int, ...]
             got[key] = value
         else:
             extra.append(key if isinstance(key, str) else repr(key))
-    missing = [k for k in expected if k != "x" and k not in got]
+    missing = [k for k in expected if k not in optional and k not in got]
     renamed = [k for k in (*missing, "x") if "d" + k in extra and k not in got]
     if renamed:   # dW for W: one finding, not two
         pairs = ", ".join(f"{'d' + k!r} for {k!r}" for k in renamed)

@@ -24,7 +24,7 @@ import numpy as np
 from ..model.cases import Case
 from .adapters import Adapted, Lowered
 from .call import DEFAULT_TIMEOUT, limit, run_limited, timeout_message, user_frames
-from .read import compare_repeat, finding, materialize, mutations, read_result
+from .read import compare_repeat, finding, materialize, mutations, read_result, tie_hint
 
 Backward = Callable[..., Mapping[str, Any]]
 PROTOCOL_CALL = "backward(params, x, y) or backward(params, x, y, spec)"
@@ -61,42 +61,72 @@ class CallOutcome:
 
 def wants_spec(fn: Callable[..., Any]) -> bool:
     """Whether the backward takes the spec (a parameter named ``spec``, or ``**kwargs``)."""
+    return takes(fn, "spec")
+
+
+def takes(fn: Callable[..., Any], name: str) -> bool:
+    """Whether ``fn`` has a parameter called ``name`` (or ``**kwargs``)."""
     try:
-        return _wants_spec_cached(fn)
+        return _takes_cached(fn, name)
     except TypeError:                                # an unhashable callable
-        return _wants_spec(fn)
+        return _takes(fn, name)
 
 
 @functools.lru_cache(maxsize=256)
-def _wants_spec_cached(fn: Callable[..., Any]) -> bool:
-    return _wants_spec(fn)
+def _takes_cached(fn: Callable[..., Any], name: str) -> bool:
+    return _takes(fn, name)
 
 
-def _wants_spec(fn: Callable[..., Any]) -> bool:
+def _takes(fn: Callable[..., Any], name: str) -> bool:
     try:
         sig = inspect.signature(fn)
     except (TypeError, ValueError):
         return False
-    return "spec" in sig.parameters or any(
+    return name in sig.parameters or any(
         p.kind is inspect.Parameter.VAR_KEYWORD for p in sig.parameters.values())
 
 
-def signature_problem(fn: Any) -> str | None:
-    """Why ``fn`` cannot be called in the canonical protocol, or None (also when it cannot be told)."""
+def keywords(fn: Callable[..., Any], case: Case) -> dict[str, Any]:
+    """The keyword arguments a plain backward gets: ``spec`` and, for a padded batch, ``lengths``."""
+    out: dict[str, Any] = {}
+    if takes(fn, "spec"):
+        out["spec"] = case.spec
+    if case.lengths is not None and takes(fn, "lengths"):
+        out["lengths"] = case.lengths.copy()
+    return out
+
+
+def signature_problem(fn: Any, *, lengths: bool = False) -> str | None:
+    """Why ``fn`` cannot be called in the canonical protocol, or None (also when it cannot be told).
+
+    ``lengths``: the cases are padded batches (``Spec.lengths``), passed as ``lengths=``.
+    """
     if not callable(fn):
         return f"the backward must be callable, got {type(fn).__name__}"
     try:
         sig = inspect.signature(fn)
     except (TypeError, ValueError):
         return None
+    name = getattr(fn, "__qualname__", repr(fn))
+    if lengths and not isinstance(fn, Adapted) and not takes(fn, "lengths"):
+        return (f"{name}{sig} has no parameter named 'lengths': with lengths=True (--lengths) every case is "
+                "a padded batch, and your backward receives the per-sequence lengths as lengths=<int array (B,)>")
     args: tuple[Any, ...] = ({}, None, None)
-    kwargs = {"spec": None} if wants_spec(fn) else {}
+    kwargs = {k: None for k in ("spec", "lengths") if (k == "spec" or lengths) and takes(fn, k)}
     try:
         sig.bind(*args, **kwargs)
     except TypeError as exc:
-        name = getattr(fn, "__qualname__", repr(fn))
-        return f"{name}{sig} cannot be called as {PROTOCOL_CALL} ({exc})"
+        hint = (" (a required 'lengths' parameter: run with lengths=True / --lengths)"
+                if "lengths" in sig.parameters and not lengths else "")
+        return f"{name}{sig} cannot be called as {PROTOCOL_CALL} ({exc}){hint}"
     return None
+
+
+def _shape_error(exc: BaseException) -> bool:
+    """An exception that says two arrays' shapes do not fit."""
+    text = str(exc).lower()
+    return isinstance(exc, (ValueError, IndexError, RuntimeError, KeyError)) and any(
+        w in text for w in ("shape", "broadcast", "align", "size", "dimension", "out of bounds", "mat1"))
 
 
 def _inputs(case: Case) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray]:
@@ -112,7 +142,6 @@ class Target:
         self.backward = backward
         self.adapted: Adapted | None = backward if isinstance(backward, Adapted) else None
         self.timeout = limit(timeout)
-        self._spec = self.adapted is None and wants_spec(backward)
 
     # ------------------------------------------------------------ what the layout implies
 
@@ -144,8 +173,8 @@ class Target:
     def notes(self, case: Case, ref: Mapping[str, Any]) -> list[str]:
         return self.adapted.notes(case, ref) if self.adapted else []
 
-    def locate(self, failed: Mapping[str, Any]) -> list[str]:
-        return self.adapted.locate(failed) if self.adapted else []
+    def locate(self, case: Case, failed: Mapping[str, Any]) -> list[str]:
+        return self.adapted.locate(case, failed) if self.adapted else []
 
     # ------------------------------------------------------------ calling
 
@@ -153,20 +182,21 @@ class Target:
         params, x, y = _inputs(case)
         passed = (dict(params), params, x, y)
         fn, adapted, spec = self.backward, self.adapted, case.spec
+        kw = {} if adapted is not None else keywords(fn, case)
 
         def body() -> Any:
             if adapted is not None:
-                out = adapted.run(params, x, y, spec)
+                out = adapted.run(params, x, y, spec, case.lengths)
                 return Lowered(materialize(out.grads), out.loss, out.source)
-            out = fn(params, x, y, spec=spec) if self._spec else fn(params, x, y)
-            return materialize(out)
+            return materialize(fn(params, x, y, **kw))
 
         return run_limited(body, self.timeout), passed
 
     def _read(self, value: Any, case: Case) -> tuple[Any, Any, list[str], Any]:
         lowered = value if isinstance(value, Lowered) else None
         result = lowered.grads if lowered else value
-        grads, error, notes = read_result(result, case, self.expected(case))
+        grads, error, notes = read_result(result, case, self.expected(case),
+                                           self.adapted.optional() if self.adapted else ("x",))
         return grads, error, notes, lowered
 
     def call(self, case: Case, *, repeat: bool = False) -> CallOutcome:
@@ -190,7 +220,9 @@ class Target:
                                + "; ".join(said) + " (work on copies: the caller's arrays must stay as they were)",
                                which)
         if raw.exc is not None:
-            out.error = finding("exception", user_frames(raw.exc, PROTOCOL))
+            message = user_frames(raw.exc, PROTOCOL)
+            hint = tie_hint(case) if _shape_error(raw.exc) else None
+            out.error = finding("exception", message + (f"\n{hint}" if hint else ""))
             if mutation:
                 out.notes.append("also: " + mutation["message"])
             return out
@@ -241,10 +273,8 @@ def invoke(backward: Backward, case: Case, *, timeout: float | None = DEFAULT_TI
 def call_backward(backward: Backward, case: Case) -> Any:
     """Call a plain backward in the canonical protocol on copies of the case's arrays (no limit, no checks)."""
     params, x, y = _inputs(case)
-    if wants_spec(backward):
-        return backward(params, x, y, spec=case.spec)
-    return backward(params, x, y)
+    return backward(params, x, y, **keywords(backward, case))
 
 
-__all__ = ["Target", "CallOutcome", "invoke", "call_backward", "wants_spec", "signature_problem", "Backward",
-           "PROTOCOL", "PROTOCOL_CALL"]
+__all__ = ["Target", "CallOutcome", "invoke", "call_backward", "wants_spec", "takes", "keywords",
+           "signature_problem", "Backward", "PROTOCOL", "PROTOCOL_CALL"]

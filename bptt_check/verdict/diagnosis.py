@@ -45,14 +45,13 @@ from ..model.backprop import (
     RIGHT,
     Knobs,
     backprop,
-    last_step_only_windows,
     never_visiting,
-    target_every_step_windows,
     variant_grads,
 )
+from ..model.cell import Term, cell_of, summed
 from ..model.compare import GradResult, compare
 from ..model.forward import forward
-from ..model.functions import loss_scale
+from ..model.functions import loss_scale, loss_weights
 from ..model.names import ordered
 from ..model.spec import TRUNCATION_KINDS, Truncation, Window
 from ..model.tolerance import Tolerance, scale_of, within
@@ -69,15 +68,25 @@ CODES = (
     "stale_accumulation",
     "loss_gradient_mismatch",
     "h0_gradient_missing",
+    "c0_gradient_missing",
     "initial_state_wrong",
     "missing_first_step",
     "missing_last_step",
     "state_off_by_one",
+    "forget_gate_missing",
+    "cell_tanh_derivative_missing",
+    "gate_order",
+    "gru_z_convention",
+    "gru_reset_convention",
+    "gru_reset_path_dropped",
+    "gru_reset_factor_missing",
+    "gru_bias_outside_reset",
     "transposed",
     "input_recurrent_swapped",
     "batch_not_summed",
     "scaled",
     "clipped",
+    "lengths_ignored",
     "loss_at_last_step_only",
     "loss_at_every_step",
     "no_recurrent_flow",
@@ -111,6 +120,20 @@ class Finding:
         if self.step is not None:
             out["step"] = int(self.step)
         return out
+
+
+def describe_lengths(lengths: Any, T: int) -> str:
+    """``lengths (3, 5, 2) of T = 5``: a padded batch in a few words."""
+    return f"lengths ({', '.join(str(int(n)) for n in np.asarray(lengths))}) of T = {T}"
+
+
+def moved_input(contrib: Any, old: Array, new: Array) -> tuple[Term, ...]:
+    """The terms of a step's contribution whose input is the state ``old``, with ``new − old`` as their input:
+    what taking ``new`` where ``old`` belongs adds to the gradient (any cell: its terms say their inputs)."""
+    if not isinstance(contrib, tuple):
+        return ()
+    return tuple(Term(t.delta, new - old, t.rows) for t in contrib
+                 if t.input is not None and np.shape(t.input) == np.shape(old) and np.array_equal(t.input, old))
 
 
 def _verb(ns: list[str], one: str, many: str) -> str:
@@ -332,7 +355,9 @@ class _Diagnosis:
 
     def windows_variant(self, windows: tuple[Window, ...]) -> dict[str, Array]:
         """The right gradient over other windows (the trace is computed once for every schedule tried)."""
-        return self.lower(backprop(self.trace, self._y(), self.case.spec, RIGHT, windows=windows))
+        case = self.case
+        weights = loss_weights(case.spec, case.T, case.B, case.lengths)
+        return self.lower(backprop(self.trace, self._y(), case.spec, RIGHT, windows=windows, weights=weights))
 
     def add(self, code: str, fit: float, message: str, grads: list[str] | tuple[str, ...] = (),
             step: int | None = None) -> None:
@@ -450,19 +475,22 @@ class _Diagnosis:
         if T < 2:
             return
         h = tr.states[0]
-        first: dict[str, Array] = {}
+        case = self.case
+        right = variant_grads(case)
+        moved: dict[str, Array] = {}
 
         def visit(w: Window, t: int, dstate: Any, contrib: Any) -> None:
             if t != 0 or contrib is None:
                 return
-            for name, (delta, inp) in contrib.items():
-                if inp is not None and np.shape(inp) == h[0].shape and np.array_equal(inp, h[0]):
-                    first[name] = first.get(name, 0.0) + delta        # summed over the windows holding t = 0
+            for name, c in contrib.items():
+                terms = moved_input(c, h[0], h[T])
+                if terms and name in right:          # summed over the windows holding t = 0
+                    moved[name] = moved.get(name, right[name]) + summed(terms, right[name].shape)
 
-        right = backprop(tr, self._y(), self.case.spec, RIGHT, visit=visit)
-        if not first:
+        backprop(tr, self._y(), case.spec, RIGHT, weights=loss_weights(case.spec, T, case.B, case.lengths),
+                 visit=visit, accumulate=False)
+        if not moved:
             return
-        moved = {n: right[n] + np.asarray(d).T @ (h[T] - h[0]) for n, d in first.items()}
         fit, explained = self.s.local(self.lower({**right, **moved}))
         if explained:
             self.add("initial_state_wrong", fit,
@@ -510,14 +538,15 @@ class _Diagnosis:
 
     def zeros(self) -> None:
         s, say = self.s, self.say
-        if "h0" in s.failed and s.fit_one("h0", np.zeros_like(s.ref["h0"])) >= 0.9:
-            fit = s.mean({"h0": s.fit_one("h0", np.zeros_like(s.ref["h0"]))})
-            self.add("h0_gradient_missing", fit,
-                     f"{say.grad('h0')} is zero: the gradient flowing into the initial state "
-                     f"({say.flow('U', into='dh_{−1}', delta='dĥ_0')}) is never returned"
-                     + ("" if len(s.failed) == 1 else f"; other gradients are wrong too ({say.grads(s.failed)})"),
-                     ["h0"])
-        others = {n: np.zeros_like(s.ref[n]) for n in s.failed if n != "h0"}
+        for name, what in (("h0", f"the initial state ({say.flow('U', into='dh_{−1}', delta='dĥ_0')})"),
+                           ("c0", "the initial cell state (dc_{−1} = dc_0 ⊙ f_0)")):
+            fit = s.fit_one(name, np.zeros_like(s.ref[name])) if name in s.failed else 0.0
+            if fit >= 0.9:
+                self.add(f"{name}_gradient_missing", s.mean({name: fit}),
+                         f"{say.grad(name)} is zero: the gradient flowing into {what} is never returned"
+                         + ("" if len(s.failed) == 1 else f"; other gradients are wrong too ({say.grads(s.failed)})"),
+                         [name])
+        others = {n: np.zeros_like(s.ref[n]) for n in s.failed if n not in ("h0", "c0")}
         fit, explained = s.local(others)
         if explained:
             self.add("gradient_zero", fit, f"{say.grads(explained)} {'are' if len(explained) > 1 else 'is'} "
@@ -572,6 +601,12 @@ class _Diagnosis:
     def flow(self) -> None:
         case, s, say = self.case, self.s, self.say
         spec = case.spec
+        cell = cell_of(spec)
+        for knob, code, msg in cell.mistakes():       # the mistakes a backward of this very cell makes
+            v = self.variant(Knobs(cell=knob))
+            if v:
+                fit, explained = s.joint(v)
+                self.add(code, fit, msg, explained)
         for recur, code, msg in (
             ("UT", "transposed", f"the recurrent flow uses {say.used('U', True)} where {say.used('U')} belongs: "
                                  f"{say.flow('U', True)} instead of {say.flow('U')}"),
@@ -595,7 +630,7 @@ class _Diagnosis:
                      + ("" if say.renamed else " (the seed 001 naming)"), explained)
         act = spec.activation
         form = {"tanh": "1 − h²", "sigmoid": "h(1 − h)", "relu": "[h > 0]"}.get(act, "1")
-        if act != "identity":
+        if act != "identity" and cell.name == "rnn":
             for dact, msg in (
                 ("formula_on_pre", f"{act}′ written as {form} but fed the pre-activation ĥ_t instead of h_t"),
                 ("at_output", f"{act}′ evaluated at the output h_t = {act}(ĥ_t) instead of at ĥ_t"),
@@ -628,20 +663,40 @@ class _Diagnosis:
         if T < 2:
             return
         if spec.mode == "many-to-many":
-            windows = last_step_only_windows(case)
             for sc in {loss_scale(spec, T, B), loss_scale(spec.replace(mode="many-to-one"), T, B)}:
-                fit, explained = s.joint(self.variant(Knobs(windows=windows, scale=sc)))
+                fit, explained = s.joint(self.variant(Knobs(mode="many-to-one", scale=sc)))
                 self.add("loss_at_last_step_only", fit,
                          "only the loss at the last step is back-propagated (many-to-one), but the spec "
                          "is many-to-many: the output-layer gradient is missing at the intermediate steps", explained)
         else:
-            windows = target_every_step_windows(case)
             base = loss_scale(spec, T, B)
             for sc in {base, base / T}:
-                fit, explained = s.joint(self.variant(Knobs(windows=windows, scale=sc)))
+                fit, explained = s.joint(self.variant(Knobs(mode="many-to-many", scale=sc)))
                 self.add("loss_at_every_step", fit,
                          "a loss is back-propagated at every step (many-to-many, the target reused), but the "
                          "spec is many-to-one: only the last step has a loss", explained)
+
+    def lengths(self) -> None:
+        """A padded batch treated as full-length sequences: the many-to-one loss read at T − 1 (in the
+        padding), or the many-to-many losses of padded steps counted."""
+        case = self.case
+        if case.lengths is None or int(np.min(case.lengths)) >= case.T:
+            return
+        fit, explained = self.s.joint(self.variant(Knobs(ignore_lengths=True)))
+        if case.spec.mode == "many-to-many" and case.spec.reduction == "mean":
+            # the padded steps' losses counted, divided by the number of real ones (a token mean)
+            token = 1.0 / float(np.sum(case.lengths))
+            fit2, explained2 = self.s.joint(self.variant(Knobs(ignore_lengths=True, scale=token)))
+            if fit2 > fit:
+                fit, explained = fit2, explained2
+        short = describe_lengths(case.lengths, case.T)
+        if case.spec.mode == "many-to-one":
+            msg = (f"the loss of every sequence is read at the last step T − 1 = {case.T - 1}, in the padding of "
+                   f"the shorter sequences ({short}): each sequence's loss belongs at its own last step ℓ − 1")
+        else:
+            msg = (f"losses at padded steps are counted ({short}): sequence b has losses only at t < ℓ_b "
+                   "(mask the loss, and its gradient, with the lengths)")
+        self.add("lengths_ignored", fit, msg, explained)
 
     def truncation(self) -> None:
         """Another schedule that fits: the spec's neighbours first, then — when nothing else explains the case
@@ -653,7 +708,7 @@ class _Diagnosis:
         tried = 0
         for alt in _truncation_candidates(case, every_family=wide):
             try:
-                windows = tuple(spec.replace(truncation=alt).windows(T))
+                windows = tuple(spec.replace(truncation=alt).windows(T, case.lengths))
             except Exception:  # noqa: BLE001 - a candidate the spec rejects is simply skipped
                 continue
             if windows in seen or not windows:
@@ -716,8 +771,8 @@ class _Diagnosis:
         if not self.s.failed:
             return []
         for step in (self.stale, self.zeros, self.initial_state, self.dropped_steps, self.state_shift,
-                     self.transposed, self.swapped_returns, self.batch, self.scaled, self.clipped, self.loss_steps,
-                     self.flow, self.truncation, self.precision):
+                     self.transposed, self.swapped_returns, self.batch, self.scaled, self.clipped, self.lengths,
+                     self.loss_steps, self.flow, self.truncation, self.precision):
             step()
         order = {c: i for i, c in enumerate(CODES)}
         kept = [f for f in self.found.values() if f.fit >= MIN_FIT]

@@ -33,6 +33,7 @@ import numpy as np
 
 from ..model.backprop import backprop
 from ..model.cases import Case
+from ..model.cell import summed
 from ..model.forward import forward
 from ..model.functions import loss_scale
 from ..model.reproducer import reproducer
@@ -41,6 +42,7 @@ from ..model.tolerance import Tolerance, allowed, floor_of, scale_of
 from ..oracles import get_oracle
 from ..runner.adapters import CANONICAL_NOTATION, Notation
 from ..runner.target import Target
+from .diagnosis import moved_input
 
 EVIDENCE_LIMIT = 25      # failed cases per run that get the full (prefix) evidence
 HEATMAP_SIDE = 48        # error maps are max-pooled to at most this many cells per axis
@@ -265,6 +267,8 @@ def temporal_map(case: Case, got: Mapping[str, np.ndarray], ref_grads: Mapping[s
         "windows": [{"start": w.start, "losses": list(w.losses)} for w in windows],
         "mask": mask.tolist(),
         "loss_steps": sorted({t for w in windows for t in w.losses}),
+        # a padded batch: steps at or after a sequence's length are its padding
+        "sequence_lengths": None if case.lengths is None else [int(n) for n in case.lengths],
     }
     cells = _u_cells(case, mask)
     if cells is not None:
@@ -332,19 +336,19 @@ def _u_cells(case: Case, mask: np.ndarray) -> tuple[np.ndarray, dict[str, tuple[
     for t in sorted(starts):
         cells: dict[int, np.ndarray] = {}
 
-        deltas: dict[int, np.ndarray] = {}
+        deltas: dict[int, Any] = {}
 
         def visit(w: Window, s: int, dstate: Any, contrib: Any, cells: dict[int, np.ndarray] = cells,
-                  deltas: dict[int, np.ndarray] = deltas) -> None:
+                  deltas: dict[int, Any] = deltas) -> None:
             if contrib is not None:
-                delta, inp = contrib["U"]
-                cells[s] = delta.T @ inp               # the gradient of E_t reaching step s
-                deltas[s] = delta
+                cells[s] = summed(contrib["U"], (Hout, Hin))     # the gradient of E_t reaching step s
+                deltas[s] = contrib["U"]
 
-        backprop(tr, y, spec, windows=[Window(0, (t,))], visit=visit, accumulate=False)
-        if mask[t, 0] and 0 in deltas and T > 1:
+        backprop(tr, y, spec, windows=[Window(0, (t,))], weights=case.weights, visit=visit, accumulate=False)
+        moved = moved_input(deltas[0], tr.states[0][0], tr.states[0][T]) if mask[t, 0] and 0 in deltas and T > 1 else ()
+        if moved:
             # the step-0 term taken from the last state h_{T−1} instead of h0 (a state list without h0)
-            wrapped += mask[t, 0] * deltas[0].T @ (tr.states[0][T] - tr.states[0][0])
+            wrapped += mask[t, 0] * summed(moved, (Hout, Hin))
         for s, C in cells.items():
             norms[t, s] = np.linalg.norm(C)
             if mask[t, s]:
@@ -453,6 +457,8 @@ def _observed_dx_cells(case: Case, prefix: dict[str, Any], got: Mapping[str, np.
     """
     arrays = prefix.get("_arrays") or {}
     T = case.T
+    if case.lengths is not None:
+        return None                     # a padded batch's prefixes are not increments of one another
     if "x" not in got or any(arrays.get(L) is None or "x" not in arrays[L][0] for L in range(1, T + 1)):
         return None
     spec = case.spec

@@ -91,8 +91,9 @@ def judge(case: Case, got: Mapping[str, Array], ref: Mapping[str, Array], error:
         j.precision_note = float32_note(case.T, tol)
     j.unjudged = set(unjudgeable(dict(ref), j.allowance))
     found = kink_elements(case) if kinks is None else kinks
-    names = [n for n in ordered(ref) if not (n == "x" and "x" not in got)]   # dL/dx is optional in the protocol
-    for name in names:
+    for name in ordered(ref):
+        if name not in got and name not in case.params:
+            continue   # dL/dx is optional in the protocol, as is an unused parameter's (zero) gradient
         shape = np.shape(ref[name])
         kink = np.asarray(found.get(name, np.zeros(shape, dtype=bool)))
         if kink.shape != shape:

@@ -39,7 +39,7 @@ from . import fast as fast_mode
 from . import settle
 from .consensus import Reference, reference
 from .judge import Judgement, judge
-from .precision import Lower, rounding_allowance
+from .precision import rounding_allowance
 from .result import CaseResult
 
 # autograd element-wise, witnessed by a few complex-step directions (issue 5); full element-wise
@@ -112,7 +112,8 @@ def check_case(backward: Backward, case: Case, *, oracles: Iterable[str] = DEFAU
     start = time.perf_counter()
     runner = Target(backward, timeout=timeout)
     case = runner.prepare(case)
-    result = CaseResult(case.index, case.seed, case.spec, case.flavor, case.shapes, status="passed", target=target)
+    result = CaseResult(case.index, case.seed, case.spec, case.flavor, case.shapes, status="passed", target=target,
+                        lengths=None if case.lengths is None else [int(n) for n in case.lengths])
     v = _Verdict()
 
     # 1. call
@@ -139,8 +140,8 @@ def check_case(backward: Backward, case: Case, *, oracles: Iterable[str] = DEFAU
         v.notes += runner.notes(case, ref.grads)
         whole = _Reference(runner.lower(case, ref.grads), runner.lower(case, ref.error, "error"),
                            tuple(oracles), ref)
-        j = judge(case, got, whole.grads, whole.error, runner.lower(case, ref.disputed, "mask"),
-                  kinks=runner.lower(case, kink_elements(case), "mask"), lower=_lowering(runner, case))
+        j = judge(case, got, whole.grads, whole.error, runner.lower(case, ref.disputed, "mask"), lower=runner.lower,
+                  kinks=runner.lower(case, kink_elements(case), "mask"))
         result.grads = dict(j.grads)
     if j is not None:
         if j.precision_note:
@@ -171,7 +172,7 @@ def check_case(backward: Backward, case: Case, *, oracles: Iterable[str] = DEFAU
 
         v.apply(settle.precision(case, got, j, causes), result)
         if v.status == "failed":
-            v.tail += runner.locate({n: result.grads[n] for n in result.failed_grads})
+            v.tail += runner.locate(case, {n: result.grads[n] for n in result.failed_grads})
         if v.status == "failed" and not result.diagnosis:
             result.diagnosis = causes()
         if evidence and v.status == "failed":
@@ -217,7 +218,7 @@ def _fast_stage(runner: Target, case: Case, got: Mapping[str, np.ndarray], resul
     j = None
     if stage.suspects:
         ref, err, kinks = fast_mode.element_wise(runner, case, got, stage, k=directions)
-        j = judge(case, {n: got[n] for n in stage.suspects}, ref, err, kinks=kinks, lower=_lowering(runner, case))
+        j = judge(case, {n: got[n] for n in stage.suspects}, ref, err, kinks=kinks, lower=runner.lower)
         result.grads.update(j.grads)
         for n in stage.suspects:
             if j.grads[n].passed:
@@ -227,19 +228,12 @@ def _fast_stage(runner: Target, case: Case, got: Mapping[str, np.ndarray], resul
     return j
 
 
-def _lowering(runner: Target, case: Case) -> Lower:
-    """Canonical gradients -> what the backward returns, for this case."""
-    def lower(arrays: Mapping[str, Any]) -> dict[str, Any]:
-        return runner.lower(case, arrays)
-    return lower
-
-
 def _causes(runner: Target, case: Case, got: Mapping[str, np.ndarray], ref: Mapping[str, np.ndarray],
             result: CaseResult, j: Judgement, repeat: Mapping[str, np.ndarray] | None,
             v: _Verdict) -> list[dict[str, Any]]:
     """The named causes of a failed case; a diagnosis that breaks never hides the verdict."""
     try:
-        allowance = {**rounding_allowance(case, dict(ref), j.tol, j.lower), **j.allowance}
+        allowance = {**rounding_allowance(case, dict(ref), j.tol, runner.lower), **j.allowance}
         found = diagnosis_module.diagnose(case, got, ref, result.grads, j.tol, scale_floor=j.floor, target=runner,
                                           repeat=repeat, allowance=allowance)
     except Exception as exc:  # a diagnosis must never hide the verdict itself

@@ -30,19 +30,21 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ..model.backprop import RIGHT, rounding_estimate, variant_grads
+from ..model.cell import cell_of
 from ..model.forward import forward
 from ..model.tolerance import U32, Tolerance, tolerance_for
 
 if TYPE_CHECKING:
     from ..model.cases import Case
 
-Lower = Callable[[Mapping[str, Any]], dict[str, Any]]
+Lower = Callable[..., dict[str, Any]]     # (case, canonical arrays) -> what the backward returns
 UNJUDGEABLE = 0.5   # allowed rounding at or above this share of the gradient's scale: not judged
 # a float64 backward that misses the float64 tolerance is allowed this multiple of the case's own
 # float64 rounding (the same margin as float32's: another operation order rounds differently)
 ROUNDING = 64.0
 # extended precision is worth using only where it carries more digits than float64
 EXTENDED = np.longdouble if np.finfo(np.longdouble).eps < np.finfo(np.float64).eps else None
+NUMPY_CELLS = ("rnn", "lstm", "gru")     # the built-in cells, written in numpy: they compute in any dtype
 
 
 def rounding_allowance(case: Case, ref: Mapping[str, np.ndarray], tol: Tolerance, lower: Lower | None = None
@@ -51,7 +53,7 @@ def rounding_allowance(case: Case, ref: Mapping[str, np.ndarray], tol: Tolerance
     needs none): ``tol.rounding`` × |the reference recomputed in float32 − the reference|."""
     if not tol.rounding:
         return {}
-    est = rounding_estimate(case, ref, np.float32, lower)
+    est = rounding_estimate(case, ref, np.float32, lower=lower)
     return {n: tol.rounding * e for n, e in est.items()}
 
 
@@ -65,13 +67,21 @@ def float64_allowance(case: Case, ref: Mapping[str, np.ndarray], lower: Lower | 
 def float64_rounding(case: Case, ref: Mapping[str, np.ndarray], lower: Lower | None = None) -> dict[str, float]:
     """Per gradient, how well float64 determines it on this case: the larger of |float64 − extended
     precision| (the textbook formulas) and |float64 − the reference| (max over the elements)."""
-    est = rounding_estimate(case, ref, np.float64, lower)
-    if EXTENDED is not None and _same_branches(case):
-        ext = variant_grads(case, RIGHT, dtype=EXTENDED)
-        ext = dict(lower(ext)) if lower is not None else ext
-        within = rounding_estimate(case, {n: v for n, v in ext.items() if n in ref}, np.float64, lower)
+    est = rounding_estimate(case, ref, np.float64, lower=lower)
+    ext = _extended(case, lower)
+    if ext is not None:
+        within = rounding_estimate(case, {n: v for n, v in ext.items() if n in ref}, np.float64, lower=lower)
         est = {n: max(e, within.get(n, 0.0)) for n, e in est.items()}
     return est
+
+
+def _extended(case: Case, lower: Lower | None) -> dict[str, np.ndarray] | None:
+    """The right gradients in extended precision, lowered; None where the platform has no extended type, a
+    relu takes another branch in it, or the cell cannot compute in it (a cell of your own, written in torch)."""
+    if EXTENDED is None or cell_of(case.spec).name not in NUMPY_CELLS or not _same_branches(case):
+        return None
+    ext = variant_grads(case, RIGHT, dtype=EXTENDED)
+    return dict(lower(case, ext)) if lower is not None else ext
 
 
 def _same_branches(case: Case) -> bool:

@@ -15,6 +15,8 @@ Statuses:
 
 from __future__ import annotations
 
+import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -25,6 +27,54 @@ from ..runner.read import headline
 
 STATUSES = ("passed", "failed", "inconclusive", "error", "timeout")
 GOOD = ("passed", "inconclusive")
+
+# terminal escape sequences (CSI ``ESC [ … final``, OSC ``ESC ] … BEL/ST``, two-byte ``ESC x``), C0/C1
+# controls but tab and newline, and the bidirectional overrides that reorder what a reader sees
+_ESCAPES = re.compile(r"\x1b\[[0-?]*[ -/]*[@-~]|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)?|\x1b[ -~]?|\x9b[0-?]*[ -/]*[@-~]")
+_CONTROLS = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
+_SURROGATES = re.compile("[\ud800-\udfff]")
+
+
+def plain(text: Any) -> str:
+    """Text from the user's code made safe to show anywhere: terminal escape sequences and control
+    characters removed (a carriage return too: it would let a line overwrite itself), lone surrogates
+    (which no file encoding can hold) replaced by U+FFFD. Every renderer passes user text through it."""
+    s = str(text)
+    if s.isprintable() or not s:
+        return _SURROGATES.sub("\ufffd", s)
+    s = _ESCAPES.sub("", s.replace("\r\n", "\n"))
+    return _SURROGATES.sub("\ufffd", _CONTROLS.sub("", s))
+
+
+# a frame of a Python traceback: File "path", line N, in name (then, indented, the line of code)
+_FRAME = re.compile(r'^\s*File "(?P<file>[^"\n]+)", line (?P<line>\d+), in (?P<name>[^\n]+)\n(?P<code>[ \t]+\S[^\n]*)?',
+                    re.MULTILINE)
+
+
+def user_frame(error: dict[str, Any] | None) -> tuple[str, str] | None:
+    """Where the user's code raised: ``("my_rnn.py:29 in backward", "return {'W': arr[7]}")`` from the
+    innermost frame of the traceback in an ``exception`` finding (the path relative to the working
+    folder when it is inside it), or the place a timed-out call was stopped; None when there is none."""
+    if not error:
+        return None
+    message = str(error.get("message") or "")
+    frames = list(_FRAME.finditer(message))
+    if frames:
+        f = frames[-1]
+        code = (f["code"] or "").strip()
+        return f"{_short_path(f['file'])}:{f['line']} in {f['name'].strip()}", code
+    at = re.search(r"it was at (?P<where>\S+:\d+ in \S+)(?: `(?P<code>[^`\n]*)`)?", message)
+    if at:
+        return at["where"], (at["code"] or "").strip()
+    return None
+
+
+def _short_path(path: str) -> str:
+    try:
+        rel = os.path.relpath(path)
+    except ValueError:          # another drive
+        return path
+    return path if rel.startswith("..") else rel
 
 
 def nothing_judged(counts: Mapping[str, int]) -> bool:
@@ -59,6 +109,8 @@ class CaseResult:
     stdout: str = ""
     # failed cases: the named causes that fit, best first ({"code", "fit", "message"}, DESIGN §7)
     diagnosis: list[dict[str, Any]] = field(default_factory=list)
+    # a padded batch: the length of each sequence (None: every sequence is T steps long)
+    lengths: list[int] | None = None
 
     @property
     def passed(self) -> bool:
@@ -68,28 +120,40 @@ class CaseResult:
     def failed_grads(self) -> list[str]:
         return [k for k, g in self.grads.items() if not g.passed]
 
-    def summary(self) -> str:
+    def summary(self, brief: bool = False) -> str:
+        """One line: the case, its status and what is wrong (the worst element of each wrong gradient,
+        the best-fitting cause; for a misbehaving backward the finding and the user's frame).
+        ``brief``: without target, spec and shapes, for a terminal line under a heading that has them."""
         shp = " ".join(f"{k}={v}" for k, v in self.shapes.items())
+        if self.lengths is not None:
+            shp += f" lengths=({','.join(map(str, self.lengths))})"
         who = f"{self.target} " if self.target else ""
-        head = f"case {self.index:>3} {self.status.upper():<12} {who}[{self.spec}] {shp}"
+        head = f"case {self.index:>3} {self.status.upper():<12}" + ("" if brief else f" {who}[{self.spec}] {shp}")
         if self.status == "failed":
             worst = []
             for name in self.failed_grads:
                 g = self.grads[name]
                 if g.problem:
                     worst.append(f"{name}: {g.problem}")
+                elif brief:
+                    worst.append(f"d{name} {g.mismatched}/{g.size}")
                 else:
                     worst.append(f"{name}: max rel err {g.max_rel_err:.2e} at {tuple(g.worst_index)}")
-            line = head + " — wrong: " + "; ".join(worst)
+            line = head + (" wrong: " if brief else " — wrong: ") + ("; " if not brief else ", ").join(worst)
             if self.diagnosis:
                 best = self.diagnosis[0]
-                line += f" — likely {best['code']} (fit {best['fit']:.2f}): {best['message']}"
-            return line
+                line += f" — likely {best['code']} (fit {best['fit']:.2f})"
+                if not brief:
+                    line += f": {best['message']}"
+            return plain(line)
         if self.status in ("error", "timeout") and self.error:
-            return head + f" — {self.error['kind']}: {headline(self.error)}"
+            kind = "" if self.error["kind"] == self.status else f"{self.error['kind']}: "
+            where = user_frame(self.error)
+            said = headline({**self.error, "message": plain(self.error.get("message", ""))})
+            return plain(head + f" — {kind}{said}" + (f" (at {where[0]})" if where else ""))
         if self.status == "inconclusive" and self.notes:
-            return head + " — " + self.notes[0]
-        return head
+            return plain(head + " — " + self.notes[0])
+        return plain(head)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain data for the report: JSON-safe at any depth (no NaN, no infinity, no numpy scalars)."""
@@ -102,6 +166,7 @@ class CaseResult:
             "spec": self.spec.to_dict(),
             "flavor": self.flavor,
             "shapes": self.shapes,
+            "lengths": self.lengths,
             "params": {k: g.to_dict() for k, g in self.grads.items()},
             "oracles": self.oracles,
             "notes": list(self.notes),

@@ -54,13 +54,14 @@ def _objective(case: Case):
     spec = case.spec
     params = {n: np.asarray(v, dtype=np.float64) for n, v in case.params.items()}
     x = np.asarray(case.x, dtype=np.float64)
-    windows = spec.windows(x.shape[0])
+    windows = case.windows
+    weights = None if case.lengths is None else case.weights
     entering = forward(params, x, spec)
 
     def loss(delta: Mapping[str, Array], eps: float) -> float:
         moved = {n: v + eps * delta[n] if n in delta else v for n, v in params.items()}
         xx = x + eps * delta["x"] if "x" in delta else x
-        return window_loss(moved, xx, case.y, spec, windows, entering)
+        return window_loss(moved, xx, case.y, spec, windows, entering, weights)
 
     return params, x, loss
 

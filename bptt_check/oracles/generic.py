@@ -1,0 +1,173 @@
+"""The complex step and finite differences for any cell, through the one forward (DESIGN §5, §11).
+
+The batched engine of ``batched.py`` carries each perturbed copy's *difference* through formulas
+derived for the vanilla cell. For every other cell (LSTM, GRU, a cell of your own) the oracles run
+the one forward itself (``model.forward.objective``) on many perturbed copies at once — a leading
+copy axis on the moved tensor, everything else shared — in memory-bounded blocks:
+
+- complex step: Im L(θ + iε v)/ε, ε = 1e-30, in complex128: exact to rounding for analytic cells;
+- central differences: (L(θ + h v) − L(θ − h v)) / 2h, h = ε·max(1, |θ|) with ε = 6e-6 (the cube
+  root of the machine epsilon: rounding and truncation balance), with an error estimate from the
+  second difference and the rounding of L.
+
+``v`` is a one-hot direction (element-wise gradients), a random direction (the directional
+witness and fast mode), or several tensors' directions at once (joint directions). Windows starting
+after step 0 start from the unperturbed forward's state, held fixed, as in every oracle.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from ..model.forward import forward, objective
+from ..model.functions import loss_weights
+from ..model.names import ordered
+from ..model.usercell import NotAnalytic
+from .batched import BLOCK_FLOATS
+
+if TYPE_CHECKING:
+    from ..model.cases import Case
+
+EPS_CS = 1e-30
+EPS_FD = 6e-6
+EPS_M = float(np.finfo(np.float64).eps)
+Item = tuple[str, np.ndarray]          # (tensor name, directions (k, *shape))
+
+
+def needed(spec: Any) -> bool:
+    """Whether this engine (and not the vanilla cell's batched one) computes the spec's oracles: any other
+    cell, a padded batch, a model without an output layer, the binary cross-entropy."""
+    return spec.cell != "rnn" or spec.lengths or not spec.output_layer or spec.loss == "bce"
+
+
+def method_for(spec: Any) -> str:
+    """``complex`` for an analytic model, ``fd`` for the vanilla cell with relu."""
+    return "fd" if spec.cell == "rnn" and spec.activation == "relu" else "complex"
+
+
+class Evaluator:
+    """The case's windowed objective on copies: ``values(moves)`` for moves {tensor: (k, *shape)} → (k,)."""
+
+    def __init__(self, case: Case, dtype: Any = np.complex128) -> None:
+        self.case, self.spec = case, case.spec
+        self.dtype = dtype
+        self.params = {n: np.asarray(v, dtype=np.float64) for n, v in case.params.items()}
+        self.x = np.asarray(case.x, dtype=np.float64)
+        self.y = case.y if case.spec.loss == "cross_entropy" else np.asarray(case.y, dtype=np.float64)
+        lengths = getattr(case, "lengths", None)
+        self.windows = case.spec.windows(self.x.shape[0], lengths)
+        self.weights = None if lengths is None else loss_weights(case.spec, self.x.shape[0], self.x.shape[1], lengths)
+        self.states = forward(self.params, self.x, case.spec).states     # the windows' entering states
+        self.base = float(np.real(self.loss({})))
+
+    def shape(self, name: str) -> tuple[int, ...]:
+        return tuple(self.x.shape) if name == "x" else tuple(self.params[name].shape)
+
+    def entering(self, s: int) -> tuple[np.ndarray, ...]:
+        return tuple(part[s] for part in self.states)
+
+    def loss(self, moves: dict[str, np.ndarray]) -> Any:
+        """L at the parameters moved by ``moves`` (each (k, *shape), added), one value per copy."""
+        params = {n: (v + moves[n] if n in moves else v) for n, v in self.params.items()}
+        x = self.x + moves["x"] if "x" in moves else self.x
+        return objective(params, x, self.y, self.spec, self.windows, self.entering, weights=self.weights)
+
+    def per_copy(self, items: Sequence[Item]) -> int:
+        """How many copies of these tensors one block holds."""
+        size = self.x.shape[0] * self.x.shape[1] * max(8, self.params["h0"].shape[-1] * 4)
+        return max(1, BLOCK_FLOATS // size)
+
+
+def _blocks(k: int, per: int) -> Iterable[slice]:
+    for lo in range(0, k, per):
+        yield slice(lo, min(k, lo + per))
+
+
+def complex_values(ev: Evaluator, items: Sequence[Item], joint: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """Directional derivatives Im L(θ + iεv)/ε: one per direction of every item (``joint``: the items
+    are the parts of the same k directions, moved together). Returns (values, error estimates)."""
+    out, err = [], []
+    groups = [list(items)] if joint else [[item] for item in items]
+    for group in groups:
+        k = len(group[0][1])
+        for sl in _blocks(k, ev.per_copy(group)):
+            moves = {n: 1j * EPS_CS * np.asarray(v[sl], dtype=np.float64) for n, v in group}
+            L = np.asarray(ev.loss(moves))
+            out.append(np.broadcast_to(L.imag / EPS_CS, (sl.stop - sl.start,)))
+            # rounding of a tangent through T steps: a few ulps per step of each copy's magnitude and of
+            # the block's largest (the sums that give a small element cancel terms of that size)
+            size = np.abs(out[-1])
+            err.append(16.0 * EPS_M * ev.x.shape[0] * (size + size.max(initial=0.0) + abs(ev.base) * 1e-3))
+            err[-1] = np.broadcast_to(err[-1], out[-1].shape)
+    return np.concatenate(out) if out else np.zeros(0), np.concatenate(err) if err else np.zeros(0)
+
+
+def fd_values(ev: Evaluator, items: Sequence[Item], joint: bool = False, eps: float = EPS_FD
+              ) -> tuple[np.ndarray, np.ndarray]:
+    """Central differences along each direction (``joint``: the items' directions moved together)."""
+    out, err = [], []
+    groups = [list(items)] if joint else [[item] for item in items]
+    for group in groups:
+        k = len(group[0][1])
+        size = max(1.0, max(float(np.max(np.abs(ev.x if n == "x" else ev.params[n]), initial=0.0)) for n, _ in group))
+        h = eps * size
+        for sl in _blocks(k, ev.per_copy(group)):
+            up = np.asarray(ev.loss({n: h * np.asarray(v[sl], dtype=np.float64) for n, v in group}), dtype=float)
+            down = np.asarray(ev.loss({n: -h * np.asarray(v[sl], dtype=np.float64) for n, v in group}), dtype=float)
+            d = (up - down) / (2 * h)
+            second = np.abs(up + down - 2 * ev.base) / (2 * h)
+            out.append(np.broadcast_to(d, (sl.stop - sl.start,)))
+            err.append(np.broadcast_to(4.0 * EPS_M * (abs(ev.base) + np.abs(up) + np.abs(down)) / h
+                                       + 10.0 * eps * second + 100.0 * h ** 2 * np.abs(d), out[-1].shape))
+    return np.concatenate(out) if out else np.zeros(0), np.concatenate(err) if err else np.zeros(0)
+
+
+def along(ev: Evaluator, items: Sequence[Item], joint: bool = False) -> tuple[np.ndarray, np.ndarray, str]:
+    """Directional derivatives by the complex step, or — for a step that is not analytic — by finite
+    differences: (values, error estimates, the method used)."""
+    if method_for(ev.spec) == "complex":
+        try:
+            return (*complex_values(ev, items, joint), "complex")
+        except NotAnalytic:
+            pass
+    return (*fd_values(ev, items, joint), "fd")
+
+
+def onehot(shape: tuple[int, ...], index: np.ndarray) -> np.ndarray:
+    """One-hot directions (len(index), *shape) at the flat ``index``."""
+    v = np.zeros((len(index), int(np.prod(shape))))
+    v[np.arange(len(index)), index] = 1.0
+    return v.reshape(len(index), *shape)
+
+
+def element_values(ev: Evaluator, name: str, index: np.ndarray, method: str) -> tuple[np.ndarray, np.ndarray]:
+    """∂L/∂name at the flat ``index``, by ``complex`` step or finite differences (``fd``)."""
+    shape = ev.shape(name)
+    per = max(1, ev.per_copy([]))
+    vals, errs = [], []
+    for lo in range(0, len(index), per):
+        item = [(name, onehot(shape, index[lo:lo + per]))]
+        v, e = complex_values(ev, item) if method == "complex" else fd_values(ev, item)
+        vals.append(v)
+        errs.append(e)
+    return (np.concatenate(vals), np.concatenate(errs)) if vals else (np.zeros(0), np.zeros(0))
+
+
+def gradients(case: Case, names: Iterable[str] | None, method: str) -> tuple[dict[str, np.ndarray],
+                                                                             dict[str, np.ndarray], float]:
+    """Every element of the named gradients (all: parameters and x), and the loss."""
+    ev = Evaluator(case)
+    wanted = ordered([*ev.params, "x"]) if names is None else [n for n in ordered([*ev.params, "x"]) if n in names]
+    grads, errors = {}, {}
+    for n in wanted:
+        shape = ev.shape(n)
+        v, e = element_values(ev, n, np.arange(int(np.prod(shape))), method)
+        grads[n], errors[n] = v.reshape(shape), e.reshape(shape)
+    return grads, errors, ev.base
+
+
+NOT_ANALYTIC = ("the cell's step is not analytic in complex128 ({why}): the complex step does not apply; "
+                "these are central finite differences instead")
