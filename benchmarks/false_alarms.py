@@ -7,7 +7,8 @@
 
 Every case draws its flags at random (seeded, so a run is reproducible): mode; truncation (none,
 ``window:K``, ``tbptt:K1,K2``, ``chunk:K``, ``window-loss:K1,K2`` with windows up to 31 and T up to 40);
-activation; every valid output/loss pair; reduction; biases; float64/float32; ``--fast`` or not; the
+activation; every valid output/loss pair (bce included); reduction; biases; float64/float32; the cell
+(rnn, lstm, gru in both z conventions and both reset placements); padded batches; ``--fast`` or not; the
 oracle order (autograd, fd and complex-step in every order, with or without a directional witness);
 and one case in five has its output layer scaled up so that a tanh, sigmoid or softmax output saturates.
 It checks one of the hand-written implementations that support the spec (``bptt_check.builtin``) with
@@ -42,7 +43,8 @@ RESULTS = ROOT / "benchmarks" / "results"
 MAX_WINDOW = 31
 MAX_T = 40
 OUTPUT_LOSS = tuple((o, lo) for o in ("identity", "tanh", "sigmoid", "softmax") for lo in ("half_mse", "sse")) + (
-    ("softmax", "cross_entropy"), ("identity", "cross_entropy"))
+    ("softmax", "cross_entropy"), ("identity", "cross_entropy"), ("sigmoid", "bce"), ("identity", "bce"))
+CELLS = ("rnn",) * 6 + ("lstm", "gru", "gru:z=n", "gru:reset=before")
 ORACLE_ORDERS = (
     ("autograd", "directional"), ("autograd",), ("autograd", "fd"), ("autograd", "complex-step"),
     ("fd", "autograd"), ("complex-step", "autograd"), ("fd", "complex-step", "autograd"),
@@ -75,13 +77,16 @@ def draw(seed: int, index: int) -> dict:
     rng = np.random.default_rng([seed, index, 12])
     output, loss = OUTPUT_LOSS[rng.integers(len(OUTPUT_LOSS))]
     long = rng.random() < 0.5
+    cell = CELLS[rng.integers(len(CELLS))]
+    activation = ("tanh", "sigmoid", "relu", "identity")[rng.integers(4)]
     return {
         "spec": dict(
             mode=("many-to-one", "many-to-many")[rng.integers(2)], truncation=_truncation(rng),
-            activation=("tanh", "sigmoid", "relu", "identity")[rng.integers(4)], output=output, loss=loss,
+            activation=activation if cell == "rnn" else "tanh", output=output, loss=loss,
             reduction=("sum", "mean", "mean_batch", "mean_time")[rng.integers(4)], bias=bool(rng.integers(2)),
             dtype=("float64", "float32")[rng.integers(2)],
-            sizes={"T": (3, MAX_T) if long else (3, 8)}),
+            sizes={"T": (3, MAX_T) if long else (3, 8)},
+            cell=cell, lengths=bool(rng.random() < 0.15)),
         "fast": bool(rng.random() < 0.25),
         "oracles": ORACLE_ORDERS[0] if rng.random() < 0.3 else ORACLE_ORDERS[rng.integers(len(ORACLE_ORDERS))],
         "saturate": float(SATURATE[rng.integers(len(SATURATE))]) if rng.random() < 0.2 else 1.0,
@@ -132,6 +137,10 @@ def one(seed: int, index: int) -> dict:
 def _cli(spec, seed: int, index: int, flags: dict) -> str:
     parts = [f"--mode {spec.mode}", f"--truncation {spec.truncation}", f"--activation {spec.activation}",
              f"--output {spec.output}", f"--loss {spec.loss}", f"--reduction {spec.reduction}"]
+    if spec.cell != "rnn":
+        parts.append(f"--cell {spec.cell}")
+    if spec.lengths:
+        parts.append("--lengths")
     if not spec.bias:
         parts.append("--no-bias")
     parts += [f"--dtype {spec.dtype}", f"--seed {seed}", f"--case {index}", f"--oracle {','.join(flags['oracles'])}"]
@@ -160,6 +169,8 @@ def _chunk_summary(rows: list[dict]) -> dict:
             "counts": dict(collections.Counter(r["status"] for r in rows)),
             "by_dtype": dict(collections.Counter(f"{r['dtype']}/{r['status']}" for r in rows)),
             "fast": sum(r["how"].startswith("fast") for r in rows),
+            "cells": sum(r["spec"].startswith(("lstm", "gru")) for r in rows),
+            "padded": sum(" lengths" in r["spec"] for r in rows),
             "saturated": sum(r["saturate"] != 1.0 for r in rows),
             "long": sum(r.get("T", 0) > 8 for r in rows),
             "max_T": max((r.get("T", 0) for r in rows), default=0),
@@ -205,7 +216,7 @@ def summarize(seed: int, cases: int, chunk: int, jobs: int) -> dict:
         for key, n in part["by_dtype"].items():
             dtype, status = key.split("/")
             by_dtype[dtype][status] += n
-        for k in ("fast", "saturated", "long", "windows_over_8"):
+        for k in ("fast", "cells", "padded", "saturated", "long", "windows_over_8"):
             totals[k] += part[k]
         totals["max_T"] = max(totals["max_T"], part["max_T"])
         totals["max_window"] = max(totals["max_window"], part["max_window"])
@@ -224,7 +235,8 @@ def summarize(seed: int, cases: int, chunk: int, jobs: int) -> dict:
         "crashes": sum(r["status"] == "crash" for r in bad),
         "alarms": bad[:50],
         "inconclusive_reasons": dict(inconclusive.most_common()),
-        "covered": {k: totals[k] for k in ("fast", "saturated", "long", "windows_over_8", "max_T", "max_window")},
+        "covered": {k: totals[k] for k in ("fast", "cells", "padded", "saturated", "long", "windows_over_8", "max_T",
+                                           "max_window")},
     }
 
 
@@ -244,14 +256,16 @@ def write_docs(res: dict) -> None:
         f"`python benchmarks/false_alarms.py --cases {res['planned']} --seed {res['seed']} --jobs {res['jobs']}` "
         "(random flags: both modes; no truncation, per-step windows, TBPTT, chunks and window-loss schedules "
         f"with windows up to {MAX_WINDOW}; T drawn up to {MAX_T} (longer where a schedule needs it); 4 activations; "
-        "every output/loss pair; 4 reductions; "
-        "with and without biases; float64 and float32; `--fast` in one case of four; 16 oracle orders; one "
+        "every output/loss pair (bce included); 4 reductions; with and without biases; float64 and float32; rnn, "
+        "lstm and gru cells (two in five); padded batches (one in seven); `--fast` in one case of four; 16 oracle "
+        "orders; one "
         "case in five with a saturating output; each case checks one of the built-in implementations that "
         "support its spec; summary in `benchmarks/results/false_alarms.json`):",
         "",
         f"**{headline(res)}.**",
         "",
-        f"By dtype: {by_text}. Covered: {cov['fast']} cases in fast mode, {cov['saturated']} with a saturating "
+        f"By dtype: {by_text}. Covered: {cov['fast']} cases in fast mode, {cov['cells']} of lstm or gru cells, "
+        f"{cov['padded']} padded batches, {cov['saturated']} with a saturating "
         f"output, {cov['long']} with T > 8 (up to {cov['max_T']}), {cov['windows_over_8']} with a window over 8 "
         f"(up to {cov['max_window']}).",
     ]
