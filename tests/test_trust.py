@@ -543,6 +543,14 @@ def test_13_causes_speak_the_user_s_names_and_orientation():
     assert "uses Whh where Whhᵀ belongs" in d["message"] and "Whhᵀ dĥ_t" in d["message"], d["message"]
     assert "dU" not in d["message"] and "Uᵀ" not in d["message"]
     assert all("your dWxh" in x["message"] or "dWxh" not in x["message"] for x in r.diagnosis)
+    # and the report's lines: your names, your indices (Whh is (out, in) as stored, column vectors)
+    record = r.to_dict()
+    assert record["yours"]["U"]["name"] == "Whh"
+    from bptt_check.report import text
+    lines = text.three_lines(record)
+    assert lines[0].startswith("wrong: dWxh ") and "dWhh" in lines[0] and "dU" not in lines[0], lines
+    worst = record["params"]["U"]["worst"][0]["index"]
+    assert lines[1].startswith(f"worst: dWhh[{worst[0]}, {worst[1]}]"), lines
 
 
 def test_13_your_U_is_the_input_matrix():

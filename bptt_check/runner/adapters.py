@@ -926,6 +926,20 @@ class Adapted:
             notes.append(f"not returned (declared by Layout.returns): {', '.join(skipped)}")
         return notes
 
+    def yours(self, case: Case, failed: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
+        """Per wrong gradient (name -> its comparison): your name for it and, for its worst elements, where
+        they sit in your own array — what a report shows instead of the canonical names (issue 12)."""
+        names = self.layout.user_names()
+        out: dict[str, dict[str, Any]] = {}
+        for key, g in failed.items():
+            yours = "x" if key == "x" else names.get(key, key)
+            canonical = self.layout.canonical_of(key)
+            rows = int(np.shape(case.params[canonical])[0]) if canonical in case.params else 0
+            at = [list(self.layout.user_index(key, w["index"], case.spec, rows)) for w in (g.worst or [])]
+            if yours != key or any(a != list(w["index"]) for a, w in zip(at, g.worst or [])):
+                out[key] = {"name": yours, "worst_index": at}
+        return out
+
     def locate(self, case: Case, failed: Mapping[str, Any]) -> list[str]:
         """Where each wrong gradient (name -> its comparison) sits in your own arrays."""
         names = self.layout.user_names()

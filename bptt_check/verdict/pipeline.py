@@ -172,7 +172,10 @@ def check_case(backward: Backward, case: Case, *, oracles: Iterable[str] = DEFAU
 
         v.apply(settle.precision(case, got, j, causes), result)
         if v.status == "failed":
-            v.tail += runner.locate(case, {n: result.grads[n] for n in result.failed_grads})
+            wrong = {n: result.grads[n] for n in result.failed_grads}
+            v.tail += runner.locate(case, wrong)
+            if runner.adapted is not None:
+                result.yours = runner.adapted.yours(case, wrong)
         if v.status == "failed" and not result.diagnosis:
             result.diagnosis = causes()
         if evidence and v.status == "failed":

@@ -109,6 +109,8 @@ class CaseResult:
     stdout: str = ""
     # failed cases: the named causes that fit, best first ({"code", "fit", "message"}, DESIGN §7)
     diagnosis: list[dict[str, Any]] = field(default_factory=list)
+    # an adapted backward's wrong gradients in its own notation: key -> {"name", "worst_index"}
+    yours: dict[str, dict[str, Any]] = field(default_factory=dict)
     # a padded batch: the length of each sequence (None: every sequence is T steps long)
     lengths: list[int] | None = None
 
@@ -175,4 +177,5 @@ class CaseResult:
             "diagnosis": list(self.diagnosis),
             "seconds": round(self.seconds, 6),
             "evidence": self.evidence,
+            **({"yours": self.yours} if self.yours else {}),
         })
