@@ -52,7 +52,8 @@ class Report:
 
     def headline(self) -> str:
         """One line: the verdict and the counts (``WRONG GRADIENTS: 20 cases, 0 passed, 20 failed in 2.08s``)."""
-        return text.headline(self.to_dict(brief=True))
+        # a run that judged nothing says why: the first case's reason (the records are needed for that)
+        return text.headline(self.to_dict(brief=not nothing_judged(self.counts)))
 
     def summary(self, limit: int = 3) -> str:
         """What the command prints, in plain text: the headline, then for the first ``limit`` wrong

@@ -162,7 +162,7 @@ def test_2_a_run_that_judged_nothing_is_not_ok(monkeypatch, tmp_path, capsys):
         bc.assert_backward(truncated, cases=3, seed=0)
     code = main(["--cases", "2", "--report-dir", str(tmp_path), "--progress", "none", "--truncation", "none"])
     out = capsys.readouterr().out
-    assert code == 1 and "NOTHING JUDGED" in out, out
+    assert code == 1 and "NOTHING JUDGED" in out and "(planted) nothing reaches the window" in out, out
     assert (tmp_path / "report.md").read_text().startswith("# ❌ bptt-check: NOTHING JUDGED")
     # one inconclusive case among judged ones is fine
     monkeypatch.undo()
