@@ -29,7 +29,7 @@ from .runner.target import DEFAULT_ISOLATE, Backward, isolation, signature_probl
 from .verdict import evidence as evidence_module
 from .verdict import pipeline
 from .verdict.pipeline import DEFAULT_ORACLES, FAST_ORACLES
-from .verdict.result import GOOD, CaseResult, plain
+from .verdict.result import GOOD, CaseResult, nothing_judged, plain, run_passed
 
 # the determinism check (the backward called twice on the same inputs) runs on the first cases of a run:
 # a backward that keeps state between calls or draws random numbers shows there, and every later case
@@ -54,11 +54,13 @@ class Report:
 
     @property
     def passed(self) -> bool:
-        return not self.interrupted and all(c.status in GOOD for c in self.cases)
+        """No case wrong, and something judged (a run whose every case is inconclusive proved nothing)."""
+        return not self.interrupted and run_passed(self.counts)
 
     def headline(self) -> str:
         """One line: the verdict and the counts (``WRONG GRADIENTS: 20 cases, 0 passed, 20 failed in 2.08s``)."""
-        return text.headline(self.to_dict(brief=True))
+        # a run that judged nothing says why: the first case's reason (the records are needed for that)
+        return text.headline(self.to_dict(brief=not nothing_judged(self.counts)))
 
     def summary(self, limit: int = 3) -> str:
         """What the command prints, in plain text: the headline, then for the first ``limit`` wrong
@@ -226,9 +228,14 @@ def describe_wrong(results: Sequence[CaseResult]) -> list[str]:
         lines.append(f"  {first.error['kind']}: " + plain(first.error["message"]).replace("\n", "\n    "))
     for name in first.failed_grads:
         g = first.grads[name]
-        lines.append(f"  {describe([name])}: " + (g.problem or
-                     f"{g.mismatched}/{g.size} elements off, worst {tuple(g.worst_index)} "
-                     f"abs {g.max_abs_err:.3e} rel {g.max_rel_err:.3e}, ratio to reference {g.ratio:.4g}"))
+        if g.problem:
+            lines.append(f"  {describe([name])}: {g.problem}")
+            continue
+        # the worst element (furthest beyond its tolerance) with its own errors; the largest errors apart
+        w = g.worst[0] if g.worst else {"index": g.worst_index, "abs": g.max_abs_err, "rel": g.max_rel_err}
+        lines.append(f"  {describe([name])}: {g.mismatched}/{g.size} elements off, worst {tuple(w['index'])}: "
+                     f"abs {w['abs']:.3e}, rel {w['rel']:.3e}; largest abs {g.max_abs_err:.3e}, largest rel "
+                     f"{g.max_rel_err:.3e}; ratio to reference {g.ratio:.4g}")
     return lines
 
 
@@ -238,6 +245,15 @@ def raise_if_wrong(results: Sequence[CaseResult], *, report: Report | None = Non
     (``case``: the expression that rebuilds a case not drawn by ``draw_case``)."""
     __tracebackhide__ = True       # pytest: show the caller's line
     lines = describe_wrong(results)
+    if not lines and report is not None and nothing_judged(report.counts):
+        # a run that judged nothing is no pass (a single hand-built case may be inconclusive)
+        first = results[0]
+        lines = [f"nothing judged: every one of the {len(results)} case(s) was inconclusive; first: {first.summary()}"]
+        lines += [f"  note: {n}" for n in first.notes[:3]]
+        lines.append(f"  reproduce: {expression(first.spec, first.seed, first.index, case=case)}")
+        err = CheckFailed("\n".join(lines), spec=str(first.spec), seed=seed, case=first.index)
+        err.report = report
+        raise err
     if not lines:
         return
     first = next(r for r in results if r.status not in GOOD)

@@ -25,7 +25,7 @@ from .model.spec import Spec
 from .options import default
 from .report import FORMATS, report_dict, write_reports
 from .verdict.pipeline import DEFAULT_ORACLES, check_case
-from .verdict.result import CaseResult
+from .verdict.result import CaseResult, nothing_judged, run_passed
 
 # marker / call keywords that are not spec fields: how the check is run
 RUN_KEYS = ("cases", "seed", "timeout", "fast", "directions", "isolate")
@@ -176,7 +176,7 @@ def aggregate(payloads: list[dict[str, Any]], *, seed: int, oracles: tuple[str, 
                        source="pytest", tests=tests)
     # the counts of every case checked, also those not kept as records
     data["counts"] = counts
-    data["passed"] = all(k in ("passed", "inconclusive") or v == 0 for k, v in counts.items())
+    data["passed"] = run_passed(counts)
     if crashed:      # an xdist worker died while running these tests: their checks are not in the report
         data["incomplete"] = {"crashed_tests": list(crashed),
                               "why": "a pytest-xdist worker process died while running these tests; "
@@ -197,7 +197,7 @@ def summary_lines(data: dict[str, Any], paths: list[Path]) -> list[str]:
     total = sum(n.values())
     checks = sum(t["checks"] for t in data["tests"].values())
     parts = [f"{v} {k}" for k, v in n.items() if v or k in ("passed", "failed")]
-    verdict = "OK" if data["passed"] else "WRONG GRADIENTS"
+    verdict = "OK" if data["passed"] else "NOTHING JUDGED" if nothing_judged(n) else "WRONG GRADIENTS"
     crashed = (data.get("incomplete") or {}).get("crashed_tests") or []
     if crashed:
         verdict = "INCOMPLETE"

@@ -8,7 +8,7 @@ import textwrap
 
 import numpy as np
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 import bptt_check as bc
@@ -19,6 +19,7 @@ from bptt_check.model.forward import forward
 from bptt_check.oracles import AutogradOracle, ComplexStepOracle, FiniteDifferenceOracle
 from bptt_check.oracles.complex_step import literal_complex_step
 from bptt_check.strategies import specs, truncations
+from bptt_check.verdict.precision import float64_rounding
 
 CELLS = ["lstm", "gru", "gru:z=n", "gru:reset=before", "gru:z=n,reset=before"]
 
@@ -38,17 +39,21 @@ def test_the_cell_built_ins_match_both_oracles_in_every_mode(spec, seed, index):
 
 @settings(max_examples=25, deadline=None)
 @given(spec=specs(cells=CELLS, truncation=truncations()), seed=st.integers(0, 2**16), index=st.integers(0, 15))
+# issue 12 (a flaky suite): a softmax output cancels in autograd's float64 beyond its 8·ε·T estimate (dc 4.8e-17
+# off against 3.1e-17 allowed); the case's own float64 rounding is allowed on top, as in test_oracles.py
+@example(spec=bc.Spec(mode="many-to-one", output="softmax", cell="gru"), seed=174, index=1)
 def test_the_one_reverse_recursion_and_the_complex_step_are_autograd_for_every_cell(spec, seed, index):
     case = bc.draw_case(spec, seed, index)
     truth = AutogradOracle().gradients(case)
     recursion = variant_grads(case)
     cs = ComplexStepOracle().gradients(case)
     assert cs.method == "complex"
+    rounding = {k: 4 * e for k, e in float64_rounding(case, truth.grads).items()}
     for k, r in truth.grads.items():
         scale = max(1.0, np.abs(r).max())
         np.testing.assert_allclose(recursion[k], r, rtol=1e-10, atol=1e-12 * scale, err_msg=k)
         np.testing.assert_allclose(cs.grads[k], r, rtol=1e-10, atol=1e-12 * scale, err_msg=k)
-        assert np.all(np.abs(cs.grads[k] - r) <= cs.error[k] + truth.error[k]), k
+        assert np.all(np.abs(cs.grads[k] - r) <= cs.error[k] + truth.error[k] + rounding.get(k, 0.0)), k
 
 
 @pytest.mark.parametrize("cell", ["lstm", "gru:reset=before"])

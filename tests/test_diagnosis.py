@@ -99,7 +99,8 @@ def test_fits_are_in_range_sorted_known_and_json_shaped():
         assert d, bug
         assert [f["fit"] for f in d] == sorted((f["fit"] for f in d), reverse=True)
         for f in d:
-            assert set(f) == {"code", "fit", "message"} and f["code"] in CODES
+            assert {"code", "fit", "message", "grads"} <= set(f) <= {"code", "fit", "message", "grads", "step"}
+            assert f["code"] in CODES and set(f["grads"]) <= {"W", "U", "b", "V", "c", "h0", "x"}
             assert MIN_FIT <= f["fit"] <= 1.0 and f["message"]
         assert len({f["code"] for f in d}) == len(d)          # one entry per code: its best variant
 

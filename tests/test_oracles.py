@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 import bptt_check as bc
@@ -25,6 +25,7 @@ from bptt_check.oracles.complex_step import literal_complex_step
 from bptt_check.oracles.directional import joint_projections, projections
 from bptt_check.strategies import DEFAULT_TRUNCATIONS, specs, truncations
 from bptt_check.verdict.consensus import reference
+from bptt_check.verdict.precision import float64_rounding
 
 KEYS = ("W", "U", "b", "V", "c", "h0", "x")
 
@@ -38,6 +39,12 @@ def _rel(a, r):
 @settings(max_examples=40, deadline=None)
 @given(spec=specs(truncation=truncations(), activations=["tanh", "sigmoid", "identity"]),
        seed=st.integers(0, 2**16), index=st.integers(0, 15))
+# issue 12: a saturated tanh output (1 − y² cancels) put autograd 1.4e-9 (relative to scale) and 1e-16
+# (absolute, beyond its 8·ε·T estimate) away from the complex step, 1 Hypothesis seed in 20
+@example(spec=bc.Spec(mode="many-to-one", activation="identity", output="tanh", bias=False), seed=2244, index=9)
+# and a bce loss (the generic engine's finite differences): dh0, 1e3 times smaller than the case's other
+# gradients, 6.6e-8 off relative to its own scale — within the difference's own error estimate
+@example(spec=bc.Spec(mode="many-to-one", activation="tanh", loss="bce", bias=False), seed=2, index=0)
 def test_complex_step_and_fd_agree_with_autograd_element_wise(spec, seed, index):
     case = bc.draw_case(spec, seed, index)
     auto = AutogradOracle().gradients(case)
@@ -46,12 +53,19 @@ def test_complex_step_and_fd_agree_with_autograd_element_wise(spec, seed, index)
     # the vanilla engine (tangent propagation), or the one forward on complex copies beyond it (bce)
     assert cs.method == ("complex" if generic.needed(spec) else "tangent") and fd.method == "fd"
     assert auto.grads.keys() == cs.grads.keys() == fd.grads.keys()
+    # what float64 itself resolves on this case (the same formulas in extended precision): every float64
+    # evaluation, autograd's included, is off by about that much where an output saturates
+    rounding = {k: 4 * e for k, e in float64_rounding(case, auto.grads).items()}
     for k in auto.grads:
-        assert _rel(cs.grads[k], auto.grads[k]) <= 1e-10, (k, spec)
-        assert _rel(fd.grads[k], auto.grads[k]) <= 1e-8, (k, spec)
-        # each oracle's own error estimate covers its actual error (autograd's estimate included)
-        assert np.all(np.abs(cs.grads[k] - auto.grads[k]) <= cs.error[k] + auto.error[k]), k
-        assert np.all(np.abs(fd.grads[k] - auto.grads[k]) <= fd.error[k] + auto.error[k]), k
+        scale = float(np.max(np.abs(auto.grads[k]), initial=0.0)) or 1.0
+        assert _rel(cs.grads[k], auto.grads[k]) <= 1e-10 + rounding[k] / scale, (k, spec)
+        # a difference quotient's error is absolute (ε·|L| over the step): a gradient small next to the loss
+        # is known to fewer digits of its own scale, as its error estimate says
+        fd_err = float(np.max(fd.error[k], initial=0.0))
+        assert _rel(fd.grads[k], auto.grads[k]) <= 1e-8 + (rounding[k] + fd_err) / scale, (k, spec)
+        # each oracle's own error estimate covers its actual error (autograd's estimate and rounding included)
+        assert np.all(np.abs(cs.grads[k] - auto.grads[k]) <= cs.error[k] + auto.error[k] + rounding[k]), k
+        assert np.all(np.abs(fd.grads[k] - auto.grads[k]) <= fd.error[k] + auto.error[k] + rounding[k]), k
 
 
 @pytest.mark.parametrize("truncation", DEFAULT_TRUNCATIONS)

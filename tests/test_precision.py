@@ -47,8 +47,9 @@ def test_a_wrong_float32_backward_still_fails_and_is_diagnosed(bug, code):
         assert r.diagnosis[0]["code"] == code
 
 
-def _float32_states(bug=None):
-    """A float64-spec backward whose forward stores h_t and ĥ_t in float32 arrays."""
+def _float32_states(bug=None, with_loss=False):
+    """A float64-spec backward whose forward stores h_t and ĥ_t in float32 arrays (a textbook's time layers);
+    ``with_loss``: it reports its loss too (then it is adapted: the protocol has no loss)."""
     def backward(params, x, y, spec):
         W, U, V, b, c = params["W"], params["U"], params["V"], params["b"], params["c"]
         T, B, _ = x.shape
@@ -76,7 +77,11 @@ def _float32_states(bug=None):
             g["x"][t] += dhhat @ W
             dh_next = dhhat @ U
         g["h0"] += dh_next
+        if with_loss:
+            g["loss"] = scale * sum(0.5 * float(((yhat[t] - y[t]) ** 2).sum()) for t in range(T))
         return g
+    if with_loss:
+        return bc.adapt(backward, bc.Layout(args=("params", "x", "y", "spec")))
     return backward
 
 

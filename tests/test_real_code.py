@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 import bptt_check as bc
@@ -43,15 +43,22 @@ def _rel(a, r):
 @given(spec=specs(truncation=truncations(), activations=["tanh", "sigmoid"], lengths=True, output_layer=None,
                   cells=("rnn", "lstm", "gru")),
        seed=st.integers(0, 2**16), index=st.integers(0, 15))
+# issue 12 (a flaky suite): dh0 of a sigmoid many-to-one case vanished to 1.8e-7 over 7 steps; a finite
+# difference's error is absolute, 8e-6 of that scale, within its own error estimate (5e-5 of it)
+@example(spec=bc.Spec(mode="many-to-one", activation="sigmoid", bias=False, lengths=True, output_layer=False),
+         seed=0, index=2)
 def test_every_oracle_and_builtin_agree_on_padded_batches(spec, seed, index):
     case = draw_case(spec, seed, index)
     auto = get_oracle("autograd").gradients(case).grads
     builtin = {"rnn": truncated, "lstm": lstm, "gru": gru}[spec.cell.partition(":")[0]]
     mine = builtin(case.params, case.x, case.y, spec, lengths=case.lengths)
-    for name, bound in (("complex-step", 1e-10), ("fd", 1e-5)):
-        other = get_oracle(name).gradients(case)
+    for name in ("complex-step", "fd"):
+        res = get_oracle(name).gradients(case)
+        other = res.grads
         for k in auto:
-            assert _rel(other.grads[k], auto[k]) <= bound, (name, k, spec, case.lengths)
+            scale = float(np.max(np.abs(auto[k]), initial=0.0)) or 1.0
+            own = float(np.max(res.error[k], initial=0.0)) / scale      # the oracle's own error, of this scale
+            assert _rel(other[k], auto[k]) <= 1e-7 + own, (name, k, spec, case.lengths)
     for k in auto:
         assert _rel(mine[k], auto[k]) <= 1e-10, ("builtin", k, spec, case.lengths)
         # padded steps of x get gradient 0

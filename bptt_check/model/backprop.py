@@ -40,7 +40,8 @@ DACT = ("right",          # f'(ĥ_t)
         "at_output",       # the input form of f' fed h_t: f'(h_t)
         "missing",         # no f' factor at all
         "previous_state",  # the output form fed h_{t-1}: f' taken one step early
-        "next_state")      # the output form fed h_{t+1}: one step late
+        "next_state",      # the output form fed h_{t+1}: one step late
+        "unsquared")       # the output form with a factor of h dropped: tanh 1 − h, sigmoid 1 − h
 # dE/dŷ and its usual mistakes
 DOUT = ("right",
         "no_output_derivative",  # g' left out (tanh / sigmoid / softmax output with a squared error)
@@ -215,9 +216,10 @@ def rounding_estimate(case: Case, ref: Mapping[str, Array], dtype: type = np.flo
     out = {}
     for n, r in ref.items():
         v = low.get(n)
-        if v is None or v.shape != np.shape(r):
+        if v is None or np.shape(v) != np.shape(r):
             continue
+        known = np.isfinite(r)               # a non-finite reference element says nothing of rounding
         with np.errstate(invalid="ignore", over="ignore"):
-            d = np.abs(v.astype(np.float64) - r)
+            d = np.abs(np.asarray(v, dtype=np.float64) - r)[known]
         out[n] = float(np.max(d, initial=0.0)) if np.all(np.isfinite(d)) else float("inf")
     return out

@@ -17,11 +17,14 @@ import numpy as np
 from ..errors import UsageError
 from .cell import cell_of
 from .coverage import covered
+from .forward import forward
 from .functions import loss_weights
 from .names import ordered
 from .spec import SIZE_NAMES, Shaped, Sizes, Spec, Window
 
 MAX_REDRAWS = 8
+UNBOUNDED = ("relu", "identity")   # activations whose states grow with the recurrence
+STATE_LIMIT = 1e3                  # their states stay within this (see _tame)
 FLAVORS = ("core", "T=1", "core", "H=1", "core", "B=1", "core", "window>=T")
 
 
@@ -264,9 +267,28 @@ def _draw_arrays(spec: Spec, rng: np.random.Generator, seed: int, index: int, fl
     else:
         y = rng.normal(0.0, 1.0, (*ydims, O))
 
+    _tame(spec, params, x)
     dtype = np.dtype(spec.dtype)
     params = {k: v.astype(dtype) for k, v in params.items()}
     x = x.astype(dtype)
     if spec.loss != "cross_entropy":
         y = y.astype(dtype)
     return Case(spec, int(seed), int(index), flavor, params, x, y)
+
+
+def _tame(spec: Spec, params: dict[str, np.ndarray], x: np.ndarray) -> None:
+    """Keep an unbounded activation's states within ``STATE_LIMIT``: scale U down (in place) until they are.
+
+    relu and identity pass the recurrence on to the states: a strong or very non-normal U (a redraw's boost,
+    or a near-nilpotent draw scaled up to its spectral radius) grew relu states to 1e12–1e17 over a few dozen
+    steps, and the oracles overflowed (issue 12). Draws whose states stay within the limit are unchanged.
+    """
+    if spec.activation not in UNBOUNDED or cell_of(spec).name != "rnn":
+        return                      # the gated cells keep their states bounded themselves
+    T = x.shape[0]
+    for _ in range(16):
+        top = float(np.max(np.abs(forward(params, x, spec).h)))
+        if np.isfinite(top) and top <= STATE_LIMIT:
+            return
+        shrink = 0.9 * (STATE_LIMIT / top) ** (1.0 / max(T, 1)) if np.isfinite(top) and top > 0 else 0.5
+        params["U"] = params["U"] * shrink

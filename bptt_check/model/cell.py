@@ -183,6 +183,8 @@ class RNN:
             return _formula_from_output(name, h[t])
         if k.dact == "next_state":
             return _formula_from_output(name, h[min(t + 2, T)])
+        if k.dact == "unsquared":
+            return 1.0 - h[t + 1] if name in ("tanh", "sigmoid") else act_grad(name, hhat)
         raise ValueError(k.dact)
 
     def can(self, k: Knobs, params: Mapping[str, Any]) -> bool:

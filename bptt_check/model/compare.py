@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from .tolerance import Tolerance, allowed, scale_of
+from .tolerance import Tolerance, allowed, magnitude, scale_of
 
 
 @dataclass
@@ -34,13 +34,7 @@ class GradResult:
     worst: list[dict[str, Any]] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
-        d = asdict(self)
-        for k, v in d.items():
-            if isinstance(v, float):
-                d[k] = _finite(v)
-        d["worst"] = [{k: (_finite(v) if isinstance(v, float) else v) for k, v in row.items()}
-                      for row in self.worst]
-        return d
+        return json_safe(asdict(self))
 
 
 def _finite(v: float) -> float | None:
@@ -48,6 +42,21 @@ def _finite(v: float) -> float | None:
     if np.isfinite(v):
         return v
     return None if np.isnan(v) else (1e308 if v > 0 else -1e308)
+
+
+def json_safe(value: Any) -> Any:
+    """``value`` with every float made JSON-safe (see ``_finite``) and numpy scalars made plain, at any depth."""
+    if isinstance(value, dict):
+        return {k: json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(v) for v in value]
+    if isinstance(value, (bool, np.bool_)):
+        return bool(value)
+    if isinstance(value, (int, np.integer)):
+        return int(value)
+    if isinstance(value, (float, np.floating)):
+        return _finite(float(value))
+    return value
 
 
 WORST_ROWS = 10
@@ -75,7 +84,7 @@ def worst_elements(got: np.ndarray, ref: np.ndarray, limit: np.ndarray, atol: fl
 def compare(name: str, got: np.ndarray | None, ref: np.ndarray, tol: Tolerance, *,
             ref_error: np.ndarray | float = 0.0, scale_floor: float = 0.0) -> GradResult:
     ref = np.asarray(ref, dtype=np.float64)
-    scale = float(np.max(np.abs(ref), initial=0.0))
+    scale = magnitude(ref)
     if got is None:
         return GradResult(name, False, size=int(ref.size), scale=scale,
                           problem=f"missing: the backward returned no gradient for {name!r}")
@@ -98,7 +107,7 @@ def compare(name: str, got: np.ndarray | None, ref: np.ndarray, tol: Tolerance, 
     atol = tol.atol * scale_of(ref, scale_floor)
     limit = allowed(ref, tol, scale_of(ref, scale_floor), ref_error)
     diff = np.abs(got - ref)
-    bad = diff > limit
+    bad = ~(diff <= limit)                  # a NaN (a non-finite reference) never reads as agreement
     rel = diff / np.maximum(np.abs(ref), atol)
     if diff.size:
         worst = np.unravel_index(int(np.argmax(diff / limit)), diff.shape)

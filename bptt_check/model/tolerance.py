@@ -67,8 +67,9 @@ def tolerance_for(dtype: str, T: int | None = None) -> Tolerance:
 
 
 def magnitude(a: Any) -> float:
-    """max |a| (0 for an empty array)."""
-    return float(np.max(np.abs(np.asarray(a, dtype=np.float64)), initial=0.0))
+    """max |a| over the finite elements (0 for an empty array): a non-finite element says nothing of scale."""
+    v = np.abs(np.asarray(a, dtype=np.float64))
+    return float(np.max(v, initial=0.0, where=np.isfinite(v)))
 
 
 def floor_of(grads: Iterable[Any]) -> float:

@@ -11,7 +11,7 @@ from ..model.reproducer import reproducer
 from ..model.spec import Spec, spec_line
 from ..runner.read import headline as finding_headline
 from ..verdict.pipeline import FAST_ORACLES
-from ..verdict.result import plain, user_frame
+from ..verdict.result import nothing_judged, plain, user_frame
 
 BAD_STATUSES = ("failed", "error", "timeout")
 
@@ -99,6 +99,17 @@ def worst_grad(case: dict[str, Any]) -> str | None:
     return max(wrong, key=lambda k: params[k].get("max_rel_err") or 0.0)
 
 
+def _d(case: dict[str, Any], key: str) -> str:
+    """A gradient's name as the backward names it (an adapted backward's own name), else ``d`` + the key."""
+    return "d" + str(((case.get("yours") or {}).get(key) or {}).get("name") or key)
+
+
+def _at(case: dict[str, Any], key: str, row: int, index: Any) -> Any:
+    """The index of a worst element in the backward's own array (the canonical one where it is the same)."""
+    mine = ((case.get("yours") or {}).get(key) or {}).get("worst_index") or []
+    return mine[row] if row < len(mine) else index
+
+
 def grad_line(case: dict[str, Any]) -> str:
     """Line 1: which gradients are wrong, how many elements, the scalar ratio when it is telling."""
     params = case.get("params") or {}
@@ -106,9 +117,9 @@ def grad_line(case: dict[str, Any]) -> str:
     for k in wrong_grads(case):
         g = params[k]
         if g.get("problem"):
-            parts.append(f"d{k} ({g['problem'].split(':')[0]})")
+            parts.append(f"{_d(case, k)} ({g['problem'].split(':')[0]})")
             continue
-        text = f"d{k} {g.get('mismatched')}/{g.get('size')}"
+        text = f"{_d(case, k)} {g.get('mismatched')}/{g.get('size')}"
         ratio, cos = g.get("ratio"), g.get("cosine")
         if ratio is not None and cos is not None and cos > 0.999 and abs(ratio - 1) > 1e-3:
             text += f" (= {num(ratio, 4)} × reference)"
@@ -134,15 +145,17 @@ def worst_line(case: dict[str, Any]) -> str:
     if k is None:
         return ""
     g = case["params"][k]
+    d = _d(case, k)
     if g.get("problem"):
-        return f"d{k}: {g['problem']}"
+        return f"{d}: {g['problem']}"
     rows = g.get("worst") or []
     if rows:
         r = rows[0]
-        return (f"worst: d{k}{idx(r['index'])} = {num(r['yours'], 6)}, reference {num(r['reference'], 6)} "
-                f"(abs {num(r['abs'])}, rel {num(r['rel'])}){_in_padding(case, k, r['index'])}; "
-                f"‖d{k}‖ rel err {num(g.get('norm_rel_err'))}, cosine {num(g.get('cosine'), 4)}")
-    return (f"worst: d{k}{idx(g.get('worst_index'))}: abs {num(g.get('max_abs_err'))}, "
+        return (f"worst: {d}{idx(_at(case, k, 0, r['index']))} = {num(r['yours'], 6)}, reference "
+                f"{num(r['reference'], 6)} (abs {num(r['abs'])}, rel {num(r['rel'])})"
+                f"{_in_padding(case, k, r['index'])}; "
+                f"‖{d}‖ rel err {num(g.get('norm_rel_err'))}, cosine {num(g.get('cosine'), 4)}")
+    return (f"worst: {d}{idx(g.get('worst_index'))}: abs {num(g.get('max_abs_err'))}, "
             f"rel {num(g.get('max_rel_err'))}")
 
 
@@ -273,9 +286,12 @@ def groups(report: dict[str, Any]) -> list[tuple[str, str, dict[str, int]]]:
 
 
 def verdict(report: dict[str, Any]) -> str:
-    """OK, WRONG GRADIENTS, BACKWARD ERRORS (it misbehaved, no gradient was compared wrong) or INTERRUPTED."""
+    """OK, WRONG GRADIENTS, BACKWARD ERRORS (it misbehaved, no gradient was compared wrong), NOTHING JUDGED
+    (every case inconclusive) or INTERRUPTED."""
     if report.get("interrupted"):
         return "INTERRUPTED"
+    if nothing_judged(report.get("counts", {})):
+        return "NOTHING JUDGED"               # every case inconclusive: not a pass, and nothing wrong either
     if report.get("passed"):
         return "OK"
     n = report.get("counts", {})
@@ -293,7 +309,13 @@ def counts_text(report: dict[str, Any]) -> str:
 
 def headline(report: dict[str, Any]) -> str:
     """``WRONG GRADIENTS: 20 cases, 0 passed, 20 failed in 2.08s``."""
-    return f"{verdict(report)}: {counts_text(report)}"
+    line = f"{verdict(report)}: {counts_text(report)}"
+    if verdict(report) == "NOTHING JUDGED":
+        line += " — every case was inconclusive, so nothing was verified"
+        first = next(iter(report.get("cases") or []), None)
+        if first and first.get("notes"):
+            line += f"; case {first.get('index')}: {plain(first['notes'][0])}"
+    return line
 
 
 def summary_lines(report: dict[str, Any], limit: int = 5) -> list[str]:

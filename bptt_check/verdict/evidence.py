@@ -40,7 +40,9 @@ from ..model.reproducer import reproducer
 from ..model.spec import Window
 from ..model.tolerance import Tolerance, allowed, floor_of, scale_of
 from ..oracles import get_oracle
+from ..runner.adapters import CANONICAL_NOTATION, Notation
 from ..runner.target import Target
+from .diagnosis import moved_input
 
 EVIDENCE_LIMIT = 25      # failed cases per run that get the full (prefix) evidence
 HEATMAP_SIDE = 48        # error maps are max-pooled to at most this many cells per axis
@@ -68,24 +70,31 @@ def collect(target: Target, case: Case, result: Any, got: Mapping[str, np.ndarra
     ev["temporal"] = None
     if full:
         ev["prefix"] = prefix_runs(target, case, result, got, ref_grads, ref_error, oracles=oracles, tol=tol)
-        ev["temporal"] = temporal_map(case, got, ref_grads, ev["prefix"])
+        ev["temporal"] = temporal_map(case, got, ref_grads, ev["prefix"], grad=_notation(target).grad("U"))
     else:
         ev["skipped"] = (f"prefix search and temporal map are computed for the first {EVIDENCE_LIMIT} "
                          "failed cases of a run; re-run this case alone to get them")
-    ev["first_bad_step"], ev["first_bad_step_from"] = _headline_step(ev)
+    ev["first_bad_step"], ev["first_bad_step_from"] = _headline_step(ev, getattr(result, "diagnosis", None) or [])
     ev["shortest_failing_length"] = ev["prefix"]["shortest_failing_length"] if ev["prefix"] else None
     ev["reproducer"] = reproducer(case.spec, case.seed, case.index, result.target, oracles, **(run or {}))
     return ev
 
 
-def _headline_step(ev: dict[str, Any]) -> tuple[int | None, str | None]:
+def _notation(target: Target) -> Notation:
+    """How the backward names things (its layout's names), for the evidence's sentences."""
+    return Notation(target.adapted.layout) if target.adapted is not None else CANONICAL_NOTATION
+
+
+def _headline_step(ev: dict[str, Any], diagnosis: Sequence[Mapping[str, Any]] = ()) -> tuple[int | None, str | None]:
     tm = ev.get("temporal") or {}
     att = tm.get("attribution")
-    if att and att.get("kind") == "step":
+    if att and att.get("kind") in ("step", "state"):
         return int(att["at"]), "U"
     steps = ev.get("steps")
     if steps and steps["bad_steps"]:
         return int(steps["first_bad_step"]), "x"
+    if diagnosis and diagnosis[0].get("step") is not None:       # the best named cause sits at a step
+        return int(diagnosis[0]["step"]), "diagnosis"
     return None, None
 
 
@@ -243,8 +252,9 @@ def _run_prefix(target: Target, pc: Case, names: Sequence[str], oracles: Sequenc
 # ----------------------------------------------------------------- the temporal map
 
 def temporal_map(case: Case, got: Mapping[str, np.ndarray], ref_grads: Mapping[str, np.ndarray],
-                 prefix: dict[str, Any] | None) -> dict[str, Any]:
-    """The (loss step t, step s) picture of where the recurrent matrix's error comes from."""
+                 prefix: dict[str, Any] | None, *, grad: str = "dU") -> dict[str, Any]:
+    """The (loss step t, step s) picture of where the recurrent matrix's error comes from (``grad``: the
+    recurrent matrix's gradient as the backward names it)."""
     T = case.T
     windows = case.windows
     mask = np.zeros((T, T), dtype=np.int64)
@@ -272,7 +282,7 @@ def temporal_map(case: Case, got: Mapping[str, np.ndarray], ref_grads: Mapping[s
         if (consistent and "U" in got and np.shape(got["U"]) == np.shape(ref_grads["U"])
                 and np.isfinite(np.asarray(got["U"], dtype=np.float64)).all()):
             R = np.asarray(got["U"], dtype=np.float64) - ref_grads["U"]
-            att = attribute(R, atoms)
+            att = attribute(R, atoms, grad=grad)
             if att is not None:
                 out["attribution"] = att
                 cellmask = atoms[att["key"]][1]
@@ -318,6 +328,7 @@ def _u_cells(case: Case, mask: np.ndarray) -> tuple[np.ndarray, dict[str, tuple[
     m_beyond1 = np.zeros((T, T))
     m_beyond2 = np.zeros((T, T))
     m_start = np.zeros((T, T))
+    wrapped = np.zeros((Hout, Hin))
     starts: dict[int, list[int]] = {}
     for w in case.windows:
         for t in w.losses:
@@ -325,11 +336,19 @@ def _u_cells(case: Case, mask: np.ndarray) -> tuple[np.ndarray, dict[str, tuple[
     for t in sorted(starts):
         cells: dict[int, np.ndarray] = {}
 
-        def visit(w: Window, s: int, dstate: Any, contrib: Any, cells: dict[int, np.ndarray] = cells) -> None:
+        deltas: dict[int, Any] = {}
+
+        def visit(w: Window, s: int, dstate: Any, contrib: Any, cells: dict[int, np.ndarray] = cells,
+                  deltas: dict[int, Any] = deltas) -> None:
             if contrib is not None:
                 cells[s] = summed(contrib["U"], (Hout, Hin))     # the gradient of E_t reaching step s
+                deltas[s] = contrib["U"]
 
         backprop(tr, y, spec, windows=[Window(0, (t,))], weights=case.weights, visit=visit, accumulate=False)
+        moved = moved_input(deltas[0], tr.states[0][0], tr.states[0][T]) if mask[t, 0] and 0 in deltas and T > 1 else ()
+        if moved:
+            # the step-0 term taken from the last state h_{T−1} instead of h0 (a state list without h0)
+            wrapped += mask[t, 0] * summed(moved, (Hout, Hin))
         for s, C in cells.items():
             norms[t, s] = np.linalg.norm(C)
             if mask[t, s]:
@@ -355,12 +374,15 @@ def _u_cells(case: Case, mask: np.ndarray) -> tuple[np.ndarray, dict[str, tuple[
         atoms["beyond:2"] = (beyond2, m_beyond2)
     if np.any(at_start) and any(st > 0 for ss in starts.values() for st in ss):
         atoms["start:0"] = (at_start, m_start)     # (with every window at 0 it is column 0)
+    if np.any(wrapped):
+        atoms["state:0"] = (wrapped, (mask[:, :1] > 0) * (np.arange(T) == 0)[None, :])
     if np.any(total):
         atoms["all"] = (total, (mask > 0).astype(float))
     return norms, atoms, total
 
 
-def attribute(R: np.ndarray, atoms: Mapping[str, tuple[np.ndarray, np.ndarray]]) -> dict[str, Any] | None:
+def attribute(R: np.ndarray, atoms: Mapping[str, tuple[np.ndarray, np.ndarray]], *, grad: str = "dU"
+              ) -> dict[str, Any] | None:
     """The atom that explains R best as ``coef · atom``, when it explains >= ATTRIBUTION_MIN of ‖R‖²."""
     rr = float(np.vdot(R, R))
     if rr == 0.0 or R.size < 2:      # a 1x1 U is explained by every atom: nothing to tell
@@ -377,7 +399,7 @@ def attribute(R: np.ndarray, atoms: Mapping[str, tuple[np.ndarray, np.ndarray]])
     if not scored:
         return None
     # best first; on a tie, the simpler story: a step, then a window edge, then a constant factor
-    rank = {"step": 0, "beyond": 1, "start": 2, "all": 3}
+    rank = {"step": 0, "state": 1, "beyond": 2, "start": 3, "all": 4}
     scored.sort(key=lambda e: (-round(e[0], 9), rank[e[1].partition(":")[0]]))
     explained, key, coef = scored[0]
     if explained < ATTRIBUTION_MIN:
@@ -391,30 +413,34 @@ def attribute(R: np.ndarray, atoms: Mapping[str, tuple[np.ndarray, np.ndarray]])
         "coef": coef,
         "explained": explained,
         "runner_up": {"key": runner[1], "explained": runner[0], "coef": runner[2]} if runner else None,
-        "message": _attribution_text(kind, int(at) if at else None, coef, explained, runner),
+        "message": _attribution_text(kind, int(at) if at else None, coef, explained, runner, grad),
     }
 
 
 def _attribution_text(kind: str, at: int | None, coef: float, explained: float,
-                      runner: tuple[float, str, float] | None) -> str:
+                      runner: tuple[float, str, float] | None, grad: str = "dU") -> str:
     c = f"{coef:+.3g}"
     if kind == "step":
-        what = f"dU − reference = {c} × the reference's step-{at} contribution"
+        what = f"{grad} − reference = {c} × the reference's step-{at} contribution"
         if abs(coef + 1) < 0.05:
             what += f": the step-{at} term is missing"
         elif abs(coef - 1) < 0.05:
             what += f": the step-{at} term is counted twice"
+    elif kind == "state":
+        what = f"{grad} − reference = {c} × (the step-0 term from the last state h_{{T−1}} − from h0)"
+        if abs(coef - 1) < 0.05:
+            what += ": the step-0 term uses the last state where h0 belongs"
     elif kind == "beyond":
-        what = (f"dU − reference = {c} × the contributions {at} step{'s' if at != 1 else ''} before each "
+        what = (f"{grad} − reference = {c} × the contributions {at} step{'s' if at != 1 else ''} before each "
                 "window's start")
         if abs(coef - 1) < 0.05:
             what += f": the windows reach {at} step{'s' if at != 1 else ''} too far back"
     elif kind == "start":
-        what = f"dU − reference = {c} × the contributions at each window's first step"
+        what = f"{grad} − reference = {c} × the contributions at each window's first step"
         if abs(coef + 1) < 0.05:
             what += ": the windows stop one step short"
     else:
-        what = f"dU = {1 + coef:.4g} × reference at every step alike: not a per-step error"
+        what = f"{grad} = {1 + coef:.4g} × reference at every step alike: not a per-step error"
     text = f"{what} (explains {100 * explained:.1f}% of the error"
     if runner is not None and runner[0] >= 0.9:
         text += f"; next best {runner[1]}, {100 * runner[0]:.1f}%"

@@ -10,7 +10,7 @@ left out is said, as data (:class:`Judgement`), for the later stages to settle o
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -18,15 +18,14 @@ import numpy as np
 
 from ..model.compare import GradResult, compare
 from ..model.kinks import kink_elements
-from ..model.names import ordered
+from ..model.names import describe, ordered
 from ..model.tolerance import Tolerance, floor_of, tolerance_for
-from .precision import float32_note, rounding_allowance, unjudgeable
+from .precision import ROUNDING, Lower, float32_note, float64_allowance, float64_note, rounding_allowance, unjudgeable
 
 if TYPE_CHECKING:
     from ..model.cases import Case
 
 Array = np.ndarray
-Lower = Callable[..., dict[str, Any]]
 
 
 @dataclass
@@ -44,7 +43,9 @@ class Judgement:
     unjudged: set[str] = field(default_factory=set)
     precision_note: str | None = None                        # how a float32 backward was judged
     dispute_notes: list[str] = field(default_factory=list)   # per gradient: elements left unjudged
-    lower: Lower | None = None                               # canonical arrays -> what the backward returns
+    # canonical gradients -> what the backward returns (its layout's clip, shared h0, second bias)
+    lower: Lower | None = None
+    dtype: str = "float64"
 
     @property
     def failed(self) -> list[str]:
@@ -66,7 +67,7 @@ class Judgement:
     def unjudged_note(self) -> str | None:
         if not self.unjudged:
             return None
-        return (f"precision: float32 rounding on this case is as large as {', '.join(sorted(self.unjudged))} "
+        return (f"precision: {self.dtype} rounding on this case is as large as {describe(self.unjudged)} "
                 "itself (a saturated or cancelling output): not judged")
 
     def error_of(self, name: str) -> Any:
@@ -80,11 +81,11 @@ def judge(case: Case, got: Mapping[str, Array], ref: Mapping[str, Array], error:
     """Judge every gradient in ``ref`` that the backward returned (``x`` only if it did).
 
     ``disputed``: elements where the oracles disagree; ``kinks``: elements at a relu kink (computed
-    here when not given); ``lower``: canonical gradients -> what the backward returns (``ref`` is
-    already lowered; the rounding estimate, recomputed canonically, is lowered the same way).
+    here when not given); ``lower``: canonical gradients -> what the backward returns (the rounding
+    estimates are lowered with it, as the reference was).
     """
     tol = tolerance_for(case.spec.dtype, case.T)
-    j = Judgement({}, dict(ref), dict(error), tol, floor_of(ref.values()), lower=lower)
+    j = Judgement({}, dict(ref), dict(error), tol, floor_of(ref.values()), lower=lower, dtype=case.spec.dtype)
     j.allowance = rounding_allowance(case, dict(ref), tol, lower)
     if j.allowance:
         j.precision_note = float32_note(case.T, tol)
@@ -97,21 +98,46 @@ def judge(case: Case, got: Mapping[str, Array], ref: Mapping[str, Array], error:
         kink = np.asarray(found.get(name, np.zeros(shape, dtype=bool)))
         if kink.shape != shape:
             kink = np.zeros(shape, dtype=bool)
-        dispute = np.asarray((disputed or {}).get(name, np.zeros(shape, dtype=bool))) & ~kink
         j.kinks[name] = kink
-        j.open[name] = dispute
-        err = j.error_of(name)
-        g = compare(name, got.get(name), ref[name], tol, ref_error=err, scale_floor=j.floor)
-        excluded = kink | dispute
-        if not g.passed and g.problem is None and (excluded.any() or name in j.unjudged):
-            # re-judge on the elements where the oracles agree and the objective is differentiable
-            if name in j.unjudged or _passes_outside(got[name], ref[name], tol, err, j.floor, excluded):
-                g.passed = True
-                if j.open[name].any():
-                    j.dispute_notes.append(f"{name}: {int(j.open[name].sum())} element(s) where the oracles "
-                                           "disagree were not judged")
-        j.grads[name] = g
+        # an element where the reference is not finite (an overflow) proves nothing, like a dispute
+        broken = ~np.isfinite(np.asarray(ref[name], dtype=np.float64))
+        j.open[name] = (np.asarray((disputed or {}).get(name, np.zeros(shape, dtype=bool))) | broken) & ~kink
+        j.grads[name] = _one(j, name, got)
+    missed = [n for n in j.failed if j.grads[n].problem is None]
+    if missed and not tol.rounding:
+        # float64: judged again at this case's own float64 rounding (a saturated output cancels)
+        extra = float64_allowance(case, {n: ref[n] for n in missed}, lower)
+        extra = {n: a for n, a in extra.items() if a > 0}
+        for n in extra:
+            j.allowance[n] = extra[n]
+        j.unjudged |= set(unjudgeable({n: ref[n] for n in extra}, extra))
+        rescued = []
+        for n in extra:
+            g = _one(j, n, got)
+            if g.passed:
+                j.grads[n] = g
+                if n not in j.unjudged:
+                    rescued.append(n)
+        if rescued:
+            scale = {n: max(float(np.max(np.abs(ref[n]), initial=0.0)), 1e-300) for n in rescued}
+            j.precision_note = float64_note(rescued, {n: extra[n] / ROUNDING / scale[n] for n in rescued})
     return j
+
+
+def _one(j: Judgement, name: str, got: Mapping[str, Array]) -> GradResult:
+    """One gradient against the reference, left unjudged where it proves nothing."""
+    err = j.error_of(name)
+    g = compare(name, got.get(name), j.ref[name], j.tol, ref_error=err, scale_floor=j.floor)
+    excluded = j.kinks[name] | j.open[name]
+    if not g.passed and g.problem is None and (excluded.any() or name in j.unjudged):
+        # re-judge on the elements where the oracles agree and the objective is differentiable
+        if name in j.unjudged or _passes_outside(got[name], j.ref[name], j.tol, err, j.floor, excluded):
+            g.passed = True
+            if j.open[name].any():
+                note = (f"{name}: {int(j.open[name].sum())} element(s) where the oracles disagree were not judged")
+                if note not in j.dispute_notes:
+                    j.dispute_notes.append(note)
+    return g
 
 
 def _passes_outside(got: Array, ref: Array, tol: Tolerance, ref_error: Any, floor: float, excluded: Array) -> bool:

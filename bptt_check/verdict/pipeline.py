@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import UsageError
+from ..model.backprop import variant_grads
 from ..model.cases import Case
 from ..model.kinks import kink_elements
 from ..model.names import ordered
@@ -31,6 +32,7 @@ from ..model.tolerance import tolerance_for
 from ..oracles import get_oracle
 from ..oracles.autograd import device_problem
 from ..oracles.directional import DEFAULT_DIRECTIONS
+from ..runner.adapters import loss_readings
 from ..runner.call import DEFAULT_TIMEOUT
 from ..runner.target import DEFAULT_ISOLATE, Backward, Target
 from . import diagnosis as diagnosis_module
@@ -63,11 +65,11 @@ class _Verdict:
     def apply(self, adj: settle.Adjustment, result: CaseResult) -> None:
         if adj.status is not None:
             self.status = adj.status
-        if adj.lead is not None:
-            self.lead = adj.lead
         if adj.settled:
             self.lead = None
             self.dispute_notes = []
+        if adj.lead is not None:
+            self.lead = adj.lead
         for n in adj.passed:
             result.grads[n].passed = True
         for n in adj.failed:
@@ -77,7 +79,8 @@ class _Verdict:
             result.diagnosis = adj.diagnosis
 
     def notes_list(self) -> list[str]:
-        return ([self.lead] if self.lead else []) + self.call_notes + self.notes + self.dispute_notes + self.tail
+        rest = [n for n in self.call_notes + self.notes + self.dispute_notes + self.tail if n != self.lead]
+        return ([self.lead] if self.lead else []) + rest
 
 
 @dataclass
@@ -134,6 +137,8 @@ def check_case(backward: Backward, case: Case, *, oracles: Iterable[str] = DEFAU
     comparable = outcome.error is None or outcome.error["kind"] in ("mutated_input", "nondeterministic")
     if outcome.grads is None or not comparable:
         result.diagnosis = _error_causes(outcome.error or {})
+        if outcome.error is not None and outcome.error["kind"] == "forward" and outcome.grads:
+            result.diagnosis = _forward_causes(runner, case, outcome.grads, outcome.error)
         return _done(result, v, start)
     got = outcome.grads
 
@@ -172,13 +177,17 @@ def check_case(backward: Backward, case: Case, *, oracles: Iterable[str] = DEFAU
             result.diagnosis = _stale_causes(case, got, reference_of_all().grads, result, outcome.repeat, v)
     elif j is not None and j.failed:
         v.status = "failed"
-        v.tail += runner.locate(case, {n: result.grads[n] for n in result.failed_grads})
         full = reference_of_all()
 
         def causes() -> list[dict[str, Any]]:
             return _causes(runner, case, got, full.grads, result, j, outcome.repeat, v)
 
         v.apply(settle.precision(case, got, j, causes), result)
+        if v.status == "failed":
+            wrong = {n: result.grads[n] for n in result.failed_grads}
+            v.tail += runner.locate(case, wrong)
+            if runner.adapted is not None:
+                result.yours = runner.adapted.yours(case, wrong)
         if v.status == "failed" and not result.diagnosis:
             result.diagnosis = causes()
         if evidence and v.status == "failed":
@@ -188,13 +197,17 @@ def check_case(backward: Backward, case: Case, *, oracles: Iterable[str] = DEFAU
                 full=evidence == "full", run=run))
     elif j is not None and (j.disputed or j.unjudged):
         v.status = "inconclusive"
-        if not j.disputed:                   # float32 cannot resolve some gradient: that is the reason
+        blind = all(k in j.unjudged for k, d in j.open.items() if d.any())
+        if blind:           # the dtype cannot resolve the gradients (disputed or not): that is the reason
             v.lead = j.unjudged_note()
-            v.tail.remove(v.lead)
-        elif whole is not None and whole.consensus is not None:
+        else:
             which = [f"{k} ({int(d.sum())}/{d.size})" for k, d in j.open.items() if d.any()]
-            v.lead = ("oracles disagree on " + ", ".join(which) + ": those elements prove nothing ("
-                      + whole.consensus.explain() + ")")
+            if whole is not None and whole.consensus is not None:
+                v.lead = ("oracles disagree on " + ", ".join(which) + ": those elements prove nothing ("
+                          + whole.consensus.explain() + ")")
+            else:            # fast mode: an element-wise reference that overflowed
+                v.lead = ("the element-wise reference is not finite on " + ", ".join(which)
+                          + ": those elements prove nothing")
             v.apply(settle.disputes(case, got, j, got), result)
             if v.status == "failed":
                 result.diagnosis = _causes(runner, case, got, whole.grads, result, j, outcome.repeat, v)
@@ -235,7 +248,7 @@ def _causes(runner: Target, case: Case, got: Mapping[str, np.ndarray], ref: Mapp
             v: _Verdict) -> list[dict[str, Any]]:
     """The named causes of a failed case; a diagnosis that breaks never hides the verdict."""
     try:
-        allowance = rounding_allowance(case, dict(ref), j.tol, runner.lower)
+        allowance = {**rounding_allowance(case, dict(ref), j.tol, runner.lower), **j.allowance}
         found = diagnosis_module.diagnose(case, got, ref, result.grads, j.tol, scale_floor=j.floor, target=runner,
                                           repeat=repeat, allowance=allowance)
     except Exception as exc:  # a diagnosis must never hide the verdict itself
@@ -254,6 +267,36 @@ def _stale_causes(case: Case, got: Mapping[str, np.ndarray], ref: Mapping[str, n
     except Exception as exc:  # a diagnosis must never hide the finding itself
         v.tail.append(f"diagnosis failed ({type(exc).__name__}: {exc}); the finding stands")
         return []
+
+
+def _forward_causes(runner: Target, case: Case, got: Mapping[str, np.ndarray], error: Mapping[str, Any]
+                    ) -> list[dict[str, Any]]:
+    """A reported loss off by a convention (a mean where the spec sums, say): do the gradients follow the loss
+    or the spec? Said plainly (issue 12: advice to change the reduction, when only the loss averages, made the
+    gradients fail next)."""
+    if "loss" not in error or "reference_loss" not in error:
+        return []
+    readings = loss_readings(error["loss"], error["reference_loss"], case)
+    ref = runner.lower(case, variant_grads(case))
+    names = [n for n in ref if n in got and np.shape(got[n]) == np.shape(ref[n])]
+    rr = sum(float(np.vdot(ref[n], ref[n])) for n in names)
+    if not readings or rr == 0.0:
+        return []
+    k = sum(float(np.vdot(np.asarray(got[n], dtype=np.float64), ref[n])) for n in names) / rr
+    off = np.sqrt(sum(float(np.sum((np.asarray(got[n], dtype=np.float64) - k * ref[n]) ** 2)) for n in names) / rr)
+    if off > 1e-3 * max(abs(k), 1e-300):
+        return []                          # the gradients are no constant multiple of the spec's: nothing plain
+    out = []
+    for r in readings:
+        if abs(k - 1.0) <= 1e-3:
+            out.append({"code": "loss_gradient_mismatch", "fit": 1.0, "grads": ["loss"], "message": (
+                f"your loss is {r['yours']}, but your gradients are those of {r['spec']}, as the spec says: the "
+                "loss and the gradients disagree; fix the loss (the gradients are right)")})
+        elif abs(k - r["ratio"]) <= 1e-3 * r["ratio"]:
+            out.append({"code": "scaled", "fit": 1.0, "grads": [*names, "loss"], "message": (
+                f"your loss and your gradients are both {r['yours']} (ratio {k:.6g}), where the spec's objective "
+                f"is {r['spec']}: declare {r['declare']}")})
+    return out
 
 
 def _error_causes(error: Mapping[str, Any]) -> list[dict[str, Any]]:

@@ -17,10 +17,11 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..model.compare import GradResult
+from ..model.compare import GradResult, json_safe
 from ..model.spec import Spec
 from ..runner.read import CONTROLS as _CONTROLS
 from ..runner.read import ESCAPES as _ESCAPES
@@ -76,6 +77,17 @@ def _short_path(path: str) -> str:
     return path if rel.startswith("..") else rel
 
 
+def nothing_judged(counts: Mapping[str, int]) -> bool:
+    """Every case of a run was inconclusive: nothing about the gradients was verified (issue 12)."""
+    return counts.get("inconclusive", 0) > 0 and all(v == 0 for k, v in counts.items() if k != "inconclusive")
+
+
+def run_passed(counts: Mapping[str, int]) -> bool:
+    """A run (counts per status) passes when no case is wrong and some case was judged: a run whose every
+    case is inconclusive proved nothing, and must not read as a pass."""
+    return all(v == 0 for k, v in counts.items() if k not in GOOD) and not nothing_judged(counts)
+
+
 @dataclass
 class CaseResult:
     """The verdict on one case."""
@@ -97,6 +109,8 @@ class CaseResult:
     stdout: str = ""
     # failed cases: the named causes that fit, best first ({"code", "fit", "message"}, DESIGN §7)
     diagnosis: list[dict[str, Any]] = field(default_factory=list)
+    # an adapted backward's wrong gradients in its own notation: key -> {"name", "worst_index"}
+    yours: dict[str, dict[str, Any]] = field(default_factory=dict)
     # a padded batch: the length of each sequence (None: every sequence is T steps long)
     lengths: list[int] | None = None
 
@@ -144,7 +158,8 @@ class CaseResult:
         return plain(head)
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        """Plain data for the report: JSON-safe at any depth (no NaN, no infinity, no numpy scalars)."""
+        return json_safe({
             "index": self.index,
             "seed": self.seed,
             "target": self.target,
@@ -162,4 +177,5 @@ class CaseResult:
             "diagnosis": list(self.diagnosis),
             "seconds": round(self.seconds, 6),
             "evidence": self.evidence,
-        }
+            **({"yours": self.yours} if self.yours else {}),
+        })

@@ -24,7 +24,7 @@ from ..model.coverage import coverage as coverage_of
 from ..model.coverage import threshold
 from ..model.kinks import near_kinks
 from .judge import Judgement
-from .precision import float32_tolerance, mixed_precision_note
+from .precision import float32_tolerance, mixed_precision_note, unjudgeable
 from .taylor import random_direction, taylor_check
 
 if TYPE_CHECKING:
@@ -51,22 +51,41 @@ NONE = Adjustment()
 
 def precision(case: Case, got: Mapping[str, Array], j: Judgement,
               diagnose: Callable[[], list[dict[str, Any]]]) -> Adjustment:
-    """A failed case: float32 hiding in a float64 spec, or a float32 kink; else the named causes."""
-    failed = j.failed
-    numeric = all(j.grads[n].problem is None for n in failed)
+    """A failed case: float32 hiding in a float64 spec, or a float32 kink; else the named causes.
+
+    float32 hiding in a float64 spec is decided per gradient (issue 12): a gradient that meets the
+    float32 tolerance and that no named mistake explains passes with a precision note, also when
+    another gradient of the case is really wrong (which then fails alone, and is diagnosed alone).
+    """
+    numeric = [n for n in j.failed if j.grads[n].problem is None]
     if case.spec.dtype == "float64" and numeric:
         tol32, allow32 = float32_tolerance(case, j.ref, j.lower)
-        within = all(compare(n, got[n], j.ref[n], tol32, scale_floor=j.floor,
-                             ref_error=np.asarray(j.error.get(n, 0.0)) + allow32.get(n, 0.0)).passed
-                     for n in failed)
+        within = [n for n in numeric
+                  if compare(n, got[n], j.ref[n], tol32, scale_floor=j.floor,
+                             ref_error=np.asarray(j.error.get(n, 0.0)) + allow32.get(n, 0.0)).passed]
         if within:
             found = diagnose()
-            named = [d for d in found if d["code"] != "precision" and d["fit"] >= 0.9]
-            if named:
+            explained = {g for d in found if d["code"] != "precision" and d["fit"] >= 0.9
+                         for g in d.get("grads", numeric)}
+            rescued = [n for n in within if n not in explained]
+            if not rescued:
                 return Adjustment(diagnosis=found)
-            worst = max(j.grads[n].max_rel_err for n in failed)
-            return Adjustment(status="passed", passed=list(failed), diagnosis=[],
-                              notes=[mixed_precision_note(failed, dict(got), worst)])
+            # where float32 cannot resolve a gradient at all, "within float32's tolerance" says nothing
+            blind = unjudgeable(j.ref, {n: allow32.get(n, 0.0) for n in rescued})
+            rescued = [n for n in rescued if n not in blind]
+            notes = []
+            if rescued:
+                notes.append(mixed_precision_note(rescued, dict(got), max(j.grads[n].max_rel_err for n in rescued)))
+            if len(rescued) == len(j.failed):
+                return Adjustment(status="passed", passed=rescued, diagnosis=[], notes=notes)
+            if len(rescued) + len(blind) == len(j.failed):
+                return Adjustment(status="inconclusive", passed=rescued + blind, diagnosis=[], notes=notes, lead=(
+                    f"precision: {', '.join('d' + n for n in blind)} {'misses' if len(blind) == 1 else 'miss'} the "
+                    "float64 reference, and float32 rounding on this case is as large as the gradient itself (a "
+                    "saturated or cancelling output): if your code keeps anything in float32, it cannot be "
+                    "judged here"))
+            # the rest is wrong: diagnosed again without the gradients that passed on precision
+            return Adjustment(passed=rescued, notes=notes, diagnosis=[])
     if case.spec.dtype == "float32":
         near = near_kinks(case)
         if near:
@@ -83,8 +102,10 @@ def disputes(case: Case, got: Mapping[str, Array], j: Judgement, canonical: Mapp
     ``canonical``: the user's gradients as canonical arrays (the Taylor check moves the canonical
     parameters), or the same as ``got`` when the backward is not adapted.
     """
-    masks = {k: d for k, d in j.open.items() if d.any() and k in canonical and np.shape(canonical[k]) == d.shape}
-    if len(masks) != sum(1 for d in j.open.values() if d.any()):
+    # a gradient the dtype cannot resolve on this case is not judged, by the Taylor check neither
+    disputed = {k: d for k, d in j.open.items() if d.any() and k not in j.unjudged}
+    masks = {k: d for k, d in disputed.items() if k in canonical and np.shape(canonical[k]) == d.shape}
+    if not masks or len(masks) != len(disputed):
         return NONE
     verdicts = {}
     for k, m in masks.items():
@@ -100,6 +121,8 @@ def disputes(case: Case, got: Mapping[str, Array], j: Judgement, canonical: Mapp
              f"{v.describe()} along them: {'wrong' if k in refuted else 'confirmed'}" for k, v in verdicts.items()]
     if refuted:
         return Adjustment(status="failed", failed=refuted, notes=notes, settled=True)
+    if j.unjudged:          # the disputes are settled, but some gradient could not be judged at all
+        return Adjustment(notes=notes, settled=True, lead=j.unjudged_note())
     return Adjustment(status="passed", notes=notes, settled=True)
 
 

@@ -45,6 +45,8 @@ class Taylor:
     def describe(self) -> str:
         if self.verdict == "unclear":
             return "the Taylor remainder gave no clear order"
+        if not np.isfinite(self.order):        # nothing stood above the rounding noise of L
+            return "the Taylor remainder stays within the rounding noise of the loss at every step"
         return f"the Taylor remainder shrinks as ε^{self.order:.2f}"
 
 
@@ -76,6 +78,8 @@ def taylor_check(case: Case, grads: Mapping[str, Array], direction: Mapping[str,
     eps0 = 0.05 * max(1.0, vmax) / dmax
     slope = sum(float(np.vdot(np.asarray(grads[n], dtype=np.float64), v)) for n, v in d.items())
     base = loss({}, 0.0)
+    if not (np.isfinite(base) and np.isfinite(slope)):
+        return Taylor(float("nan"), "unclear")
     floor = NOISE * np.finfo(np.float64).eps * (abs(base) + 1.0)
     epss, rems, signed = [], [], []
     for i in range(MAX_HALVINGS):
@@ -88,8 +92,9 @@ def taylor_check(case: Case, grads: Mapping[str, Array], direction: Mapping[str,
     orders = [np.log2(rems[i] / rems[i + 1]) for i in range(len(rems) - 1)
               if rems[i] > floor and rems[i + 1] > floor]
     if not orders:
-        # nothing above the noise: g matches along d to within rounding
-        return Taylor(float("nan"), "confirmed" if rems[-1] <= floor else "unclear", epss, rems)
+        # nothing above the noise: g matches along d to within rounding (a NaN remainder never does)
+        quiet = all(r <= floor for r in rems[-3:])
+        return Taylor(float("nan"), "confirmed" if quiet else "unclear", epss, rems)
     # the mean of the last four orders is the slope over the last five steps: a step where the
     # ε² and ε³ terms cancel dips one order and lifts the next, and the mean reads through it
     order = float(np.mean(orders[-4:]))

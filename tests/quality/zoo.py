@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 
 import bptt_check as bc
+from bptt_check.model.forward import total_loss
 from bptt_check.model.functions import act, loss_scale, output
 from bptt_check.model.spec import Window
 
@@ -33,6 +34,7 @@ CELL = frozenset({"W", "U", "b"})
 SQUARE = bc.Sizes(T=(5, 7), B=(2, 3), I=(3, 3), H=(3, 3), O=(2, 2))     # I = H: W and U have one shape
 WIDE = bc.Sizes(T=(5, 7), B=(2, 3), I=(2, 3), H=(3, 4), O=(2, 2))       # B >= 2, O != H
 FIXED = bc.Sizes(T=(6, 6), B=(2, 2), I=(3, 3), H=(4, 4), O=(2, 2))      # every case has the same shapes
+LONG = bc.Sizes(T=(14, 16))                                             # beyond the spec's neighbours
 
 
 # ----------------------------------------------------------------- a hand-written BPTT with dials
@@ -67,6 +69,8 @@ def _dact(spec: bc.Spec, hhat: np.ndarray, h: np.ndarray, hprev: np.ndarray, m: 
     how = m.get("dact", "right")
     if how == "missing":
         return np.ones_like(h)
+    if how == "one_minus_h":
+        return 1.0 - h                                        # tanh' written 1 − h: the square forgotten
     v = {"right": h, "on_pre": hhat, "prev": hprev}.get(how, h)
     if spec.activation == "tanh":
         return 1.0 - v ** 2                                   # tanh' = 1 − h²
@@ -127,7 +131,10 @@ def bptt(params: dict[str, np.ndarray], x: np.ndarray, y: np.ndarray, spec: bc.S
             skip = (m.get("cell_skip_t0") and t == 0) or (m.get("cell_skip_last") and t == T - 1)
             if not skip:
                 dW += dhhat.T @ x[t]
-                if not (m.get("dU_skip_t0") and t == 0):
+                if m.get("states_without_h0"):
+                    outs = hs[1:]                                     # h_0 … h_{T−1}, h0 not kept
+                    dU += dhhat.T @ outs[t - 1]                       # t = 0: outs[−1], the last state
+                elif not (m.get("dU_skip_t0") and t == 0):
                     dU += dhhat.T @ (hs[t + 1] if m.get("dU_uses_h_t") else hs[t])
                 if db is not None:
                     db += dhhat[0] if m.get("db_first_sample") else dhhat.sum(axis=0)
@@ -161,6 +168,18 @@ def bptt(params: dict[str, np.ndarray], x: np.ndarray, y: np.ndarray, spec: bc.S
             for k in PARAMS & grads.keys():
                 grads[k] = grads[k] * (m["clip_norm"] / norm)         # torch clip_grad_norm_ style
     return grads
+
+
+def mean_loss_sum_grads() -> Callable[..., Any]:
+    """A training step that reports its loss averaged over time while its gradients are those of the sum
+    (the spec's): adapted, since the protocol has no loss; the loss is checked first."""
+    def step(params, x, y, spec):
+        grads = bptt(params, x, y, spec, {})
+        T = x.shape[0]
+        loss = total_loss(params, x, y, spec) / T                       # the bug: a mean over time
+        return {"loss": loss, **grads}
+
+    return bc.adapt(step, bc.Layout(args=("params", "x", "y", "spec")))
 
 
 def planted(**m: Any) -> Callable[[], Callable[..., dict[str, np.ndarray]]]:
@@ -300,6 +319,19 @@ BUGS: tuple[Bug, ...] = (
         "clipped"),
     Bug("stale_accumulation", "dθ += … into buffers never zeroed between calls", stale_buffers, _s(sizes=FIXED), ALL,
         "stale_accumulation"),
+    # real-code patterns (issue 12)
+    Bug("states_without_h0", "states kept without h0: dU's t = 0 term uses h[t−1] = h[−1], the last state",
+        planted(states_without_h0=True), _s(), frozenset({"U"}), "initial_state_wrong"),
+    Bug("tanh_prime_one_minus_h", "tanh' written 1 − h (the square forgotten)", planted(dact="one_minus_h"), _s(),
+        UPSTREAM, "activation_derivative_wrong"),
+    Bug("window_loss_code_full_spec", "window-loss:2,3 code checked as full BPTT",
+        planted(truncation=bc.Truncation("window-loss", 2, 3)), _s(), ALL, "truncation_window"),
+    Bug("window_code_full_spec", "per-step window:5 code checked as full BPTT (T = 14–16)",
+        planted(truncation=bc.Truncation("window", 5)), _s(sizes=LONG), UPSTREAM, "truncation_window"),
+    Bug("chunk_code_full_spec", "chunk:6 code checked as full BPTT (T = 14–16)",
+        planted(truncation=bc.Truncation("chunk", 6)), _s(sizes=LONG), UPSTREAM, "truncation_window"),
+    Bug("mean_loss_sum_grads", "the reported loss is a mean over time, the gradients are of the sum",
+        mean_loss_sum_grads, _s(), frozenset({"loss"}), "loss_gradient_mismatch"),
     Bug("float32_dU_from_t1", "dU summed from t = 1, in float32", planted(dU_skip_t0=True), _s(dtype="float32"),
         frozenset({"U"}), "missing_first_step"),
     Bug("float32_recurrent_transposed", "dh_{t−1} = dĥ_t Uᵀ, in float32", planted(recur="UT"),
@@ -362,11 +394,11 @@ def run_zoo(checker: Callable[..., Any] = bc.check_case, bugs: Sequence[Bug] = B
     return [run_bug(b, checker) for b in bugs]
 
 
-ORDER = ("W", "U", "b", "V", "c", "h0", "x")
+ORDER = ("W", "U", "b", "V", "c", "h0", "x", "loss")
 
 
 def grads_text(names: frozenset[str]) -> str:
-    return ", ".join(f"d{n}" for n in ORDER if n in names) or "—"
+    return ", ".join(n if n == "loss" else f"d{n}" for n in ORDER if n in names) or "—"
 
 
 def table(results: Sequence[BugResult]) -> str:
