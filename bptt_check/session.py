@@ -24,6 +24,7 @@ from .model.cases import Case
 from .model.spec import Spec
 from .options import default
 from .report import FORMATS, report_dict, write_reports
+from .report.build import case_record
 from .verdict.pipeline import DEFAULT_ORACLES, check_case
 from .verdict.result import CaseResult
 
@@ -162,7 +163,7 @@ def _name(backward: Any) -> str:
 def aggregate(payloads: list[dict[str, Any]], *, seed: int, oracles: tuple[str, ...], seconds: float,
               argv: list[str] | None, crashed: Iterable[str] = ()) -> dict[str, Any]:
     """One report for the session, from the tests' payloads (same top-level keys as the CLI's report)."""
-    cases = [c for p in payloads for c in p["cases"]]
+    cases = [case_record(c) for p in payloads for c in p["cases"]]       # a passed case brief, as the CLI's
     counts = {"passed": 0, "failed": 0, "inconclusive": 0, "error": 0, "timeout": 0}
     tests: dict[str, dict[str, Any]] = {}
     for p in payloads:

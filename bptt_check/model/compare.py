@@ -42,6 +42,22 @@ class GradResult:
                       for row in self.worst]
         return d
 
+    @classmethod
+    def from_dict(cls, name: str, d: dict[str, Any]) -> GradResult:
+        """A comparison read back from a report record (full, or the brief one of a passed case). A number
+        the record does not hold (a brief record keeps only ``passed`` and ``max_rel_err``), or holds as
+        null (a nan in the JSON), is nan: unknown, never a made-up 0."""
+        known: dict[str, Any] = {}
+        for k, f in cls.__dataclass_fields__.items():
+            if k == "name":
+                continue
+            v = d.get(k)
+            if isinstance(f.default, float) and v is None:
+                known[k] = float("nan")
+            elif k in d:
+                known[k] = v
+        return cls(name=name, **known)
+
 
 def _finite(v: float) -> float | None:
     """JSON has no nan/inf: nan becomes null, an infinity the largest double."""
