@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 import os
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,7 +24,6 @@ from .model.cases import Case
 from .model.spec import Spec
 from .options import default
 from .report import FORMATS, report_dict, write_reports
-from .report.build import case_record
 from .verdict.pipeline import DEFAULT_ORACLES, check_case
 from .verdict.result import CaseResult
 
@@ -52,12 +51,17 @@ class TestContext:
     checks: int = 0
 
     def add(self, results: Iterable[CaseResult]) -> None:
+        """Record one check's results."""
         self.checks += 1
         for r in results:
-            self.counts[r.status] = self.counts.get(r.status, 0) + 1
-            record = _plain(r.to_dict())                         # plain built-in types, strict JSON
-            record.update(test=self.nodeid, worker=self.worker)
-            self.records.append(record)
+            self.record(r)
+
+    def record(self, result: CaseResult) -> None:
+        """Record one result (whole: a test keeps at most MAX_KEPT_PER_TEST records, however many cases)."""
+        self.counts[result.status] = self.counts.get(result.status, 0) + 1
+        record = _plain(result.to_dict())                    # plain built-in types, strict JSON
+        record.update(test=self.nodeid, worker=self.worker)
+        self.records.append(record)
         if len(self.records) > MAX_KEPT_PER_TEST:
             # keep the newest wrong cases first (Hypothesis replays its shrunk example last), then passes
             bad = [r for r in self.records if r["status"] not in ("passed", "inconclusive")]
@@ -109,9 +113,9 @@ class Checker:
         marker = {k: v for k, v in (ctx.marker if ctx else {}).items() if k not in RUN_KEYS}
         oracles = ctx.oracles if ctx else DEFAULT_ORACLES
         full = resolve_spec(backward, spec, spec_kwargs, marker)
-        report = check(backward, full, oracles=oracles, target=_name(backward), **run)
-        if ctx is not None:
-            ctx.add(report.cases)
+        # each result recorded as it comes, whole (the report keeps a passed case only compactly)
+        report = check(backward, full, oracles=oracles, target=_name(backward),
+                       on_case=_recorder(ctx) if ctx is not None else None, **run)
         raise_if_wrong(report.cases, report=report, seed=report.seed, notes=True)
         return report
 
@@ -151,6 +155,19 @@ class Checker:
         return result
 
 
+def _recorder(ctx: TestContext) -> Callable[[CaseResult], None]:
+    """Records a check's results into the test's context as they come; the check counts from its first case."""
+    first = [True]
+
+    def record(result: CaseResult) -> None:
+        if first[0]:
+            ctx.checks += 1
+            first[0] = False
+        ctx.record(result)
+
+    return record
+
+
 def _name(backward: Any) -> str:
     name = getattr(backward, "name", None) or getattr(backward, "__qualname__", None) or ""
     if not name or "<locals>" in name:
@@ -163,7 +180,7 @@ def _name(backward: Any) -> str:
 def aggregate(payloads: list[dict[str, Any]], *, seed: int, oracles: tuple[str, ...], seconds: float,
               argv: list[str] | None, crashed: Iterable[str] = ()) -> dict[str, Any]:
     """One report for the session, from the tests' payloads (same top-level keys as the CLI's report)."""
-    cases = [case_record(c) for p in payloads for c in p["cases"]]       # a passed case brief, as the CLI's
+    cases = [c for p in payloads for c in p["cases"]]
     counts = {"passed": 0, "failed": 0, "inconclusive": 0, "error": 0, "timeout": 0}
     tests: dict[str, dict[str, Any]] = {}
     for p in payloads:

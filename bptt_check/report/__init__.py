@@ -10,11 +10,11 @@ call the same function with a dict loaded from JSON, so every renderer works fro
 
 from __future__ import annotations
 
-import io
 import json
 import os
 from collections.abc import Callable, Iterable
 from importlib import resources
+from io import StringIO
 from pathlib import Path
 from typing import IO, Any
 
@@ -43,7 +43,7 @@ def parse_formats(text: str | Iterable[str]) -> tuple[str, ...]:
 def render(report: dict[str, Any], fmt: str) -> str:
     """One format of the report as text."""
     if fmt in ("json", "junit"):
-        buf = io.StringIO()
+        buf = StringIO()
         _writer(report, fmt)(buf)
         return buf.getvalue()
     if fmt == "md":

@@ -24,7 +24,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from ..errors import UsageError
-from ..verdict.evidence import EVIDENCE_LIMIT, cheapen
+from ..verdict import evidence
 from ..version import __version__
 from .build import SCHEMA, report_dict
 from .log import CaseLog
@@ -61,8 +61,8 @@ def merge(reports: Sequence[tuple[str, dict[str, Any]]]) -> dict[str, Any]:
                 raise UsageError(f"{name} (shard {k}/{count}) should hold {where} next, but holds {got}: the file "
                                  "was edited or cut; run that shard again")
             if record.get("status") == "failed":
-                if failed >= EVIDENCE_LIMIT and record.get("evidence"):
-                    record = {**record, "evidence": cheapen(record["evidence"])}
+                if failed >= evidence.EVIDENCE_LIMIT and record.get("evidence"):
+                    record = {**record, "evidence": evidence.cheapen(record["evidence"])}
                 failed += 1
             cases.append(record)
     for k, stream in streams.items():
