@@ -173,13 +173,14 @@ def main() -> None:
         lo, hi = after[0], after[-1]
         print(f"\nafter: {hi['cases']:,} cases vs {lo['cases']:,}: peak RSS {hi['peak_rss_mb']:.0f} MB vs "
               f"{lo['peak_rss_mb']:.0f} MB ({hi['peak_rss_mb'] - lo['peak_rss_mb']:+.0f} MB for "
-              f"{hi['cases'] - lo['cases']:,} more cases); a passed case at most {max(r['passed_record_max_bytes'] for r in after)}"
-              " bytes in report.json (target <= 1024)")
+              f"{hi['cases'] - lo['cases']:,} more cases); a passed case at most "
+              f"{max(r['passed_record_max_bytes'] for r in after)} bytes in report.json (target <= 1024)")
     before = [r for r in rows if r["code_under_test"] == "before"]
     for b in before:
         a = next((r for r in after if r["cases"] == b["cases"]), None)
         if a:
-            print(f"{b['cases']:,} cases, before -> after: peak RSS {b['peak_rss_mb']:.0f} -> {a['peak_rss_mb']:.0f} MB, "
+            print(f"{b['cases']:,} cases, before -> after: peak RSS {b['peak_rss_mb']:.0f} -> "
+                  f"{a['peak_rss_mb']:.0f} MB, "
                   f"report.json {b['report_json_mb']:.1f} -> {a['report_json_mb']:.1f} MB "
                   f"({b['json_bytes_per_case']:.0f} -> {a['json_bytes_per_case']:.0f} bytes a case), "
                   f"wall {b['wall_s']:.1f} -> {a['wall_s']:.1f} s")

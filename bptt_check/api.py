@@ -289,7 +289,7 @@ class Sweep:
         return self.shard.indices(self.cases)
 
     def __iter__(self) -> Iterator[CaseResult]:
-        full_left = evidence_module.EVIDENCE_LIMIT   # the first failed cases get the full evidence, the rest the cheap one
+        full_left = evidence_module.EVIDENCE_LIMIT   # the first failed cases get the full evidence, the rest cheap
         for i in self.indices():
             r = pipeline.check_case(self.backward, draw_case(self.spec, self.seed, i), oracles=self.names,
                                     target=self.target, evidence="full" if full_left > 0 else "cheap",

@@ -56,9 +56,8 @@ class CaseProgress:
 
     def __enter__(self) -> CaseProgress:
         if self.mode == "bar":
-            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
             from rich.markup import escape
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
             title = "checking" + (f" {escape(tx.plain(self.label))}" if self.label else "")
             self._progress = Progress(TextColumn(f"[bold]{title}[/]"), BarColumn(), MofNCompleteColumn(),
