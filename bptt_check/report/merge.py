@@ -86,10 +86,14 @@ def merge(reports: Sequence[tuple[str, dict[str, Any]]]) -> dict[str, Any]:
 def _check_shards(reports: Sequence[tuple[str, dict[str, Any]]]) -> None:
     for name, r in reports:
         shard = r.get("shard")
-        if not isinstance(shard, dict) or not isinstance(shard.get("sweep"), dict) or "jobs" not in shard:
+        if not isinstance(shard, dict):
             what = "the joined report of a sweep" if r.get("merged") else "not the report of a shard"
             raise UsageError(f"{name} is {what} (it has no \"shard\" field): merge joins the reports of "
                              "`bptt-check … --shard K/N` runs, K = 1 … N")
+        if not isinstance(shard.get("sweep"), dict) or not isinstance(shard.get("jobs"), list):
+            raise UsageError(f"{name} is shard {_k(r)} of a check made from Python (check(..., shard=)), which "
+                             "does not record its sweep: merge joins the reports of `bptt-check … --shard K/N` "
+                             "runs; join Python shards' cases yourself")
         if r.get("schema") != SCHEMA or r.get("version") != __version__:
             raise UsageError(f"{name} was written by bptt-check {r.get('version')} (report schema "
                              f"{r.get('schema')}); this is bptt-check {__version__} (schema {SCHEMA}): run every "
