@@ -40,12 +40,11 @@ SIZES = "T=3,B=1,I=1,H=2,O=1"
 
 # runs the command in this process and reports its peak RSS, as the kernel counted it, to a file
 WRAPPER = """
-import json, resource, sys
+import json, sys
 from bptt_check.cli import main
 code = main(sys.argv[2:])
 hwm = next((int(line.split()[1]) for line in open("/proc/self/status") if line.startswith("VmHWM:")), 0)
-json.dump({"code": code, "hwm_kb": hwm, "children_maxrss_kb": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss},
-          open(sys.argv[1], "w"))
+json.dump({"code": code, "hwm_kb": hwm}, open(sys.argv[1], "w"))
 """
 
 
@@ -135,7 +134,6 @@ def run(cases: int, src: Path | None = None) -> dict:
         "cases": cases, "code": got["code"], "wall_s": wall, "ms_per_case": 1000 * wall / cases,
         "peak_rss_mb": got["hwm_kb"] / 1024,
         "peak_tree_pss_mb": max((s[2] for s in samples), default=0) / 1024,
-        "worker_peak_rss_mb": got["children_maxrss_kb"] / 1024,
         "rss_mb_at_10_50_90": [at(0.1), at(0.5), at(0.9)],
         "report_json_mb": size / 1e6, "junit_xml_mb": junit / 1e6,
         "passed_record_max_bytes": max(passed), "passed_record_mean_bytes": sum(passed) / len(passed),

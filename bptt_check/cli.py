@@ -309,21 +309,12 @@ def run(argv: Sequence[str]) -> int:
     data = report_dict(log, seed=args.seed, oracles=used, seconds=time.perf_counter() - start,
                        argv=["bptt-check", *argv], interrupted=bool(stopped_by), **extra)
     data["passed"] = data["passed"] and not stopped_by
-    unwritten = None
-    try:
-        with _signals_ignored(), report_lock(args.report_dir):
-            paths = write_reports(data, args.report_dir, args.format.split(","), replace=True)
-    except OSError as exc:        # disk full, no permission, report.json a folder: the verdict still stands
-        unwritten = _os_error(exc)
-    print_failures(data)
-    print(text.headline(data))
+    written = _write_and_say(data, args.report_dir, typed_dir, args.format.split(","), "bptt-check")
     if args.shard is not None and not total:
         print(f"bptt-check: shard {args.shard} holds no case of this sweep (--cases {args.cases} per spec, "
               f"{args.shard.count} shards): nothing was checked", file=sys.stderr)
-    if unwritten is not None:
-        print(f"bptt-check: cannot write the report: {unwritten}", file=sys.stderr)
+    if not written:
         return EXIT_USAGE
-    print("report: " + ", ".join(str(Path(typed_dir) / p.name) for p in paths.values()))
     if stopped_by:
         print(f"bptt-check: interrupted by {signal.Signals(stopped_by).name} after {len(log)} case(s); "
               "the report holds those, marked \"interrupted\": true", file=sys.stderr)
@@ -360,18 +351,27 @@ def merge_command(argv: Sequence[str]) -> int:
         print(f"bptt-check merge: error: {clean(err.message.splitlines()[0] if err.message else '', 2000)}",
               file=sys.stderr)
         return EXIT_USAGE
-    try:
-        with report_lock(args.report_dir):
-            paths = write_reports(data, args.report_dir, formats, replace=True)
-    except OSError as exc:
-        print_failures(data)
-        print(text.headline(data))
-        print(f"bptt-check merge: cannot write the report: {_os_error(exc)}", file=sys.stderr)
+    if not _write_and_say(data, args.report_dir, args.report_dir, formats, "bptt-check merge"):
         return EXIT_USAGE
+    return EXIT_OK if data["passed"] else EXIT_FINDINGS
+
+
+def _write_and_say(data: dict[str, Any], folder: str, shown: str, formats: Sequence[str], prog: str) -> bool:
+    """Write the report set (signals held off for the milliseconds it takes), then print the wrong cases, the
+    headline and where the report is; False when it could not be written (the verdict is printed anyway)."""
+    unwritten = None
+    try:
+        with _signals_ignored(), report_lock(folder):
+            paths = write_reports(data, folder, formats, replace=True)
+    except OSError as exc:        # disk full, no permission, report.json a folder: the verdict still stands
+        unwritten = _os_error(exc)
     print_failures(data)
     print(text.headline(data))
-    print("report: " + ", ".join(str(Path(args.report_dir) / p.name) for p in paths.values()))
-    return EXIT_OK if data["passed"] else EXIT_FINDINGS
+    if unwritten is not None:
+        print(f"{prog}: cannot write the report: {unwritten}", file=sys.stderr)
+        return False
+    print("report: " + ", ".join(str(Path(shown) / p.name) for p in paths.values()))
+    return True
 
 
 def _os_error(exc: OSError) -> str:

@@ -53,6 +53,15 @@ def test_a_bad_shard_is_a_usage_error_exit_2_with_one_line(text, words, tmp_path
         bc.check(bc.builtin.truncated, cases=2, shard=text, isolate="none")
 
 
+def test_a_shard_from_python_checks_its_indices_exactly_as_the_whole_run():
+    whole = bc.check(bc.builtin.truncated, cases=5, seed=2, isolate="none", oracles=["autograd"])
+    part = bc.check(bc.builtin.truncated, cases=5, seed=2, isolate="none", oracles=["autograd"], shard="2/3")
+    assert [c.index for c in part.cases] == [1, 4] and part.to_dict()["shard"] == {"index": 2, "count": 3}
+    strip = [{k: v for k, v in c.items() if k != "seconds"} for c in whole.to_dict()["cases"]]
+    assert [{k: v for k, v in c.items() if k != "seconds"} for c in part.to_dict()["cases"]] == [strip[1], strip[4]]
+    assert "of shard 2/3" in part.headline()
+
+
 def test_shard_and_case_together_are_refused(tmp_path, capsys):
     code = cli.main(["bptt_check.builtin.truncated:backward", "--shard", "1/2", "--case", "3",
                      "--report-dir", str(tmp_path)])
