@@ -8,9 +8,10 @@ the first wrong case, with a reproducer.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable, Sequence
+from array import array
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, overload
 
 import numpy as np
 
@@ -18,18 +19,20 @@ from .errors import BPTTCheckError, CheckFailed, UsageError
 from .model.cases import draw_case
 from .model.names import describe
 from .model.reproducer import expression, loadable, reproducer, target_name
+from .model.shard import WHOLE, Shard
 from .model.spec import Spec
 from .oracles import parse_oracles
 from .oracles.autograd import device_problem
 from .oracles.directional import DEFAULT_DIRECTIONS
 from .report import text
-from .report.build import counts_of, report_dict
+from .report.build import case_record, compact, counts_of, report_dict
+from .report.log import CaseLog
 from .runner.call import DEFAULT_TIMEOUT, limit
 from .runner.target import DEFAULT_ISOLATE, Backward, isolation, signature_problem
 from .verdict import evidence as evidence_module
 from .verdict import pipeline
 from .verdict.pipeline import DEFAULT_ORACLES, FAST_ORACLES
-from .verdict.result import GOOD, CaseResult, nothing_judged, plain, run_passed
+from .verdict.result import GOOD, STATUSES, CaseResult, nothing_judged, plain, run_passed
 
 # the determinism check (the backward called twice on the same inputs) runs on the first cases of a run:
 # a backward that keeps state between calls or draws random numbers shows there, and every later case
@@ -37,19 +40,84 @@ from .verdict.result import GOOD, CaseResult, nothing_judged, plain, run_passed
 RUN_TWICE = 3
 
 
+class CaseResults(Sequence[CaseResult]):
+    """The cases of a check, in order, held so that memory stays flat in their number: a passed case is
+    kept as its brief record (``report.build.compact``: spec, shapes, notes, output, per gradient ``passed``
+    and ``max_rel_err``) in a spooled temporary file (``report.log.CaseLog``) and read back as a
+    :class:`CaseResult` when asked for; every other case (failed, inconclusive, error, timeout) is kept
+    whole, evidence included."""
+
+    def __init__(self, results: Iterable[CaseResult] = ()) -> None:
+        self._log = CaseLog()
+        self._slots = array("q")              # >= 0: a record in the log; < 0: -1 - its place in _kept
+        self._kept: list[CaseResult] = []
+        self._counts = {k: 0 for k in STATUSES}
+        for r in results:
+            self.append(r)
+
+    def append(self, result: CaseResult) -> None:
+        self._counts[result.status] = self._counts.get(result.status, 0) + 1
+        if result.status == "passed":
+            self._slots.append(len(self._log))
+            self._log.append(compact(result.to_dict()))
+        else:
+            self._slots.append(-1 - len(self._kept))
+            self._kept.append(result)
+
+    def __len__(self) -> int:
+        return len(self._slots)
+
+    @overload
+    def __getitem__(self, i: int) -> CaseResult: ...
+
+    @overload
+    def __getitem__(self, i: slice) -> list[CaseResult]: ...
+
+    def __getitem__(self, i: int | slice) -> Any:
+        if isinstance(i, slice):
+            return [self[j] for j in range(*i.indices(len(self)))]
+        slot = self._slots[i]
+        return self._kept[-1 - slot] if slot < 0 else CaseResult.from_dict(self._log[slot])
+
+    def __iter__(self) -> Iterator[CaseResult]:
+        for slot, record in self._walk():
+            yield self._kept[-1 - slot] if record is None else CaseResult.from_dict(record)
+
+    def records(self) -> Iterator[dict[str, Any]]:
+        """Each case as ``report.json`` holds it (``report.build.case_record``)."""
+        for slot, record in self._walk():
+            yield case_record(self._kept[-1 - slot].to_dict() if record is None else record)
+
+    def _walk(self) -> Iterator[tuple[int, dict[str, Any] | None]]:
+        logged = iter(self._log)
+        for slot in self._slots:
+            yield slot, (next(logged) if slot >= 0 else None)
+
+    @property
+    def counts(self) -> dict[str, int]:
+        return dict(self._counts)
+
+    def __repr__(self) -> str:
+        return f"<CaseResults of {len(self)} cases: {self._counts}>"
+
+
 @dataclass
 class Report:
-    """One run: every case checked, and the totals."""
+    """One run: every case checked, and the totals. ``cases`` is a sequence of :class:`CaseResult`
+    (:class:`CaseResults` from :func:`check`, which keeps a passed case compactly; any list works)."""
 
-    cases: list[CaseResult]
+    cases: Sequence[CaseResult]
     seed: int
     oracles: tuple[str, ...]
     seconds: float = 0.0
     argv: list[str] | None = None
     interrupted: bool = False      # the run was stopped (Ctrl-C, SIGTERM): ``cases`` is what was done
+    shard: Shard | None = None     # the share of the sweep's case indices this run checked (None: all)
 
     @property
     def counts(self) -> dict[str, int]:
+        if isinstance(self.cases, CaseResults):
+            return self.cases.counts
         return counts_of([{"status": c.status} for c in self.cases])
 
     @property
@@ -69,10 +137,19 @@ class Report:
         return "\n".join(text.summary_lines(self.to_dict(), limit))
 
     def to_dict(self, brief: bool = False) -> dict[str, Any]:
-        """The report as plain data (``brief``: without the case records, for the headline)."""
-        cases = [] if brief else [c.to_dict() for c in self.cases]
+        """The report as plain data (``brief``: without the case records, for the headline); a passed case
+        is its brief record (``report.build.case_record``), as in report.json."""
+        if brief:
+            cases: list[dict[str, Any]] = []
+        elif isinstance(self.cases, CaseResults):
+            cases = list(self.cases.records())
+        else:
+            cases = [case_record(c.to_dict()) for c in self.cases]
+        extra: dict[str, Any] = {"interrupted": self.interrupted}
+        if self.shard is not None:
+            extra["shard"] = self.shard.to_dict()
         data = report_dict(cases, seed=self.seed, oracles=self.oracles, seconds=self.seconds, argv=self.argv,
-                           interrupted=self.interrupted)
+                           **extra)
         data["passed"] = self.passed
         data["counts"] = self.counts
         return data
@@ -153,7 +230,7 @@ def check(backward: Backward, spec: Spec | None = None, *, cases: int = 20, seed
           oracles: Iterable[str] = DEFAULT_ORACLES, target: str = "",
           on_case: Callable[[CaseResult], None] | None = None, timeout: float | None = DEFAULT_TIMEOUT,
           fast: bool = False, directions: int = DEFAULT_DIRECTIONS, device: str | None = None,
-          isolate: str = DEFAULT_ISOLATE,
+          isolate: str = DEFAULT_ISOLATE, shard: str | Shard | None = None,
           **spec_kwargs: Any) -> Report:
     """Check ``backward`` on ``cases`` random cases drawn inside ``spec``.
 
@@ -165,6 +242,8 @@ def check(backward: Backward, spec: Spec | None = None, *, cases: int = 20, seed
     ``target`` names the backward in the report; when it is not a name the command line can load
     (``path.py:name``, ``module:name``), the backward's own importable name is used where it has one
     (:func:`~bptt_check.model.reproducer.target_name`), so that every reproducer runs when pasted.
+    ``shard="K/N"`` checks only the case indices i with i mod N = K - 1 (each exactly as the whole run
+    would); ``on_case`` is called with each result as it comes.
 
     ``isolate`` says where the backward runs: ``"process"`` (the default, as for the command and the
     pytest plugin) — a worker process of its own, so that a crash, a hang in C code, ``os._exit``,
@@ -175,8 +254,68 @@ def check(backward: Backward, spec: Spec | None = None, *, cases: int = 20, seed
     debugger).
     The first ``RUN_TWICE`` (3) cases also call the backward a second time on the same inputs (a
     determinism check: stale accumulators, random numbers); the others call it once.
+
+    The report's cases are :class:`CaseResults`: a passed case is kept as its brief record (what the
+    report needs), so memory stays flat in the number of cases; :func:`sweep` gives the results one by
+    one without keeping any.
     Raises :class:`~bptt_check.errors.UsageError` for bad arguments, before any case.
     """
+    run = sweep(backward, spec, cases=cases, seed=seed, oracles=oracles, target=target, timeout=timeout, fast=fast,
+                directions=directions, device=device, isolate=isolate, shard=shard, **spec_kwargs)
+    start = time.perf_counter()
+    results = CaseResults()
+    for r in run:
+        results.append(r)
+        if on_case is not None:
+            on_case(r)
+    return Report(results, seed, run.oracles, time.perf_counter() - start,
+                  shard=run.shard if shard is not None else None)
+
+
+@dataclass(frozen=True)
+class Sweep:
+    """A check made ready by :func:`sweep`: its arguments checked, nothing run yet. Iterating it checks the
+    cases of its shard one by one and yields each :class:`CaseResult`, keeping none."""
+
+    backward: Backward
+    spec: Spec
+    cases: int
+    seed: int
+    names: tuple[str, ...]
+    target: str
+    timeout: float | None
+    fast: bool
+    directions: int
+    device: str | None
+    isolate: str
+    shard: Shard
+
+    @property
+    def oracles(self) -> tuple[str, ...]:
+        """The oracles as the report states them (fast mode: its own)."""
+        return tuple(FAST_ORACLES) if self.fast else self.names
+
+    def indices(self) -> range:
+        """The case indices this sweep checks."""
+        return self.shard.indices(self.cases)
+
+    def __iter__(self) -> Iterator[CaseResult]:
+        full_left = evidence_module.EVIDENCE_LIMIT   # the first failed cases get the full evidence, the rest cheap
+        for i in self.indices():
+            r = pipeline.check_case(self.backward, draw_case(self.spec, self.seed, i), oracles=self.names,
+                                    target=self.target, evidence="full" if full_left > 0 else "cheap",
+                                    timeout=self.timeout, fast=self.fast, directions=self.directions,
+                                    isolate=self.isolate, device=self.device, repeat=i < RUN_TWICE)
+            full_left -= r.status == "failed"
+            yield r
+
+
+def sweep(backward: Backward, spec: Spec | None = None, *, cases: int = 20, seed: int = 0,
+          oracles: Iterable[str] = DEFAULT_ORACLES, target: str = "", timeout: float | None = DEFAULT_TIMEOUT,
+          fast: bool = False, directions: int = DEFAULT_DIRECTIONS, device: str | None = None,
+          isolate: str = DEFAULT_ISOLATE, shard: str | Shard | None = None, **spec_kwargs: Any) -> Sweep:
+    """The arguments of :func:`check`, checked (UsageError before any case), as a :class:`Sweep` to iterate:
+    what the command line runs, writing each result to its report as it comes."""
     try:
         spec = resolve_spec(backward, spec, spec_kwargs)
         _whole("cases", cases, 1)
@@ -184,6 +323,7 @@ def check(backward: Backward, spec: Spec | None = None, *, cases: int = 20, seed
         problem = device_problem(device)
         if problem:
             raise UsageError(problem)
+        part = WHOLE if shard is None else Shard.parse(shard)
         timeout, names = _run_arguments(backward, oracles, timeout=timeout, fast=fast, directions=directions,
                                         isolate=isolate, lengths=spec.lengths)
     except BPTTCheckError as err:
@@ -192,18 +332,7 @@ def check(backward: Backward, spec: Spec | None = None, *, cases: int = 20, seed
         raise UsageError(f"bad spec: {err}", cases=cases, seed=seed) from None
     if not loadable(target) and not target.startswith("builtin:"):
         target = target_name(backward) or target
-    start = time.perf_counter()
-    results = []
-    full_left = evidence_module.EVIDENCE_LIMIT   # the first failed cases get the full evidence, the rest the cheap one
-    for i in range(cases):
-        r = pipeline.check_case(backward, draw_case(spec, seed, i), oracles=names, target=target,
-                                evidence="full" if full_left > 0 else "cheap", timeout=timeout, fast=bool(fast),
-                                directions=directions, isolate=isolate, device=device, repeat=i < RUN_TWICE)
-        full_left -= r.status == "failed"
-        results.append(r)
-        if on_case is not None:
-            on_case(r)
-    return Report(results, seed, FAST_ORACLES if fast else names, time.perf_counter() - start)
+    return Sweep(backward, spec, cases, seed, names, target, timeout, bool(fast), directions, device, isolate, part)
 
 
 def assert_backward(backward: Backward, spec: Spec | None = None, *, cases: int = 20, seed: int = 0,

@@ -3,13 +3,15 @@
     bptt-check [TARGET] [--mode ...] [--truncation ...] [--cases N] [--seed S] [--report-dir DIR]
                [--format json,md,junit,html] [--case N] [--progress auto|bar|lines|none]
     bptt-check show [REPORT.json] [--format ...] [--report-dir DIR]
+    bptt-check merge SHARD_REPORT... [--report-dir DIR] [--format ...]
 
 TARGET is ``path/to/file.py:function`` or ``package.module:function``: a
 backward in the canonical protocol ``grads = backward(params, x, y)``. Without
 TARGET the built-in implementations are checked in every mode.
 
 ``show`` re-renders an earlier report in the terminal (and, with ``--format``,
-as files again).
+as files again). ``--shard K/N`` checks shard K of N of the case indices;
+``merge`` joins the N shards' reports into the report of the whole sweep.
 
 Exit status: 0 every case matches, 1 some gradient is wrong (or the backward
 misbehaved: raised, hung, crashed, returned garbage, changed its inputs), 2 bad
@@ -39,15 +41,18 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from .api import Report, check
+from .api import sweep
 from .builtin import BUILTINS, supports
 from .errors import BPTTCheckError, UsageError
 from .model.cases import draw_case
 from .model.spec import Spec, Truncation
-from .options import OPTIONS, add_to_argparse, spec_kwargs
+from .options import OPTIONS, add_to_argparse, default, spec_kwargs, sweep_options
 from .oracles import parse_oracles
-from .report import load_report, parse_formats, write_reports
+from .report import FILENAMES, open_report, parse_formats, report_dict, text, write_reports
+from .report.build import case_record
 from .report.io import report_lock, writable_folder_problem
+from .report.log import CaseLog
+from .report.merge import merge
 from .report.terminal import CaseProgress, print_failures, print_report
 from .runner import process
 from .runner.call import Interrupt, limit
@@ -139,7 +144,8 @@ def build_parser() -> argparse.ArgumentParser:
         prog="bptt-check",
         description="Verify a hand-written backward pass through time against autograd and finite differences.",
         epilog="Re-render an earlier report: bptt-check show [reports/report.json] [--format ...] "
-               "(bptt-check show --help). "
+               "(bptt-check show --help). Join the reports of --shard 1/N ... N/N: bptt-check merge DIR... "
+               "(bptt-check merge --help). "
                "Exit status: 0 all gradients match, 1 a gradient is wrong or the backward misbehaved, "
                "2 bad usage, 3 internal error, 130/143 interrupted (a partial report is written).",
     )
@@ -214,7 +220,7 @@ def show(argv: Sequence[str]) -> int:
     """``bptt-check show``: exit 0 when the shown report passed, 1 when not, 2 when it cannot be read."""
     args = build_show_parser().parse_args(argv)
     try:
-        data = load_report(args.report)
+        data = open_report(args.report)
         formats = parse_formats(args.format) if args.format else ()
     except BPTTCheckError as err:
         print(f"bptt-check show: error: {err.message.splitlines()[0]}", file=sys.stderr)
@@ -240,6 +246,8 @@ def show(argv: Sequence[str]) -> int:
 def run(argv: Sequence[str]) -> int:
     if argv and argv[0] == "show":
         return show(argv[1:])
+    if argv and argv[0] == "merge":
+        return merge_command(argv[1:])
     parser = build_parser()
     try:
         args = parser.parse_args(argv)
@@ -252,62 +260,118 @@ def run(argv: Sequence[str]) -> int:
         if oracles[0] == "directional" and not args.fast:
             raise UsageError("the first oracle is the reference and must give every element: put autograd, "
                              "complex-step or fd first (e.g. --oracle autograd,directional), or use --fast")
+        if args.shard is not None and args.case is not None:
+            raise UsageError(f"--case {args.case} checks one case and --shard {args.shard} a share of all of them: "
+                             "give one of the two")
         if args.isolate == "process":
             process.prestart()        # the worker's interpreter starts while this one loads the TARGET
         jobs = _jobs(args, _given(argv))
+        sweeps = [] if args.case is not None else [
+            sweep(fn, spec, cases=args.cases, seed=args.seed, oracles=oracles, target=name, timeout=args.timeout,
+                  fast=args.fast, directions=args.directions, device=args.device, isolate=args.isolate,
+                  shard=args.shard) for name, fn, spec in jobs]
     except BPTTCheckError as err:
         print(f"bptt-check: error: {clean(err.message.splitlines()[0] if err.message else '', 2000)}",
               file=sys.stderr)
         return EXIT_USAGE
 
     start = time.perf_counter()
-    cases: list[CaseResult] = []
-    per_job = 1 if args.case is not None else args.cases
+    log = CaseLog()                 # every case's report record, spooled: memory flat in the number of cases
     stopped_by = 0
-    used = oracles
-    with CaseProgress(len(jobs) * per_job, mode=args.progress) as progress:
+    total = len(jobs) if args.case is not None else sum(len(s.indices()) for s in sweeps)
+    label = f"shard {args.shard}" if args.shard is not None else ""
+    with CaseProgress(total, mode=args.progress, label=label) as progress:
 
         def on_case(result: CaseResult) -> None:
-            cases.append(result)
+            log.append(case_record(result.to_dict()))
             progress.update(result)
 
         with _sigterm_raises():
             try:
-                for name, fn, spec in jobs:
-                    if args.case is not None:   # one case, as a report's reproducer line asks
+                if args.case is not None:       # one case of each job, as a report's reproducer line asks
+                    for name, fn, spec in jobs:
                         on_case(check_case(fn, draw_case(spec, args.seed, args.case), oracles=oracles,
                                            target=name, timeout=limit(args.timeout), fast=args.fast,
                                            directions=args.directions, device=args.device,
                                            isolate=args.isolate))
-                        continue
-                    rep = check(fn, spec, cases=args.cases, seed=args.seed, oracles=oracles, target=name,
-                                on_case=on_case, timeout=args.timeout, fast=args.fast, directions=args.directions,
-                                device=args.device, isolate=args.isolate)
-                    used = rep.oracles
+                for run_ in sweeps:
+                    for result in run_:
+                        on_case(result)
             except KeyboardInterrupt:
                 stopped_by = signal.SIGINT
             except _Terminated as term:
                 stopped_by = term.signum
-    total = Report(cases, args.seed, used, time.perf_counter() - start, argv=["bptt-check", *argv],
-                   interrupted=bool(stopped_by))
-    data = total.to_dict()
+    used = sweeps[0].oracles if sweeps else oracles
+    extra: dict[str, Any] = {}
+    if args.shard is not None:
+        extra["shard"] = {**args.shard.to_dict(), "sweep": {**sweep_options(vars(args)), "target": args.target},
+                          "jobs": [{"target": s.target, "spec": s.spec.to_dict(), "cases": s.cases} for s in sweeps]}
+    data = report_dict(log, seed=args.seed, oracles=used, seconds=time.perf_counter() - start,
+                       argv=["bptt-check", *argv], interrupted=bool(stopped_by), **extra)
+    data["passed"] = data["passed"] and not stopped_by
+    written = _write_and_say(data, args.report_dir, typed_dir, args.format.split(","), "bptt-check")
+    if args.shard is not None and not total:
+        print(f"bptt-check: shard {args.shard} holds no case of this sweep (--cases {args.cases} per spec, "
+              f"{args.shard.count} shards): nothing was checked", file=sys.stderr)
+    if not written:
+        return EXIT_USAGE
+    if stopped_by:
+        print(f"bptt-check: interrupted by {signal.Signals(stopped_by).name} after {len(log)} case(s); "
+              "the report holds those, marked \"interrupted\": true", file=sys.stderr)
+        return 128 + int(stopped_by)
+    return EXIT_OK if data["passed"] else EXIT_FINDINGS
+
+
+def build_merge_parser() -> argparse.ArgumentParser:
+    parser = _ArgumentParser(
+        prog="bptt-check merge",
+        description="Join the reports of a sweep's shards (bptt-check ... --shard K/N, K = 1 ... N) into the report "
+                    "one run of the whole sweep writes: the same cases, counts, JUnit, Markdown and HTML.")
+    parser.add_argument("reports", nargs="+", metavar="REPORT",
+                        help="each shard's report.json, or the folder holding it")
+    parser.add_argument("--report-dir", default=default("report_dir"),
+                        help=f"folder the joined report is written to (default: {default('report_dir')})")
+    parser.add_argument("--format", default=default("format"),
+                        help=f"report formats written: json, md, junit, html or all (default: {default('format')})")
+    return parser
+
+
+def merge_command(argv: Sequence[str]) -> int:
+    """``bptt-check merge``: exit 0 when the joined sweep passed, 1 when not, 2 when the reports are not the
+    shards of one sweep (or cannot be read, or the report cannot be written)."""
+    try:
+        args = build_merge_parser().parse_args(argv)
+        formats = parse_formats(args.format)
+        problem = writable_folder_problem(args.report_dir)
+        if problem:
+            raise UsageError(problem)
+        named = [str(Path(r) / FILENAMES["json"]) if Path(r).is_dir() else r for r in args.reports]
+        data = merge([(name, open_report(name)) for name in named])
+    except BPTTCheckError as err:
+        print(f"bptt-check merge: error: {clean(err.message.splitlines()[0] if err.message else '', 2000)}",
+              file=sys.stderr)
+        return EXIT_USAGE
+    if not _write_and_say(data, args.report_dir, args.report_dir, formats, "bptt-check merge"):
+        return EXIT_USAGE
+    return EXIT_OK if data["passed"] else EXIT_FINDINGS
+
+
+def _write_and_say(data: dict[str, Any], folder: str, shown: str, formats: Sequence[str], prog: str) -> bool:
+    """Write the report set (signals held off for the milliseconds it takes), then print the wrong cases, the
+    headline and where the report is; False when it could not be written (the verdict is printed anyway)."""
     unwritten = None
     try:
-        with _signals_ignored(), report_lock(args.report_dir):
-            paths = write_reports(data, args.report_dir, args.format.split(","), replace=True)
+        with _signals_ignored(), report_lock(folder):
+            paths = write_reports(data, folder, formats, replace=True)
     except OSError as exc:        # disk full, no permission, report.json a folder: the verdict still stands
         unwritten = _os_error(exc)
     print_failures(data)
-    print(total.headline())
+    print(text.headline(data))
     if unwritten is not None:
-        print(f"bptt-check: cannot write the report: {unwritten}", file=sys.stderr)
-        return EXIT_USAGE
-    print("report: " + ", ".join(str(Path(typed_dir) / p.name) for p in paths.values()))
-    if stopped_by:
-        print(f"bptt-check: interrupted by {signal.Signals(stopped_by).name} after {len(cases)} case(s); "
-              "the report holds those, marked \"interrupted\": true", file=sys.stderr)
-        return 128 + int(stopped_by)
-    return EXIT_OK if total.passed else EXIT_FINDINGS
+        print(f"{prog}: cannot write the report: {unwritten}", file=sys.stderr)
+        return False
+    print("report: " + ", ".join(str(Path(shown) / p.name) for p in paths.values()))
+    return True
 
 
 def _os_error(exc: OSError) -> str:

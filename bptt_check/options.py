@@ -7,12 +7,14 @@ as ``--bptt-name`` (see ``plugin.py``).
 from __future__ import annotations
 
 import argparse
+import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from .api import MAX_DIRECTIONS
 from .errors import BPTTCheckError
+from .model.shard import Shard
 from .model.spec import ACTIVATIONS, DTYPES, LOSSES, MODES, OUTPUTS, REDUCTIONS, SIZE_NAMES, Sizes
 from .oracles.autograd import device_problem
 from .report import parse_formats
@@ -90,6 +92,13 @@ def _isolate(text: str) -> str:
 PROGRESS = ("auto", "bar", "lines", "none")
 
 
+def _shard(text: str) -> Shard:
+    try:
+        return Shard.parse(text)
+    except BPTTCheckError as err:
+        raise argparse.ArgumentTypeError(err.message) from None
+
+
 def _directions(text: str) -> int:
     value = _positive_int(text)
     if value > MAX_DIRECTIONS:
@@ -107,6 +116,7 @@ class Option:
     flag: bool = False             # a store_true/store_false switch
     spec: bool = False             # part of the spec (vs. how the run is done)
     run: bool = False              # shared with the pytest plugin as --bptt-<name>
+    output: bool = False           # only where or how the results are shown: the shards of one sweep may differ
 
     @property
     def cli(self) -> str:
@@ -137,7 +147,7 @@ OPTIONS: tuple[Option, ...] = (
     Option("cases", "random cases per checked spec", 20, type=_positive_int, run=True),
     Option("seed", "seed of the random cases (a case is replayed from seed and index)", 0,
            type=_nonnegative_int, run=True),
-    Option("report_dir", "folder the report is written to", "reports", run=True),
+    Option("report_dir", "folder the report is written to", "reports", run=True, output=True),
     Option("oracle", "comma-separated oracles, the first is the reference: autograd, complex-step, fd "
                      "(element-wise), directional (k random projections, a witness only); "
                      "full element-wise verification: fd,complex-step,autograd", "autograd,directional", run=True),
@@ -147,11 +157,11 @@ OPTIONS: tuple[Option, ...] = (
            4, type=_directions, run=True),
     # issue 3: the report and the terminal
     Option("format", "comma-separated report formats written to the report folder: json, md, junit, html "
-                     "(or all)", "json,md,junit,html", type=_formats, run=True),
+                     "(or all)", "json,md,junit,html", type=_formats, run=True, output=True),
     Option("case", "check only case N of the seed (what a report's reproducer line uses)", None,
            type=_nonnegative_int),
     Option("progress", "per-case feedback: a progress bar (on a terminal), one line per case, or none",
-           "auto", choices=PROGRESS),
+           "auto", choices=PROGRESS, output=True),
     # robustness (issue 7): a backward that hangs is reported as timed out and the run goes on
     Option("timeout", "seconds one call of your backward may take before its case is reported as timed "
                       "out; the re-runs of a case (evidence, diagnosis) share one more such limit (0: no limit)",
@@ -164,7 +174,19 @@ OPTIONS: tuple[Option, ...] = (
     # issue 14: the autograd reference on a GPU, for large cases
     Option("device", "torch device of the autograd reference: cpu, cuda or cuda:N (the other oracles and "
                      "--fast run on the CPU)", "cpu", type=_device),
+    # issue 14: sweeps past one machine
+    Option("shard", "K/N: check only shard K of N of the case indices (i mod N = K - 1) of every checked spec, "
+                    "each case exactly as the whole run checks it; join the N reports with bptt-check merge",
+           None, type=_shard, output=True),
 )
+
+
+def sweep_options(values: dict[str, Any]) -> dict[str, Any]:
+    """What makes two runs shards of one sweep, from parsed option values: every option that changes what is
+    checked or how (all but --report-dir, --format, --progress, --shard; --case picks a single case), as plain
+    JSON data."""
+    out = {o.name: values.get(o.name) for o in OPTIONS if not o.output and o.name != "case"}
+    return json.loads(json.dumps(out, default=str))
 
 
 def add_to_argparse(parser: argparse.ArgumentParser) -> None:

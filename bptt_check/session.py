@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 import os
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -51,12 +51,17 @@ class TestContext:
     checks: int = 0
 
     def add(self, results: Iterable[CaseResult]) -> None:
+        """Record one check's results."""
         self.checks += 1
         for r in results:
-            self.counts[r.status] = self.counts.get(r.status, 0) + 1
-            record = _plain(r.to_dict())                         # plain built-in types, strict JSON
-            record.update(test=self.nodeid, worker=self.worker)
-            self.records.append(record)
+            self.record(r)
+
+    def record(self, result: CaseResult) -> None:
+        """Record one result (whole: a test keeps at most MAX_KEPT_PER_TEST records, however many cases)."""
+        self.counts[result.status] = self.counts.get(result.status, 0) + 1
+        record = _plain(result.to_dict())                    # plain built-in types, strict JSON
+        record.update(test=self.nodeid, worker=self.worker)
+        self.records.append(record)
         if len(self.records) > MAX_KEPT_PER_TEST:
             # keep the newest wrong cases first (Hypothesis replays its shrunk example last), then passes
             bad = [r for r in self.records if r["status"] not in ("passed", "inconclusive")]
@@ -108,9 +113,9 @@ class Checker:
         marker = {k: v for k, v in (ctx.marker if ctx else {}).items() if k not in RUN_KEYS}
         oracles = ctx.oracles if ctx else DEFAULT_ORACLES
         full = resolve_spec(backward, spec, spec_kwargs, marker)
-        report = check(backward, full, oracles=oracles, target=_name(backward), **run)
-        if ctx is not None:
-            ctx.add(report.cases)
+        # each result recorded as it comes, whole (the report keeps a passed case only compactly)
+        report = check(backward, full, oracles=oracles, target=_name(backward),
+                       on_case=_recorder(ctx) if ctx is not None else None, **run)
         raise_if_wrong(report.cases, report=report, seed=report.seed, notes=True)
         return report
 
@@ -148,6 +153,19 @@ class Checker:
         made = case.reproducer() if hasattr(case, "reproducer") else None
         raise_if_wrong([result], seed=case.seed, notes=True, case=made)
         return result
+
+
+def _recorder(ctx: TestContext) -> Callable[[CaseResult], None]:
+    """Records a check's results into the test's context as they come; the check counts from its first case."""
+    first = [True]
+
+    def record(result: CaseResult) -> None:
+        if first[0]:
+            ctx.checks += 1
+            first[0] = False
+        ctx.record(result)
+
+    return record
 
 
 def _name(backward: Any) -> str:

@@ -3,7 +3,8 @@
     write_reports(report_dict, "reports", ("json", "md", "junit", "html"))
 
 writes ``report.json``, ``report.md``, ``junit.xml`` and ``report.html`` atomically (a reader
-sees an old file or a new one, never half of one). The pytest plugin and ``bptt-check show``
+sees an old file or a new one, never half of one); report.json and junit.xml are streamed a case at a
+time, so the cases may be a :class:`~.log.CaseLog` of any length. The pytest plugin and ``bptt-check show``
 call the same function with a dict loaded from JSON, so every renderer works from the JSON alone.
 """
 
@@ -11,15 +12,17 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from importlib import resources
+from io import StringIO
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from ..errors import UsageError
 from . import html, junit, markdown
 from .build import SCHEMA, report_dict
 from .io import write_set
+from .log import CaseLog, encode
 
 FORMATS: tuple[str, ...] = ("json", "md", "junit", "html")
 FILENAMES: dict[str, str] = {"json": "report.json", "md": "report.md", "junit": "junit.xml", "html": "report.html"}
@@ -39,27 +42,57 @@ def parse_formats(text: str | Iterable[str]) -> tuple[str, ...]:
 
 def render(report: dict[str, Any], fmt: str) -> str:
     """One format of the report as text."""
-    if fmt == "json":
-        return json.dumps(report, indent=2, allow_nan=False) + "\n"
+    if fmt in ("json", "junit"):
+        buf = StringIO()
+        _writer(report, fmt)(buf)
+        return buf.getvalue()
     if fmt == "md":
         return markdown.render_markdown(report, FILENAMES["html"])
-    if fmt == "junit":
-        return junit.render_junit(report)
     if fmt == "html":
         return html.render_html(report)
     raise UsageError(f"unknown report format {fmt!r}; choose from {', '.join(FORMATS)}")
 
 
+def _writer(report: dict[str, Any], fmt: str) -> Callable[[IO[str]], None] | str:
+    """What writes one format: a function that streams it (json, junit: their size grows with the cases),
+    or the text itself (md, html: capped whatever the number of cases)."""
+    if fmt == "json":
+        return lambda out: write_json(out, report)
+    if fmt == "junit":
+        return lambda out: junit.write_junit(out, report)
+    return render(report, fmt)
+
+
+def write_json(out: IO[str], report: dict[str, Any]) -> None:
+    """``report.json``: the header indented, then ``"cases"`` last, one case a line (compact JSON), so that a
+    report of any length is written, read back (:func:`open_report`) and joined a case at a time."""
+    header = {k: v for k, v in report.items() if k != "cases"}
+    head = json.dumps(header, indent=2, allow_nan=False)
+    out.write(head[:-2] + ",\n" if header else "{\n")
+    out.write(CASES_LINE)
+    cases = report.get("cases", [])
+    lines = cases.lines() if isinstance(cases, CaseLog) else (encode(c) for c in cases)
+    n = 0
+    for line in lines:
+        out.write(("," if n else "") + "\n    " + line.decode("ascii"))
+        n += 1
+    out.write("\n  ]\n}\n" if n else "]\n}\n")
+
+
+CASES_LINE = '  "cases": ['
+
+
 def write_reports(report: dict[str, Any], folder: str | os.PathLike[str],
                   formats: Iterable[str] = FORMATS, *, replace: bool = False) -> dict[str, Path]:
     """Write the report in each format into ``folder``, as one set (``io.write_set``: every file rendered
-    and written before any is renamed into place); returns the path of each file written.
+    and written before any is renamed into place); returns the path of each file written. ``report["cases"]``
+    may be a list of records or a :class:`~.log.CaseLog`: report.json and junit.xml are streamed from it.
 
     ``replace=True`` (a run's report): the files of the other formats, left by an earlier run, are
     removed, so the folder never holds this run's JSON beside an older run's page."""
     folder = Path(folder)
     chosen = parse_formats(formats)
-    files = {folder / FILENAMES[fmt]: render(report, fmt) for fmt in chosen}
+    files = {folder / FILENAMES[fmt]: _writer(report, fmt) for fmt in chosen}
     stale = [folder / FILENAMES[f] for f in FORMATS if f not in chosen] if replace else []
     write_set(files, [p for p in stale if p.exists() or p.is_symlink()])
     return {fmt: folder / FILENAMES[fmt] for fmt in chosen}
@@ -68,17 +101,86 @@ def write_reports(report: dict[str, Any], folder: str | os.PathLike[str],
 def load_report(path: str | os.PathLike[str]) -> dict[str, Any]:
     """Read a ``report.json`` written by any bptt-check run, checked against its schema
     (:func:`schema`); says clearly what is wrong with it (UsageError): not found, not UTF-8, not strict
-    JSON, nested too deep, a field missing or of the wrong type."""
+    JSON, nested too deep, a field missing or of the wrong type. ``"cases"`` is a list; :func:`open_report`
+    reads the same without holding the cases in memory."""
+    data = open_report(path)
+    data["cases"] = list(data["cases"])
+    return data
+
+
+def open_report(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """:func:`load_report`, with ``"cases"`` a :class:`~.log.CaseLog` (spooled, memory flat in the number of
+    cases) when the file has the layout bptt-check writes (:func:`write_json`); any other strict JSON report
+    is read whole. ``"path"`` is not added: the caller knows where it read it."""
     p = Path(path)
     if p.is_dir():
         p = p / FILENAMES["json"]
     try:
-        raw = p.read_bytes()
+        fh = p.open("rb")
     except FileNotFoundError:
         raise UsageError(f"no report at {str(p)!r}; run bptt-check first, or give the path of a report.json",
                          path=str(p)) from None
     except OSError as err:
         raise UsageError(f"cannot read {str(p)!r}: {err.strerror or err}", path=str(p)) from None
+    with fh:
+        try:
+            data = _read_by_lines(fh, p)
+            if data is None:
+                fh.seek(0)
+                data = _read_whole(fh.read(), p)
+        except OSError as err:
+            raise UsageError(f"cannot read {str(p)!r}: {err.strerror or err}", path=str(p)) from None
+    return data
+
+
+def _read_by_lines(fh: IO[bytes], p: Path) -> dict[str, Any] | None:
+    """A report in the layout of :func:`write_json`, a case at a time; None when the file is laid out
+    otherwise (or broken: then reading it whole says what is wrong)."""
+    head = []
+    mark = CASES_LINE.encode()
+    for line in fh:
+        if line.rstrip(b"\r\n") == mark:
+            break
+        head.append(line)
+    else:
+        return None
+    try:
+        header = json.loads(b"".join(head) + mark.replace(b"[", b"[]") + b"}", parse_constant=_no_constant)
+    except (ValueError, RecursionError):
+        return None
+    if not isinstance(header, dict) or header.get("tool") != "bptt-check":
+        return None
+    if _depth(header) > MAX_DEPTH:
+        return None
+    problem = schema_problem(header)
+    if problem:
+        raise UsageError(f"{str(p)!r} does not follow the report schema: {problem}", path=str(p))
+    root = schema()
+    cases = CaseLog()
+    for i, line in enumerate(fh):
+        text = line.strip()
+        if text == b"]":
+            break
+        text = text[:-1] if text.endswith(b",") else text
+        try:
+            record = json.loads(text, parse_constant=_no_constant)
+        except (ValueError, RecursionError):
+            return None
+        if _depth(record) + 2 > MAX_DEPTH:
+            return None
+        problem = _check(record, root["$defs"]["case"], root, f"report.cases[{i}]")
+        if problem:
+            raise UsageError(f"{str(p)!r} does not follow the report schema: {problem}", path=str(p))
+        cases.append_line(text, record)
+    else:
+        return None
+    if fh.read().strip() != b"}":
+        return None
+    header["cases"] = cases
+    return header
+
+
+def _read_whole(raw: bytes, p: Path) -> dict[str, Any]:
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as err:
@@ -101,6 +203,7 @@ def load_report(path: str | os.PathLike[str]) -> dict[str, Any]:
     problem = schema_problem(data)
     if problem:
         raise UsageError(f"{str(p)!r} does not follow the report schema: {problem}", path=str(p))
+    data["cases"] = CaseLog(data["cases"])
     return data
 
 
@@ -140,7 +243,7 @@ _TYPES: dict[str, Any] = {
 def schema_problem(data: Any, sch: dict[str, Any] | None = None) -> str | None:
     """The first way ``data`` breaks the report schema (``where: what``), or None. The keywords the
     schema uses (type, const, enum, required, properties, additionalProperties, items, min/maxItems,
-    minimum, maximum, min/maxLength, anyOf, allOf, oneOf, local $ref); others are annotations."""
+    minimum, maximum, min/maxLength, anyOf, allOf, oneOf, if/then/else, local $ref); others are annotations."""
     root = sch if sch is not None else schema()
     return _check(data, root, root, "report")
 
@@ -196,6 +299,11 @@ def _check(v: Any, s: Any, root: dict[str, Any], where: str) -> str | None:
                 problem = _check(item, s["items"], root, f"{where}[{i}]")
                 if problem:
                     return problem
+    if "if" in s:
+        branch = s.get("then") if _check(v, s["if"], root, where) is None else s.get("else")
+        problem = _check(v, branch, root, where) if branch is not None else None
+        if problem:
+            return problem
     for sub in s.get("allOf", []):
         problem = _check(v, sub, root, where)
         if problem:
@@ -224,5 +332,5 @@ def schema() -> dict[str, Any]:
     return json.loads(resources.files(__package__).joinpath("report.schema.json").read_text(encoding="utf-8"))
 
 
-__all__ = ["FORMATS", "FILENAMES", "SCHEMA", "parse_formats", "render", "write_reports", "load_report",
-           "schema", "schema_problem", "report_dict"]
+__all__ = ["FORMATS", "FILENAMES", "SCHEMA", "CaseLog", "parse_formats", "render", "write_reports", "write_json",
+           "load_report", "open_report", "schema", "schema_problem", "report_dict"]

@@ -73,6 +73,12 @@ def _header(report: dict[str, Any]) -> str:
         ["created", _e(str(report.get("created", "")))],
         ["platform", _e(", ".join(f"{k} {v}" for k, v in (report.get("platform") or {}).items()))],
         ["seed", _e(str(report.get("seed")))],
+        *([["shard", _e(f"{report['shard'].get('index')}/{report['shard'].get('count')} of a sweep "
+                        "(join the shards' reports with bptt-check merge)")]]
+          if isinstance(report.get("shard"), dict) else []),
+        *([["joined from", _e(f"{report['merged'].get('shards')} shards: "
+                              + ", ".join(str(f) for f in report["merged"].get("from", [])[:20]))]]
+          if isinstance(report.get("merged"), dict) else []),
         ["oracles", _e(", ".join(report.get("oracles", []))) + " (the first is the reference)"],
         ["tolerances", "<br>".join(_e(s) for s in tx.tolerance_lines(report))],
         ["specs", "<br>".join(_e(tx.spec_text(s)) for s in specs[:50])
@@ -98,7 +104,7 @@ def _groups(report: dict[str, Any]) -> str:
             + more)
 
 
-def _bad_table(bad: list[dict[str, Any]], report: dict[str, Any]) -> str:
+def _bad_table(bad: list[dict[str, Any]], n_bad: int, report: dict[str, Any]) -> str:
     rows = []
     for i, c in enumerate(bad[:TABLE_LIMIT]):
         ev = c.get("evidence") or {}
@@ -111,8 +117,8 @@ def _bad_table(bad: list[dict[str, Any]], report: dict[str, Any]) -> str:
                      "" if first is None else str(first),
                      "" if ev.get("shortest_failing_length") is None else str(ev["shortest_failing_length"]),
                      f"<code>{_e(tx.reproduce_line(c, report))}</code>"])
-    more = (f"<p>… and {len(bad) - TABLE_LIMIT} more wrong cases in report.json</p>"
-            if len(bad) > TABLE_LIMIT else "")
+    more = (f"<p>… and {n_bad - TABLE_LIMIT} more wrong cases in report.json</p>"
+            if n_bad > TABLE_LIMIT else "")
     return ("<h2>Wrong cases</h2>"
             + _table(["case", "status", "shapes", "wrong gradients", "first bad step", "shortest failing length",
                       "reproduce"], rows, ["fail"] * len(rows)) + more)
@@ -229,7 +235,14 @@ def _case_section(case: dict[str, Any], draw: bool, report: dict[str, Any]) -> s
 
 
 def _inconclusive(report: dict[str, Any]) -> str:
-    inc = [c for c in report.get("cases", []) if c.get("status") == "inconclusive"]
+    if not tx.status_count(report, "inconclusive"):
+        return ""
+    inc = []
+    for c in report.get("cases", []):
+        if c.get("status") == "inconclusive":
+            inc.append(c)
+            if len(inc) == TABLE_LIMIT:
+                break
     if not inc:
         return ""
     rows = [[_e(tx.case_title(c)), _e("; ".join(c.get("notes") or []))] for c in inc[:TABLE_LIMIT]]
@@ -238,17 +251,17 @@ def _inconclusive(report: dict[str, Any]) -> str:
 
 def render_html(report: dict[str, Any]) -> str:
     """The whole page as one string; pictures need matplotlib (see :mod:`.plots`)."""
-    bad = tx.bad_cases(report)
+    bad, n_bad = tx.bad_cases(report, TABLE_LIMIT), tx.bad_count(report)
     draw = bool(bad) and plots.available()      # (importing matplotlib costs; a green run draws nothing)
     parts = [_header(report)]
     if not draw and bad:
         parts.append(f'<p class="note" id="no-plots">{_e(plots.MISSING)}</p>')
     parts.append(_groups(report))
     if bad:
-        parts.append(_bad_table(bad, report))
+        parts.append(_bad_table(bad, n_bad, report))
         parts.append("<h2>Wrong cases in detail</h2>")
-        if len(bad) > DETAIL_LIMIT:
-            parts.append(f"<p>The first {DETAIL_LIMIT} of {len(bad)} wrong cases; every case is in report.json.</p>")
+        if n_bad > DETAIL_LIMIT:
+            parts.append(f"<p>The first {DETAIL_LIMIT} of {n_bad} wrong cases; every case is in report.json.</p>")
         parts.extend(_case_section(c, draw and i < PLOT_LIMIT, report) for i, c in enumerate(bad[:DETAIL_LIMIT]))
     else:
         parts.append('<p class="ok">Every gradient matches the reference: nothing to draw.</p>')

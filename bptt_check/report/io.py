@@ -17,9 +17,9 @@ import errno
 import json
 import os
 import tempfile
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 try:
     import fcntl
@@ -54,10 +54,11 @@ def atomic_write_text(path: str | os.PathLike[str], text: str) -> Path:
     return path
 
 
-def write_set(files: dict[Path, str], stale: Iterable[Path] = ()) -> None:
+def write_set(files: dict[Path, str | Callable[[IO[str]], None]], stale: Iterable[Path] = ()) -> None:
     """Replace a set of files as a whole: all written to temporary files first, then renamed, then the
     ``stale`` files (an earlier run's other formats) removed. An error before the renames leaves every
-    old file as it was (and no temporary file)."""
+    old file as it was (and no temporary file). A file's content is its text, or a function that writes
+    it to the open file (a report of any length, streamed)."""
     temps: dict[Path, str] = {}
     try:
         for path in [*files, *stale]:
@@ -69,7 +70,10 @@ def write_set(files: dict[Path, str], stale: Iterable[Path] = ()) -> None:
             temps[path] = tmp
             os.chmod(tmp, 0o666 & ~_UMASK)
             with os.fdopen(fd, "w", encoding="utf-8") as fh:
-                fh.write(text)
+                if callable(text):
+                    text(fh)
+                else:
+                    fh.write(text)
                 fh.flush()
                 os.fsync(fh.fileno())
         for path, tmp in temps.items():

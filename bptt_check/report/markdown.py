@@ -114,13 +114,16 @@ def render_markdown(report: dict[str, Any], html_name: str = "report.html") -> s
     """The Markdown report (at most :data:`MAX_CHARS` characters). Every piece of text that is not
     this module's own markup is escaped (:func:`md`, :func:`code`, :func:`block`): report.md goes into
     pull-request comments and CI step summaries, where a message must not become markup."""
-    bad = tx.bad_cases(report)
+    bad, n_bad = tx.bad_cases(report, TABLE_LIMIT), tx.bad_count(report)
     icon = "✅" if report.get("passed") and not report.get("interrupted") else "❌"
     out = [f"# {icon} bptt-check: {md(tx.verdict(report))}", "",
            f"**{md(tx.counts_text(report))}** · bptt-check {md(report.get('version', ''))} · "
            f"seed {md(report.get('seed'))} · oracles {md(', '.join(str(o) for o in report.get('oracles', [])))}", ""]
     if report.get("interrupted"):
         out += ["> The run was interrupted: only the cases checked before that are reported.", ""]
+    if isinstance(report.get("shard"), dict):
+        out += [f"> Shard {md(report['shard'].get('index'))}/{md(report['shard'].get('count'))} of a sweep: "
+                "join the shards' reports with `bptt-check merge`.", ""]
     if report.get("command"):
         out += [code(report["command"]), ""]
     tol = tx.tolerance_lines(report)
@@ -138,7 +141,7 @@ def render_markdown(report: dict[str, Any], html_name: str = "report.html") -> s
     out.append("")
 
     if bad:
-        out += [f"## Wrong cases ({len(bad)})", ""]
+        out += [f"## Wrong cases ({n_bad})", ""]
         rows = []
         for c in bad[:TABLE_LIMIT]:
             ev = c.get("evidence") or {}
@@ -148,16 +151,16 @@ def render_markdown(report: dict[str, Any], html_name: str = "report.html") -> s
             rows.append([tx.case_title(c), tx.case_shapes(c), what,
                          "" if first is None else first, "" if sfl is None else sfl])
         out += _table(["case", "shapes", "wrong", "first bad step", "shortest failing length"], rows)
-        if len(bad) > TABLE_LIMIT:
-            out.append(f"\n… and {len(bad) - TABLE_LIMIT} more wrong cases: every one is in {md(html_name)} "
+        if n_bad > TABLE_LIMIT:
+            out.append(f"\n… and {n_bad - TABLE_LIMIT} more wrong cases: every one is in {md(html_name)} "
                        "and report.json.")
         out.append("")
         out += [f"## First {min(DETAIL_LIMIT, len(bad))} in detail", ""]
         for c in bad[:DETAIL_LIMIT]:
             out += _details(c, report)
-    inc = [c for c in report.get("cases", []) if c.get("status") == "inconclusive"]
+    inc = tx.status_count(report, "inconclusive")
     if inc:
-        out += [f"{len(inc)} inconclusive case(s): the oracles disagree on some elements (e.g. a relu kink), "
+        out += [f"{inc} inconclusive case(s): the oracles disagree on some elements (e.g. a relu kink), "
                 f"which prove nothing; see {md(html_name)}.", ""]
     out += [f"Pictures (error heatmaps, error against time step, temporal error map): {code(html_name)}. "
             "Source of truth: `report.json`.", ""]

@@ -44,8 +44,9 @@ class CaseProgress:
     """Feedback while cases run: a rich bar (the first wrong cases printed above it, one short line
     each, under a heading naming their target and spec), or one summary line per case, or nothing."""
 
-    def __init__(self, total: int, *, mode: str = "auto", file: IO[str] | None = None) -> None:
+    def __init__(self, total: int, *, mode: str = "auto", file: IO[str] | None = None, label: str = "") -> None:
         self.total = total
+        self.label = label            # what part of a sweep runs here ("shard 2/4"), said on the bar
         self.file = file or sys.stdout
         self.mode = resolve_mode(mode, self.file)
         self.bad = 0
@@ -55,13 +56,18 @@ class CaseProgress:
 
     def __enter__(self) -> CaseProgress:
         if self.mode == "bar":
+            from rich.markup import escape
             from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-            self._progress = Progress(TextColumn("[bold]checking[/]"), BarColumn(), MofNCompleteColumn(),
+            title = "checking" + (f" {escape(tx.plain(self.label))}" if self.label else "")
+            self._progress = Progress(TextColumn(f"[bold]{title}[/]"), BarColumn(), MofNCompleteColumn(),
                                       TextColumn("{task.fields[bad]}"), TimeRemainingColumn(),
                                       console=console(self.file), transient=True)
             self._progress.__enter__()
             self._task = self._progress.add_task("cases", total=self.total, bad="")
+        elif self.mode == "lines" and self.label:
+            print(tx.plain(f"checking {self.label}: {self.total} case{'s' if self.total != 1 else ''}"),
+                  file=self.file, flush=True)
         return self
 
     def update(self, result: Any) -> None:
@@ -111,10 +117,10 @@ def print_failures(report: dict[str, Any], con: Any = None) -> None:
     from rich.text import Text
 
     con = con or console()
-    bad = tx.bad_cases(report)
+    bad, n_bad = tx.bad_cases(report, TABLE_LIMIT), tx.bad_count(report)
     if not bad:
         return
-    con.print(f"[bold]{len(bad)} wrong case{'s' if len(bad) != 1 else ''}[/]")
+    con.print(f"[bold]{n_bad} wrong case{'s' if n_bad != 1 else ''}[/]")
     groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
     for c in bad[:TABLE_LIMIT]:
         groups.setdefault((c.get("target") or "(Python API)", tx.spec_text(c.get("spec", {}))), []).append(c)
@@ -128,8 +134,8 @@ def print_failures(report: dict[str, Any], con: Any = None) -> None:
             table.add_row(str(c.get("index")), tx.case_shapes(c), escape(tx.plain(what)),
                           "" if first is None else str(first), "" if sfl is None else str(sfl))
         con.print(table)
-    if len(bad) > TABLE_LIMIT:
-        con.print(f"… and {len(bad) - TABLE_LIMIT} more in the report", markup=False, highlight=False)
+    if n_bad > TABLE_LIMIT:
+        con.print(f"… and {n_bad - TABLE_LIMIT} more in the report", markup=False, highlight=False)
     for c in bad[:LINES_LIMIT]:
         title, *lines = tx.failure_lines(c, report, shell=True)
         con.print(f"[bold red]{escape(title)}[/]")
@@ -140,8 +146,8 @@ def print_failures(report: dict[str, Any], con: Any = None) -> None:
                 con.print(line, markup=False, highlight=False)
             else:      # a command to paste: one line, never broken (the terminal wraps it for the eye)
                 con.print(line, markup=False, highlight=False, soft_wrap=True)
-    if len(bad) > LINES_LIMIT:
-        con.print(f"… {len(bad) - LINES_LIMIT} more wrong cases: see report.md / report.html", markup=False,
+    if n_bad > LINES_LIMIT:
+        con.print(f"… {n_bad - LINES_LIMIT} more wrong cases: see report.md / report.html", markup=False,
                   highlight=False)
 
 

@@ -12,6 +12,7 @@ from ..model.spec import Spec, spec_line
 from ..runner.read import headline as finding_headline
 from ..verdict.pipeline import FAST_ORACLES
 from ..verdict.result import nothing_judged, plain, user_frame
+from .log import CaseLog, positions, summary_of
 
 BAD_STATUSES = ("failed", "error", "timeout")
 
@@ -271,18 +272,30 @@ def failure_lines(case: dict[str, Any], report: dict[str, Any] | None = None, sh
     return out
 
 
-def bad_cases(report: dict[str, Any]) -> list[dict[str, Any]]:
-    return [c for c in report.get("cases", []) if c.get("status") in BAD_STATUSES]
+def bad_cases(report: dict[str, Any], limit: int | None = None) -> list[dict[str, Any]]:
+    """The wrong cases (failed, error, timeout) in run order, the first ``limit`` of them (None: all)."""
+    cases = report.get("cases", [])
+    if isinstance(cases, CaseLog):      # their positions were kept as the cases came: no pass over the rest
+        return list(positions(cases, cases.summary.bad[:limit]))
+    return [c for c in cases if c.get("status") in BAD_STATUSES][:limit]
+
+
+def bad_count(report: dict[str, Any]) -> int:
+    """How many of the report's case records are wrong."""
+    cases = report.get("cases", [])
+    if isinstance(cases, CaseLog):
+        return len(cases.summary.bad)
+    return sum(c.get("status") in BAD_STATUSES for c in cases)
+
+
+def status_count(report: dict[str, Any], status: str) -> int:
+    """How many of the report's case records have ``status``."""
+    return summary_of(report.get("cases", [])).counts.get(status, 0)
 
 
 def groups(report: dict[str, Any]) -> list[tuple[str, str, dict[str, int]]]:
     """(target, spec text, counts by status) per checked (target, spec), in run order."""
-    out: dict[tuple[str, str], dict[str, int]] = {}
-    for c in report.get("cases", []):
-        key = (c.get("target", ""), spec_text(c.get("spec", {})))
-        d = out.setdefault(key, {})
-        d[c.get("status", "?")] = d.get(c.get("status", "?"), 0) + 1
-    return [(t, s, n) for (t, s), n in out.items()]
+    return [(g.target, g.spec, dict(g.counts)) for g in summary_of(report.get("cases", [])).groups.values()]
 
 
 def verdict(report: dict[str, Any]) -> str:
@@ -304,7 +317,19 @@ def counts_text(report: dict[str, Any]) -> str:
     n = report.get("counts", {})
     total = sum(n.values()) if n else len(report.get("cases", []))
     parts = [f"{v} {k}" for k, v in n.items() if v or k in ("passed", "failed")]
-    return f"{total} cases, " + ", ".join(parts) + f" in {float(report.get('seconds') or 0.0):.2f}s"
+    return (f"{total} cases{shard_text(report)}, " + ", ".join(parts)
+            + f" in {float(report.get('seconds') or 0.0):.2f}s")
+
+
+def shard_text(report: dict[str, Any]) -> str:
+    """`` of shard 2/4`` for a shard's report, `` from 4 shards`` for a joined one, else nothing."""
+    shard = report.get("shard")
+    if isinstance(shard, dict):
+        return f" of shard {shard.get('index')}/{shard.get('count')}"
+    merged = report.get("merged")
+    if isinstance(merged, dict):
+        return f" from {merged.get('shards')} shards"
+    return ""
 
 
 def headline(report: dict[str, Any]) -> str:
@@ -320,12 +345,12 @@ def headline(report: dict[str, Any]) -> str:
 
 def summary_lines(report: dict[str, Any], limit: int = 5) -> list[str]:
     """The run in plain text: the headline, then what is wrong and where for the first ``limit`` bad cases."""
-    bad = bad_cases(report)
+    bad, n_bad = bad_cases(report, limit), bad_count(report)
     out = [headline(report)]
-    for c in bad[:limit]:
+    for c in bad:
         out += failure_lines(c, report)
-    if len(bad) > limit:
-        out.append(f"… and {len(bad) - limit} more wrong case(s)")
+    if n_bad > limit:
+        out.append(f"… and {n_bad - limit} more wrong case(s)")
     return out
 
 

@@ -72,17 +72,37 @@ def collect(target: Target, case: Case, result: Any, got: Mapping[str, np.ndarra
         ev["prefix"] = prefix_runs(target, case, result, got, ref_grads, ref_error, oracles=oracles, tol=tol)
         ev["temporal"] = temporal_map(case, got, ref_grads, ev["prefix"], grad=_notation(target).grad("U"))
     else:
-        ev["skipped"] = (f"prefix search and temporal map are computed for the first {EVIDENCE_LIMIT} "
-                         "failed cases of a run; re-run this case alone to get them")
-    ev["first_bad_step"], ev["first_bad_step_from"] = _headline_step(ev, getattr(result, "diagnosis", None) or [])
+        ev["skipped"] = SKIPPED
+    return _finish(ev, reproducer(case.spec, case.seed, case.index, result.target, oracles, **(run or {})),
+                   getattr(result, "diagnosis", None) or [])
+
+
+SKIPPED = (f"prefix search and temporal map are computed for the first {EVIDENCE_LIMIT} "
+           "failed cases of a run; re-run this case alone to get them")
+
+
+def _finish(ev: dict[str, Any], rep: dict[str, Any], diagnosis: Sequence[Mapping[str, Any]] = ()) -> dict[str, Any]:
+    ev["first_bad_step"], ev["first_bad_step_from"] = _headline_step(ev, diagnosis)
     ev["shortest_failing_length"] = ev["prefix"]["shortest_failing_length"] if ev["prefix"] else None
-    ev["reproducer"] = reproducer(case.spec, case.seed, case.index, result.target, oracles, **(run or {}))
+    ev["reproducer"] = rep
     return ev
 
 
 def _notation(target: Target) -> Notation:
     """How the backward names things (its layout's names), for the evidence's sentences."""
     return Notation(target.adapted.layout) if target.adapted is not None else CANONICAL_NOTATION
+
+
+def cheapen(ev: dict[str, Any] | None, diagnosis: Sequence[Mapping[str, Any]] = ()) -> dict[str, Any] | None:
+    """The cheap evidence of a case that got the full one: what :func:`collect` gives with ``full=False``
+    (the prefix search and the temporal map dropped, ``skipped`` saying so). Joining the shards of a sweep
+    uses it: each shard gives the full evidence to its own first failed cases, the joined report to the
+    first of the whole sweep, as one run would."""
+    if not ev or ev.get("tier") != "full":
+        return ev
+    out = {"tier": "cheap", "heatmaps": ev["heatmaps"], "steps": ev["steps"], "prefix": None, "temporal": None,
+           "skipped": SKIPPED}
+    return _finish(out, ev["reproducer"], diagnosis)
 
 
 def _headline_step(ev: dict[str, Any], diagnosis: Sequence[Mapping[str, Any]] = ()) -> tuple[int | None, str | None]:

@@ -157,6 +157,17 @@ class CaseResult:
             return plain(head + " — " + self.notes[0])
         return plain(head)
 
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> CaseResult:
+        """A case read back from its record (:meth:`to_dict`, or the brief record of a passed case, whose
+        gradients hold only ``passed`` and ``max_rel_err``)."""
+        return cls(index=int(d["index"]), seed=int(d["seed"]), spec=Spec.from_dict(d["spec"]),
+                   flavor=d.get("flavor", ""), shapes=dict(d.get("shapes") or {}), status=d["status"],
+                   grads={k: GradResult.from_dict(k, g) for k, g in (d.get("params") or {}).items()},
+                   oracles=dict(d.get("oracles") or {}), notes=list(d.get("notes") or []), error=d.get("error"),
+                   target=d.get("target", ""), seconds=float(d.get("seconds") or 0.0), evidence=d.get("evidence"),
+                   stdout=d.get("stdout", ""), diagnosis=list(d.get("diagnosis") or []), lengths=d.get("lengths"))
+
     def to_dict(self) -> dict[str, Any]:
         """Plain data for the report: JSON-safe at any depth (no NaN, no infinity, no numpy scalars)."""
         return json_safe({
