@@ -99,19 +99,29 @@ class _Terminated(Interrupt):
 
 
 @contextlib.contextmanager
-def _sigterm_raises() -> Iterator[None]:
+def _stops_raise(seen: list[int]) -> Iterator[None]:
+    """SIGINT raises KeyboardInterrupt and SIGTERM :class:`_Terminated` in the main thread, and each signal
+    is also noted in ``seen``: an exception raised while Python runs a finalizer (``__del__``, a weakref
+    callback) is printed and dropped, so the loop over cases checks ``seen`` too and stops at the next
+    case."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
 
+    def on_int(signum: int, frame: Any) -> None:
+        seen.append(signum)
+        raise KeyboardInterrupt
+
     def on_term(signum: int, frame: Any) -> None:
+        seen.append(signum)
         raise _Terminated(signum)
 
-    old = signal.signal(signal.SIGTERM, on_term)
+    old = {signal.SIGINT: signal.signal(signal.SIGINT, on_int), signal.SIGTERM: signal.signal(signal.SIGTERM, on_term)}
     try:
         yield
     finally:
-        signal.signal(signal.SIGTERM, old)
+        for s, h in old.items():
+            signal.signal(s, h)
 
 
 @contextlib.contextmanager
@@ -286,7 +296,13 @@ def run(argv: Sequence[str]) -> int:
             log.append(case_record(result.to_dict()))
             progress.update(result)
 
-        with _sigterm_raises():
+        seen: list[int] = []
+
+        def stop_if_asked() -> None:          # a signal whose exception a finalizer swallowed
+            if seen:
+                raise _Terminated(seen[0]) if seen[0] == signal.SIGTERM else KeyboardInterrupt
+
+        with _stops_raise(seen):
             try:
                 if args.case is not None:       # one case of each job, as a report's reproducer line asks
                     for name, fn, spec in jobs:
@@ -294,11 +310,13 @@ def run(argv: Sequence[str]) -> int:
                                            target=name, timeout=limit(args.timeout), fast=args.fast,
                                            directions=args.directions, device=args.device,
                                            isolate=args.isolate))
+                        stop_if_asked()
                 for run_ in sweeps:
                     for result in run_:
                         on_case(result)
+                        stop_if_asked()
             except KeyboardInterrupt:
-                stopped_by = signal.SIGINT
+                stopped_by = seen[0] if seen else signal.SIGINT
             except _Terminated as term:
                 stopped_by = term.signum
     used = sweeps[0].oracles if sweeps else oracles
