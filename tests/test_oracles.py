@@ -289,6 +289,8 @@ def test_the_trajectory_is_the_numpy_forward():
 @given(spec=specs(truncation=truncations(), activations=["tanh", "relu"], dtypes=("float64", "float32"),
                   losses=["half_mse", "sse", "cross_entropy"], cells=("rnn", "lstm", "gru")),
        seed=st.integers(0, 2**16), index=st.integers(0, 15))
+@example(spec=bc.Spec(mode="many-to-one", truncation="chunk:1", activation="relu", output="identity",
+                      loss="half_mse", reduction="sum"), seed=272, index=0)      # dc cancels: 128 ulps apart
 def test_the_fused_reference_is_the_autograd_reference(spec, seed, index):
     """torch's fused RNN kernel, run per window (windows from 0 share a run, the others side by side in the
     batch), gives the step-by-step autograd reference to machine precision, for every schedule."""
@@ -297,9 +299,13 @@ def test_the_fused_reference_is_the_autograd_reference(spec, seed, index):
     plain = AutogradOracle(fused=False).gradients(case)
     quick = AutogradOracle().gradients(case)
     assert quick.grads.keys() == plain.grads.keys() == set(case.params) | {"x"}
+    # a sum that cancels (dc = Σ (ŷ − y) with both signs) rounds beyond 8·ε·T·|g|: allow the case's own
+    # float64 rounding (its reference recomputed in another operation order), as every verdict does
+    own = float64_rounding(case, plain.grads)
     for k in plain.grads:
         assert _rel(quick.grads[k], plain.grads[k]) <= 1e-13, (k, spec, _rel(quick.grads[k], plain.grads[k]))
-        assert np.all(np.abs(quick.grads[k] - plain.grads[k]) <= quick.error[k] + plain.error[k]), k
+        bound = quick.error[k] + plain.error[k] + 4 * own.get(k, 0.0)
+        assert np.all(np.abs(quick.grads[k] - plain.grads[k]) <= bound), k
     assert quick.loss == pytest.approx(plain.loss, rel=1e-13, abs=1e-300)
 
 
