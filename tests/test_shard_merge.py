@@ -226,6 +226,9 @@ def test_merge_refuses_a_shard_given_twice(shards, capsys):
 def test_merge_refuses_a_missing_shard_and_says_how_to_make_it(shards, capsys):
     err = _refused(capsys, shards / "1", words=["shard 2/2 missing (1 of 2 given)", "--shard 2/2"])
     assert "bptt-check bptt_check.builtin.truncated:backward --cases 4" in err
+    # the command to paste writes into a folder of its own, never over the shard it was given
+    command = err.split("made by e.g. ")[1]
+    assert command.count("--report-dir") == 1 and "--report-dir shard-2" in command and str(shards / "1") not in command
 
 
 def test_merge_refuses_shards_of_another_count(shards, capsys):

@@ -124,8 +124,8 @@ def _check_shards(reports: Sequence[tuple[str, dict[str, Any]]]) -> None:
     count = r0["shard"]["count"]
     missing = [k for k in range(1, count + 1) if k not in seen]
     if missing:
-        again = _without_shard(r0.get("argv")) or ["bptt-check", "…"]
-        cmd = shlex.join([*again, "--shard", f"{missing[0]}/{count}"])
+        again = _without_shard(r0.get("argv"), ("--shard", "--report-dir")) or ["bptt-check", "…"]
+        cmd = shlex.join([*again, "--shard", f"{missing[0]}/{count}", "--report-dir", f"shard-{missing[0]}"])
         raise UsageError(f"shard{'s' if len(missing) > 1 else ''} {', '.join(f'{k}/{count}' for k in missing[:10])}"
                          f"{' …' if len(missing) > 10 else ''} missing ({len(seen)} of {count} given): give "
                          f"{'their reports' if len(missing) > 1 else 'its report'} too, made by e.g. {cmd}")
@@ -155,8 +155,9 @@ def _k(r: dict[str, Any]) -> str:
     return f"{r['shard'].get('index')}/{r['shard'].get('count')}"
 
 
-def _without_shard(argv: Any) -> list[str] | None:
-    """A shard's command line as the whole sweep's: ``--shard K/N`` (or ``--shard=K/N``) taken out."""
+def _without_shard(argv: Any, flags: tuple[str, ...] = ("--shard",)) -> list[str] | None:
+    """A shard's command line as the whole sweep's: ``--shard K/N`` (or ``--shard=K/N``) taken out (and any
+    other of ``flags`` with its value)."""
     if not isinstance(argv, list):
         return None
     out, skip = [], False
@@ -165,7 +166,7 @@ def _without_shard(argv: Any) -> list[str] | None:
             skip = False
             continue
         flag, eq, _ = a.partition("=")
-        if len(flag) >= 4 and "--shard".startswith(flag):      # argparse takes --sh, --sha … too
+        if len(flag) >= 4 and any(f.startswith(flag) for f in flags):      # argparse takes --sh, --sha … too
             skip = not eq
             continue
         out.append(a)
