@@ -12,6 +12,7 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 import bptt_check as bc
+from bptt_check import cli
 from bptt_check.builtin import BUILTINS, gru, lstm
 from bptt_check.model.backprop import variant_grads
 from bptt_check.model.cell import cell_of
@@ -270,19 +271,18 @@ def test_a_cell_that_is_not_analytic_falls_back_to_finite_differences_and_says_s
         np.testing.assert_allclose(res.grads[k], truth[k], rtol=1e-6, atol=1e-8, err_msg=k)
 
 
-def test_the_command_line_takes_your_cell_and_its_reproducer_runs(mine, tmp_path):
+def test_the_command_line_takes_your_cell_and_its_reproducer_runs(mine, tmp_path, capsys):
     folder, _, _ = mine
     cell = f"{folder / 'mycells.py'}:MinGRU"
-    proc = subprocess.run([sys.executable, "-m", "bptt_check", f"{folder / 'mingru.py'}:backward", "--cell", cell,
-                           "--cases", "3", "--report-dir", str(tmp_path), "--progress", "none"],
-                          capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stdout + proc.stderr
+    # the command's own code in this process; the reproducers below run in fresh ones, as pasted
+    code = cli.main([f"{folder / 'mingru.py'}:backward", "--cell", cell, "--cases", "3", "--report-dir", str(tmp_path),
+                     "--progress", "none"])
+    assert code == 0, capsys.readouterr()
     broken = folder / "broken.py"
     broken.write_text((folder / "mingru.py").read_text().replace("g[\"bz\"] += dz.sum(0)", "g[\"bz\"] -= dz.sum(0)"))
-    proc = subprocess.run([sys.executable, "-m", "bptt_check", f"{broken}:backward", "--cell", cell,
-                           "--cases", "2", "--report-dir", str(tmp_path), "--progress", "none"],
-                          capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 1, proc.stdout + proc.stderr
+    code = cli.main([f"{broken}:backward", "--cell", cell, "--cases", "1", "--report-dir", str(tmp_path),
+                     "--progress", "none"])
+    assert code == 1, capsys.readouterr()
     import json
 
     report = json.loads((tmp_path / "report.json").read_text())
