@@ -1,0 +1,249 @@
+"""Dual numbers: the one forward's derivatives along k directions at once, in real float64 (DESIGN §5).
+
+A :class:`Dual` is a value a + ε·ȧ with ε² = 0: its primal a (no copy axis: computed once) and k
+tangents ȧ (a leading copy axis, shape (k, *a.shape) up to broadcasting). The one forward
+(``model.forward.objective``) run in the namespace :data:`DUAL` returns L and its k directional
+derivatives vᵀ∇L — what the complex step Im L(θ + iεv)/ε computes with ε = 1e-30, exact to rounding
+(forward mode) — in real arithmetic: the primal is not repeated per copy, and a product with a tangent is
+a real (batched) product instead of a complex one.
+
+Only what the built-in cells, the output layer and the losses use is defined. Anything else — an
+operation this module lacks, a numpy function applied to a dual, an index with arrays — raises
+:class:`NotDual` (a ``TypeError``, as numpy's own refusals are), and the caller takes the complex step.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+Array = np.ndarray
+
+
+class NotDual(TypeError):
+    """An operation the dual namespace does not define (the caller falls back to the complex step)."""
+
+
+def _widen(t: Array, ndim: int) -> Array:
+    """A tangent (k, *s) with axes of length 1 after the copy axis, so that it has 1 + ``ndim`` axes."""
+    extra = ndim + 1 - t.ndim
+    return t if extra <= 0 else t.reshape(t.shape[0], *(1,) * extra, *t.shape[1:])
+
+
+def _parts(a: Any) -> tuple[Any, Array | None]:
+    """(primal, tangent) of a dual; (a, None) of a constant."""
+    return (a.p, a.t) if isinstance(a, Dual) else (a, None)
+
+
+def _dual(p: Any, *terms: Array | None) -> Dual | Any:
+    """The value ``p`` with the sum of the tangent ``terms`` (a constant when there is none)."""
+    t = None
+    for term in terms:
+        if term is not None:
+            t = term if t is None else t + term
+    return p if t is None else Dual(p, t)
+
+
+def _matmul(a: Any, b: Any) -> Array:
+    """a @ b, a tangent (k, ..., m, n) times a primal (n, p) as one product of (k·…·m, n) rows."""
+    if np.ndim(b) == 2 and a.flags.c_contiguous:
+        return (a.reshape(-1, a.shape[-1]) @ b).reshape(*a.shape[:-1], b.shape[-1])
+    return a @ b
+
+
+class Dual:
+    """A primal value and k tangents (``t``: (k, *p.shape), or broadcastable to it)."""
+
+    __slots__ = ("p", "t")
+    __array_ufunc__ = None    # numpy defers: array ∘ dual calls the dual's reflected operator
+
+    def __init__(self, primal: Any, tangent: Array) -> None:
+        self.p = np.asarray(primal)
+        self.t = _widen(np.asarray(tangent), self.p.ndim)
+
+    def __array__(self, *args: Any, **kwargs: Any) -> Array:
+        raise NotDual("a dual number cannot become a numpy array")
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return tuple(self.p.shape)
+
+    @property
+    def ndim(self) -> int:
+        return int(self.p.ndim)
+
+    def __getitem__(self, index: Any) -> Dual:
+        index = index if isinstance(index, tuple) else (index,)
+        if not all(i is None or i is Ellipsis or isinstance(i, (int, np.integer, slice)) for i in index):
+            raise NotDual(f"index {index!r}: a dual takes basic indices only")
+        t = self.t if self.t.shape[1:] == self.p.shape else np.broadcast_to(self.t, (len(self.t), *self.p.shape))
+        return Dual(self.p[index], t[index if Ellipsis in index else (slice(None), *index)])
+
+    # ------------------------------------------------------------ arithmetic
+    def __neg__(self) -> Dual:
+        return Dual(-self.p, -self.t)
+
+    def __add__(self, other: Any) -> Any:
+        (a, da), (b, db) = _parts(self), _parts(other)
+        p = a + b
+        return _dual(p, *_wide(p, da, db))
+
+    __radd__ = __add__
+
+    def __sub__(self, other: Any) -> Any:
+        return self + (-other)
+
+    def __rsub__(self, other: Any) -> Any:
+        return (-self) + other
+
+    def __mul__(self, other: Any) -> Any:
+        (a, da), (b, db) = _parts(self), _parts(other)
+        p = a * b
+        da, db = _wide(p, da, db)
+        return _dual(p, None if da is None else da * b, None if db is None else a * db)
+
+    __rmul__ = __mul__
+
+    def __truediv__(self, other: Any) -> Any:
+        (a, da), (b, db) = _parts(self), _parts(other)
+        p = a / b
+        da, db = _wide(p, da, db)
+        return _dual(p, None if da is None else da / b, None if db is None else -(p / b) * db)
+
+    def __rtruediv__(self, other: Any) -> Any:
+        p = other / self.p
+        return Dual(p, -(p / self.p) * self.t)
+
+    def __pow__(self, e: Any) -> Dual:
+        if isinstance(e, Dual) or not np.isscalar(e):
+            raise NotDual("a dual takes powers with a constant scalar exponent only")
+        return Dual(self.p ** e, (e * self.p ** (e - 1)) * self.t)
+
+    def __matmul__(self, other: Any) -> Any:
+        return _matmul_dual(self, other)
+
+    def __rmatmul__(self, other: Any) -> Any:
+        return _matmul_dual(other, self)
+
+
+def _wide(p: Any, *ts: Array | None) -> list[Array | None]:
+    """Tangents widened to the axes of the result ``p`` (a constant's: None)."""
+    return [None if t is None else _widen(t, np.ndim(p)) for t in ts]
+
+
+def _matmul_dual(a: Any, b: Any) -> Any:
+    (pa, da), (pb, db) = _parts(a), _parts(b)
+    if np.ndim(pa) < 2 or np.ndim(pb) < 2:
+        raise NotDual("a dual matmul takes matrices (or stacks of them) only")
+    p = pa @ pb
+    da, db = _wide(p, da, db)
+    return _dual(p, None if da is None else _matmul(da, pb), None if db is None else pa @ db)
+
+
+def _unary(a: Any, f: Any, slope: Any) -> Any:
+    """f(a), with the tangent ȧ·slope(a, f(a))."""
+    if not isinstance(a, Dual):
+        return f(a)
+    p = f(a.p)
+    return Dual(p, a.t * slope(a.p, p))
+
+
+def primal(a: Any) -> Any:
+    """The value without its tangents."""
+    return a.p if isinstance(a, Dual) else a
+
+
+def tangents(a: Any, k: int, shape: tuple[int, ...] | None = None) -> Array:
+    """The k tangents of ``a`` (zeros for a constant), broadcast to (k, *shape) (by default a's own shape)."""
+    shape = np.shape(primal(a)) if shape is None else shape
+    if not isinstance(a, Dual):
+        return np.zeros((k, *shape))
+    return np.broadcast_to(a.t, (k, *shape))
+
+
+class DualOps:
+    """The namespace of the one forward on duals (see ``model/ops.py``)."""
+
+    name = "dual"
+
+    @staticmethod
+    def tanh(z: Any) -> Any:
+        return _unary(z, np.tanh, lambda _, y: 1.0 - y * y)
+
+    @staticmethod
+    def exp(z: Any) -> Any:
+        return _unary(z, np.exp, lambda _, y: y)
+
+    @staticmethod
+    def log(z: Any) -> Any:
+        return _unary(z, np.log, lambda x, _: 1.0 / x)
+
+    @staticmethod
+    def sigmoid(z: Any) -> Any:
+        return _unary(z, lambda x: 0.5 * (1.0 + np.tanh(0.5 * x)), lambda _, y: y * (1.0 - y))
+
+    @staticmethod
+    def relu(z: Any) -> Any:
+        return _unary(z, lambda x: np.where(x > 0, x, 0.0 * x), lambda x, _: (x > 0).astype(x.dtype))
+
+    @staticmethod
+    def mT(a: Any) -> Any:
+        """The transpose of the last two axes."""
+        if not isinstance(a, Dual):
+            return np.swapaxes(a, -1, -2)
+        return Dual(np.swapaxes(a.p, -1, -2), np.swapaxes(a.t, -1, -2))
+
+    @staticmethod
+    def sum(a: Any, axis: int, keepdims: bool = False) -> Any:
+        if not isinstance(a, Dual):
+            return a.sum(axis=axis, keepdims=keepdims)
+        t = np.broadcast_to(a.t, (len(a.t), *a.shape))
+        return Dual(a.p.sum(axis=axis, keepdims=keepdims),
+                    t.sum(axis=axis if axis < 0 else axis + 1, keepdims=keepdims))
+
+    @staticmethod
+    def concat(parts: Sequence[Any]) -> Any:
+        """Values side by side along the last axis (leading axes broadcast)."""
+        k = next((len(p.t) for p in parts if isinstance(p, Dual)), None)
+        lead = np.broadcast_shapes(*(np.shape(primal(p))[:-1] for p in parts))
+        p = np.concatenate([np.broadcast_to(primal(q), (*lead, np.shape(primal(q))[-1])) for q in parts], axis=-1)
+        if k is None:
+            return p
+        return Dual(p, np.concatenate([tangents(q, k, (*lead, np.shape(primal(q))[-1])) for q in parts], axis=-1))
+
+    @staticmethod
+    def shift(a: Any) -> Any:
+        """The largest primal along the last axis (for a stable softmax), as a constant."""
+        return np.max(primal(a), axis=-1, keepdims=True)
+
+    @staticmethod
+    def lift(a: Any, like: Any) -> Any:
+        """Constants stay numpy arrays."""
+        return a
+
+    @staticmethod
+    def positive_part(a: Any) -> Any:
+        """max(a, 0) of the primal, as a constant (a stable shift)."""
+        return np.maximum(primal(a), 0.0)
+
+    @staticmethod
+    def pick(a: Any, index: Any) -> Any:
+        """``a[..., index]`` per row: the entry of each row's class."""
+        p = primal(a)
+        idx = np.broadcast_to(np.asarray(index, dtype=np.int64), p.shape[:-1])[..., None]
+        out = np.take_along_axis(p, idx, axis=-1)[..., 0]
+        if not isinstance(a, Dual):
+            return out
+        t = np.broadcast_to(a.t, (len(a.t), *a.shape))
+        return Dual(out, np.take_along_axis(t, np.broadcast_to(idx, (*t.shape[:-1], 1)), axis=-1)[..., 0])
+
+    @staticmethod
+    def keep(a: Any) -> Any:
+        return a
+
+    keep_pre = keep
+
+
+DUAL = DualOps()
