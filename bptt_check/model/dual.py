@@ -37,13 +37,26 @@ def _parts(a: Any) -> tuple[Any, Array | None]:
     return (a.p, a.t) if isinstance(a, Dual) else (a, None)
 
 
-def _dual(p: Any, *terms: Array | None) -> Dual | Any:
-    """The value ``p`` with the sum of the tangent ``terms`` (a constant when there is none)."""
-    t = None
-    for term in terms:
-        if term is not None:
-            t = term if t is None else t + term
-    return p if t is None else Dual(p, t)
+def _sum(a: Array | None, b: Array | None) -> Array | None:
+    """The sum of two tangent terms (None: no term); ``a``, a fresh array, is reused when it can hold it."""
+    if a is None or b is None:
+        return a if b is None else b
+    if a.shape == np.broadcast_shapes(a.shape, b.shape) and a.flags.writeable:
+        a += b
+        return a
+    return a + b
+
+
+def _dual(p: Any, t: Array | None) -> Dual | Any:
+    """The value ``p`` with the tangents ``t`` (a constant when None)."""
+    return p if t is None else _new(p, t)
+
+
+def _new(p: Any, t: Array) -> Dual:
+    """A dual of a primal and tangents that already have its axes (no checks: the operations' results)."""
+    out = object.__new__(Dual)
+    out.p, out.t = p, t
+    return out
 
 
 def _matmul(a: Any, b: Any) -> Array:
@@ -83,12 +96,13 @@ class Dual:
 
     # ------------------------------------------------------------ arithmetic
     def __neg__(self) -> Dual:
-        return Dual(-self.p, -self.t)
+        return _new(-self.p, -self.t)
 
     def __add__(self, other: Any) -> Any:
         (a, da), (b, db) = _parts(self), _parts(other)
         p = a + b
-        return _dual(p, *_wide(p, da, db))
+        da, db = _wide(p, da, db)
+        return _dual(p, da if db is None else db if da is None else da + db)
 
     __radd__ = __add__
 
@@ -102,7 +116,7 @@ class Dual:
         (a, da), (b, db) = _parts(self), _parts(other)
         p = a * b
         da, db = _wide(p, da, db)
-        return _dual(p, None if da is None else da * b, None if db is None else a * db)
+        return _dual(p, _sum(None if da is None else da * b, None if db is None else a * db))
 
     __rmul__ = __mul__
 
@@ -110,7 +124,7 @@ class Dual:
         (a, da), (b, db) = _parts(self), _parts(other)
         p = a / b
         da, db = _wide(p, da, db)
-        return _dual(p, None if da is None else da / b, None if db is None else -(p / b) * db)
+        return _dual(p, _sum(None if da is None else da / b, None if db is None else (-p / b) * db))
 
     def __rtruediv__(self, other: Any) -> Any:
         p = other / self.p
@@ -139,7 +153,7 @@ def _matmul_dual(a: Any, b: Any) -> Any:
         raise NotDual("a dual matmul takes matrices (or stacks of them) only")
     p = pa @ pb
     da, db = _wide(p, da, db)
-    return _dual(p, None if da is None else _matmul(da, pb), None if db is None else pa @ db)
+    return _dual(p, _sum(None if da is None else _matmul(da, pb), None if db is None else pa @ db))
 
 
 def _unary(a: Any, f: Any, slope: Any) -> Any:
@@ -147,7 +161,7 @@ def _unary(a: Any, f: Any, slope: Any) -> Any:
     if not isinstance(a, Dual):
         return f(a)
     p = f(a.p)
-    return Dual(p, a.t * slope(a.p, p))
+    return _new(p, a.t * slope(a.p, p))
 
 
 def primal(a: Any) -> Any:
@@ -163,6 +177,12 @@ def tangents(a: Any, k: int, shape: tuple[int, ...] | None = None) -> Array:
     return np.broadcast_to(a.t, (k, *shape))
 
 
+def _sech2(x: Array) -> Array:
+    """tanh′(x) = 1/cosh²(x), accurate where tanh saturates (1 − tanh² would cancel: the complex step's
+    tanh keeps its derivative's digits there, and so must the duals)."""
+    return 1.0 / np.cosh(x) ** 2
+
+
 class DualOps:
     """The namespace of the one forward on duals (see ``model/ops.py``)."""
 
@@ -170,7 +190,7 @@ class DualOps:
 
     @staticmethod
     def tanh(z: Any) -> Any:
-        return _unary(z, np.tanh, lambda _, y: 1.0 - y * y)
+        return _unary(z, np.tanh, lambda x, _: _sech2(x))
 
     @staticmethod
     def exp(z: Any) -> Any:
@@ -182,7 +202,7 @@ class DualOps:
 
     @staticmethod
     def sigmoid(z: Any) -> Any:
-        return _unary(z, lambda x: 0.5 * (1.0 + np.tanh(0.5 * x)), lambda _, y: y * (1.0 - y))
+        return _unary(z, lambda x: 0.5 * (1.0 + np.tanh(0.5 * x)), lambda x, _: 0.25 * _sech2(0.5 * x))
 
     @staticmethod
     def relu(z: Any) -> Any:
