@@ -41,7 +41,7 @@ def _sum(a: Array | None, b: Array | None) -> Array | None:
     """The sum of two tangent terms (None: no term); ``a``, a fresh array, is reused when it can hold it."""
     if a is None or b is None:
         return a if b is None else b
-    if a.shape == np.broadcast_shapes(a.shape, b.shape) and a.flags.writeable:
+    if a.shape == b.shape:
         a += b
         return a
     return a + b
@@ -66,6 +66,9 @@ def _matmul(a: Any, b: Any) -> Array:
     return a @ b
 
 
+_BASIC = (slice, type(None), type(Ellipsis))   # with integers: the indices a dual takes
+
+
 class Dual:
     """A primal value and k tangents (``t``: (k, *p.shape), or broadcastable to it)."""
 
@@ -88,11 +91,11 @@ class Dual:
         return int(self.p.ndim)
 
     def __getitem__(self, index: Any) -> Dual:
-        index = index if isinstance(index, tuple) else (index,)
-        if not all(i is None or i is Ellipsis or isinstance(i, (int, np.integer, slice)) for i in index):
+        index = index if type(index) is tuple else (index,)
+        if not all(type(i) in _BASIC or isinstance(i, (int, np.integer)) for i in index):
             raise NotDual(f"index {index!r}: a dual takes basic indices only")
         t = self.t if self.t.shape[1:] == self.p.shape else np.broadcast_to(self.t, (len(self.t), *self.p.shape))
-        return Dual(self.p[index], t[index if Ellipsis in index else (slice(None), *index)])
+        return _new(self.p[index], t[index if index and index[0] is Ellipsis else (slice(None), *index)])
 
     # ------------------------------------------------------------ arithmetic
     def __neg__(self) -> Dual:
@@ -142,9 +145,11 @@ class Dual:
         return _matmul_dual(other, self)
 
 
-def _wide(p: Any, *ts: Array | None) -> list[Array | None]:
-    """Tangents widened to the axes of the result ``p`` (a constant's: None)."""
-    return [None if t is None else _widen(t, np.ndim(p)) for t in ts]
+def _wide(p: Any, da: Array | None, db: Array | None) -> tuple[Array | None, Array | None]:
+    """Two tangents widened to the axes of the result ``p`` (a constant's: None)."""
+    n = p.ndim + 1
+    return (da if da is None or da.ndim == n else _widen(da, n - 1),
+            db if db is None or db.ndim == n else _widen(db, n - 1))
 
 
 def _matmul_dual(a: Any, b: Any) -> Any:
