@@ -90,6 +90,11 @@ class Dual:
     def ndim(self) -> int:
         return int(self.p.ndim)
 
+    def reshape(self, *shape: int) -> Dual:
+        """The primal reshaped to ``shape``, the tangents to (k, *shape)."""
+        t = np.broadcast_to(self.t, (len(self.t), *self.p.shape))
+        return _new(self.p.reshape(shape), t.reshape(len(t), *shape))
+
     def __getitem__(self, index: Any) -> Dual:
         index = index if type(index) is tuple else (index,)
         if not all(type(i) in _BASIC or isinstance(i, (int, np.integer)) for i in index):
@@ -136,6 +141,8 @@ class Dual:
     def __pow__(self, e: Any) -> Dual:
         if isinstance(e, Dual) or not np.isscalar(e):
             raise NotDual("a dual takes powers with a constant scalar exponent only")
+        if e == 2:
+            return _new(self.p * self.p, (2.0 * self.p) * self.t)
         return Dual(self.p ** e, (e * self.p ** (e - 1)) * self.t)
 
     def __matmul__(self, other: Any) -> Any:

@@ -32,10 +32,14 @@ def steps(cell: Any, p: Mapping[str, Any], x: Any, state: tuple[Any, ...], first
           ops: Any = NUMPY) -> Iterator[tuple[int, tuple[Any, ...], Any]]:
     """The recursion: ``(t, state_t, cache_t)`` for t = first … stop−1, from the state entering ``first``.
 
-    ``x`` is (..., T, B, I): any leading axes (perturbed copies) broadcast through.
+    ``x`` is (..., T, B, I): any leading axes (perturbed copies) broadcast through. A cell with ``inputs``
+    gets each step's part that reads only x, computed for all the steps at once.
     """
+    xs = x[..., first:stop, :, :]
+    if hasattr(cell, "inputs") and stop > first:
+        xs = cell.inputs(p, xs, ops)
     for t in range(first, stop):
-        state, cache = cell.step(p, x[..., t, :, :], state, ops)
+        state, cache = cell.step(p, xs[..., t - first, :, :], state, ops)
         state = tuple(ops.keep(s) for s in state)
         yield t, state, cache
 
