@@ -246,6 +246,13 @@ class DualOps:
         return Dual(p, np.concatenate([tangents(q, k, (*lead, np.shape(primal(q))[-1])) for q in parts], axis=-1))
 
     @staticmethod
+    def stack(parts: Sequence[Any]) -> Any:
+        """States (B, H) stacked to (n, B, H)."""
+        p = np.stack([primal(q) for q in parts], axis=-3)
+        k = next((len(q.t) for q in parts if isinstance(q, Dual)), None)
+        return p if k is None else _new(p, np.stack([tangents(q, k) for q in parts], axis=-3))
+
+    @staticmethod
     def shift(a: Any) -> Any:
         """The largest primal along the last axis (for a stable softmax), as a constant."""
         return np.max(primal(a), axis=-1, keepdims=True)

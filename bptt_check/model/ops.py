@@ -51,6 +51,12 @@ class NumpyOps:
         return np.concatenate([np.broadcast_to(p, (*lead, np.shape(p)[-1])) for p in parts], axis=-1)
 
     @staticmethod
+    def stack(parts: Any) -> Any:
+        """States (..., B, H) stacked to (..., n, B, H) (leading axes broadcast)."""
+        lead = np.broadcast_shapes(*(np.shape(p)[:-2] for p in parts))
+        return np.stack([np.broadcast_to(p, (*lead, *np.shape(p)[-2:])) for p in parts], axis=-3)
+
+    @staticmethod
     def shift(a: Any) -> Any:
         """The largest real part along the last axis (for a stable softmax), as a constant."""
         return np.real(a).max(axis=-1, keepdims=True)
@@ -133,6 +139,10 @@ class TorchOps:
     def concat(self, parts: Any) -> Any:
         lead = self.torch.broadcast_shapes(*(p.shape[:-1] for p in parts))
         return self.torch.cat([p.expand(*lead, p.shape[-1]) for p in parts], dim=-1)
+
+    def stack(self, parts: Any) -> Any:
+        lead = self.torch.broadcast_shapes(*(p.shape[:-2] for p in parts))
+        return self.torch.stack([p.expand(*lead, *p.shape[-2:]) for p in parts], dim=-3)
 
     @staticmethod
     def shift(a: Any) -> Any:
