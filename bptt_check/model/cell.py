@@ -357,7 +357,9 @@ class GRU:
         gh = h @ ops.mT(U if self.reset == "after" else U[..., :2 * H, :])
         if bu is not None:
             gh = gh + _bias(bu if self.reset == "after" else bu[..., :2 * H])
-        r, z = ops.sigmoid(gx[..., :H] + gh[..., :H]), ops.sigmoid(gx[..., H:2 * H] + gh[..., H:2 * H])
+        rz = gx[..., :2 * H] + gh[..., :2 * H]
+        gates = ops.sigmoid(rz)
+        r, z = gates[..., :H], gates[..., H:]
         if self.reset == "after":
             hn = gh[..., 2 * H:]
             a_n = gx[..., 2 * H:] + r * hn
@@ -366,7 +368,7 @@ class GRU:
             a_n = gx[..., 2 * H:] + hn @ ops.mT(U[..., 2 * H:, :])
             if bu is not None:
                 a_n = a_n + _bias(bu[..., 2 * H:])
-        a = ops.keep_pre(ops.concat([gx[..., :2 * H] + gh[..., :2 * H], a_n]))
+        a = ops.keep_pre(ops.concat([rz, a_n]))
         n = ops.tanh(a[..., 2 * H:])
         h = z * h + (1.0 - z) * n if self.z == "h" else (1.0 - z) * h + z * n
         return (h,), (a, hn)
