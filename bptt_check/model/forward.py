@@ -8,8 +8,9 @@ over the whole sequence in numpy and keeps everything (states as arrays of lengt
 initial state explicit: ``h[0] = h0``, ``h[t+1] = h_t``). :func:`run_windows` runs it over the windows
 of a truncation schedule — each window from the state entering it, held constant, or from the
 initial state when it starts at 0 — in any namespace: numpy (the variants' objective, the Taylor
-check, a reported loss), complex numpy (the literal complex step), torch (the autograd oracle), with a
-leading axis of perturbed copies (the kinks). :func:`objective` is the truncated loss it defines.
+check, a reported loss), complex numpy (the literal complex step), torch (the autograd oracle), dual
+numbers (the built-in cells' witness), with a leading axis of perturbed copies (the kinks).
+:func:`objective` is the truncated loss it defines.
 """
 
 from __future__ import annotations

@@ -7,7 +7,8 @@ operations; the namespace decides what the numbers are:
   complex128 (the literal complex step), with an optional leading axis of perturbed copies;
 - :func:`rounded` — numpy, storing states and pre-activations rounded to float32 (a model of an
   implementation that keeps them in float32 arrays);
-- :func:`torch_ops` — torch tensors (the autograd oracle); torch is imported only then.
+- :func:`torch_ops` — torch tensors (the autograd oracle); torch is imported only then;
+- ``dual.DUAL`` (``model/dual.py``) — dual numbers: a value and k tangents, the built-in cells' witness.
 
 Only what differs between numpy and torch is here; ``@``, ``+``, ``*`` and indexing work on both.
 """
