@@ -1,7 +1,10 @@
 """Recurrent cells: each is one step forward and one step back, and nothing else (DESIGN §1, §11).
 
 A cell says which parameters it has and which parts its state has; ``step`` computes one step in any
-namespace (numpy real or complex, torch), ``backward_step`` takes one step back in numpy. Everything
+namespace (numpy real or complex, torch, duals), ``backward_step`` takes one step back in numpy. A cell
+may have ``inputs``: the part of every step that reads only x (x_t Wᵀ + b), for all steps in one
+product; ``step`` then gets that part of its step instead of x_t (the built-in cells; a cell of your own
+gets x_t). Everything
 else — the forward over a sequence, the windows of truncation, the output layer and the losses, the
 reverse recursion, the mistake variants, coverage, kinks — is written once, over any cell
 (``forward.py``, ``backprop.py``).
@@ -113,6 +116,16 @@ def _sig(z: Array) -> Array:
     return act("sigmoid", z)
 
 
+def _inputs(p: Mapping[str, Any], x: Any, ops: Any) -> Any:
+    """x_t Wᵀ + b for every step of x (..., n, B, I) in one product of n·B rows (a leading copy axis stays)."""
+    n, B, I = x.shape[-3:]  # noqa: E741
+    flat = x.reshape(*x.shape[:-3], n * B, I) @ ops.mT(p["W"])
+    b = p.get("b")
+    if b is not None:
+        flat = flat + _bias(b)
+    return flat.reshape(*flat.shape[:-2], n, B, flat.shape[-1])
+
+
 def _blocks_transposed(U: Array, n: int) -> Array:
     """U with each of its n stacked (H, H) gate blocks transposed."""
     H = U.shape[1]
@@ -142,14 +155,14 @@ class RNN:
     def initial_shapes(self, B: int, H: int) -> dict[str, tuple[int, ...]]:
         return {f"{part}0": (B, H) for part in self.states}
 
-    def step(self, p: Mapping[str, Any], x_t: Any, state: tuple[Any, ...], ops: Any = NUMPY
+    def inputs(self, p: Mapping[str, Any], x: Any, ops: Any = NUMPY) -> Any:
+        """x_t Wᵀ + b for every step (what ``step`` takes)."""
+        return _inputs(p, x, ops)
+
+    def step(self, p: Mapping[str, Any], xw: Any, state: tuple[Any, ...], ops: Any = NUMPY
              ) -> tuple[tuple[Any, ...], Any]:
-        """(h_t,) and the pre-activation ĥ_t from (h_{t−1},)."""
-        z = x_t @ ops.mT(p["W"]) + state[0] @ ops.mT(p["U"])
-        b = p.get("b")
-        if b is not None:
-            z = z + _bias(b)
-        z = ops.keep_pre(z)
+        """(h_t,) and the pre-activation ĥ_t from x_t Wᵀ + b and (h_{t−1},)."""
+        z = ops.keep_pre(xw + state[0] @ ops.mT(p["U"]))
         return (act(self.activation, z, ops),), z
 
     def pre_activations(self, cache: Any) -> list[Any]:
@@ -227,17 +240,18 @@ class LSTM:
     def initial_shapes(self, B: int, H: int) -> dict[str, tuple[int, ...]]:
         return {"h0": (B, H), "c0": (B, H)}
 
-    def step(self, p: Mapping[str, Any], x_t: Any, state: tuple[Any, ...], ops: Any = NUMPY
+    def inputs(self, p: Mapping[str, Any], x: Any, ops: Any = NUMPY) -> Any:
+        """x_t Wᵀ + b for every step (what ``step`` takes)."""
+        return _inputs(p, x, ops)
+
+    def step(self, p: Mapping[str, Any], xw: Any, state: tuple[Any, ...], ops: Any = NUMPY
              ) -> tuple[tuple[Any, ...], Any]:
-        """(h_t, c_t) and the gates' pre-activations z_t from (h_{t−1}, c_{t−1})."""
+        """(h_t, c_t) and the gates' pre-activations z_t from x_t Wᵀ + b and (h_{t−1}, c_{t−1})."""
         h, c = state
         H = h.shape[-1]
-        z = x_t @ ops.mT(p["W"]) + h @ ops.mT(p["U"])
-        b = p.get("b")
-        if b is not None:
-            z = z + _bias(b)
-        z = ops.keep_pre(z)
-        i, f = ops.sigmoid(z[..., :H]), ops.sigmoid(z[..., H:2 * H])
+        z = ops.keep_pre(xw + h @ ops.mT(p["U"]))
+        s = ops.sigmoid(z[..., :2 * H])
+        i, f = s[..., :H], s[..., H:]
         g, o = ops.tanh(z[..., 2 * H:3 * H]), ops.sigmoid(z[..., 3 * H:])
         c = f * c + i * g
         return (o * ops.tanh(c), c), z
@@ -329,30 +343,32 @@ class GRU:
     def initial_shapes(self, B: int, H: int) -> dict[str, tuple[int, ...]]:
         return {"h0": (B, H)}
 
-    def step(self, p: Mapping[str, Any], x_t: Any, state: tuple[Any, ...], ops: Any = NUMPY
+    def inputs(self, p: Mapping[str, Any], x: Any, ops: Any = NUMPY) -> Any:
+        """x_t Wᵀ + b for every step (what ``step`` takes)."""
+        return _inputs(p, x, ops)
+
+    def step(self, p: Mapping[str, Any], xw: Any, state: tuple[Any, ...], ops: Any = NUMPY
              ) -> tuple[tuple[Any, ...], Any]:
-        """(h_t,) and (the pre-activations of r, z, n; what r multiplies) from (h_{t−1},)."""
+        """(h_t,) and (the pre-activations of r, z, n; what r multiplies) from x_t Wᵀ + b and (h_{t−1},)."""
         h = state[0]
         H = h.shape[-1]
-        W, U, b, bu = p["W"], p["U"], p.get("b"), p.get("bu")
-        gx = x_t @ ops.mT(W)
-        if b is not None:
-            gx = gx + _bias(b)
-        gh = h @ ops.mT(U[..., :2 * H, :])
+        U, bu, gx = p["U"], p.get("bu"), xw
+        # reset after: the three blocks' h U_·ᵀ + bu_· in one product; before: r and z's only
+        gh = h @ ops.mT(U if self.reset == "after" else U[..., :2 * H, :])
         if bu is not None:
-            gh = gh + _bias(bu[..., :2 * H])
-        r, z = ops.sigmoid(gx[..., :H] + gh[..., :H]), ops.sigmoid(gx[..., H:2 * H] + gh[..., H:])
+            gh = gh + _bias(bu if self.reset == "after" else bu[..., :2 * H])
+        rz = gx[..., :2 * H] + gh[..., :2 * H]
+        gates = ops.sigmoid(rz)
+        r, z = gates[..., :H], gates[..., H:]
         if self.reset == "after":
-            hn = h @ ops.mT(U[..., 2 * H:, :])
-            if bu is not None:
-                hn = hn + _bias(bu[..., 2 * H:])
+            hn = gh[..., 2 * H:]
             a_n = gx[..., 2 * H:] + r * hn
         else:
             hn = r * h
             a_n = gx[..., 2 * H:] + hn @ ops.mT(U[..., 2 * H:, :])
             if bu is not None:
                 a_n = a_n + _bias(bu[..., 2 * H:])
-        a = ops.keep_pre(ops.concat([gx[..., :2 * H] + gh, a_n]))
+        a = ops.keep_pre(ops.concat([rz, a_n]))
         n = ops.tanh(a[..., 2 * H:])
         h = z * h + (1.0 - z) * n if self.z == "h" else (1.0 - z) * h + z * n
         return (h,), (a, hn)

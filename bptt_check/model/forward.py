@@ -8,8 +8,9 @@ over the whole sequence in numpy and keeps everything (states as arrays of lengt
 initial state explicit: ``h[0] = h0``, ``h[t+1] = h_t``). :func:`run_windows` runs it over the windows
 of a truncation schedule — each window from the state entering it, held constant, or from the
 initial state when it starts at 0 — in any namespace: numpy (the variants' objective, the Taylor
-check, a reported loss), complex numpy (the literal complex step), torch (the autograd oracle), with a
-leading axis of perturbed copies (the kinks). :func:`objective` is the truncated loss it defines.
+check, a reported loss), complex numpy (the literal complex step), torch (the autograd oracle), dual
+numbers (the built-in cells' witness), with a leading axis of perturbed copies (the kinks).
+:func:`objective` is the truncated loss it defines.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from .cell import cell_of
-from .functions import loss_scale, loss_weights, step_loss, target_at
+from .functions import loss_scale, loss_weights, step_loss, targets_at
 from .ops import NUMPY
 from .spec import Spec, Window
 
@@ -32,10 +33,14 @@ def steps(cell: Any, p: Mapping[str, Any], x: Any, state: tuple[Any, ...], first
           ops: Any = NUMPY) -> Iterator[tuple[int, tuple[Any, ...], Any]]:
     """The recursion: ``(t, state_t, cache_t)`` for t = first … stop−1, from the state entering ``first``.
 
-    ``x`` is (..., T, B, I): any leading axes (perturbed copies) broadcast through.
+    ``x`` is (..., T, B, I): any leading axes (perturbed copies) broadcast through. A cell with ``inputs``
+    gets each step's part that reads only x, computed for all the steps at once.
     """
+    xs = x[..., first:stop, :, :]
+    if hasattr(cell, "inputs") and stop > first:
+        xs = cell.inputs(p, xs, ops)
     for t in range(first, stop):
-        state, cache = cell.step(p, x[..., t, :, :], state, ops)
+        state, cache = cell.step(p, xs[..., t - first, :, :], state, ops)
         state = tuple(ops.keep(s) for s in state)
         yield t, state, cache
 
@@ -140,27 +145,28 @@ def objective(params: Mapping[str, Any], x: Any, y: Any, spec: Spec, windows: Se
     """The truncated objective Σ_windows Σ_{t∈L} Σ_b w[t, b]·E_t[b] (per leading copy, when there are copies).
 
     ``weights`` (T, B): each sample's loss weight at each step (``functions.loss_weights``: a padded
-    batch); by default the spec's reduction, one weight for all.
+    batch); by default the spec's reduction, one weight for all. The windows' steps with a loss keep their
+    hidden state; the output layer and the losses then take all of them at once (one product).
     """
     T, B = x.shape[-3], x.shape[-2]
-    scale = loss_scale(spec, T, B)
-    total: list[Any] = []
+    hs: list[Any] = []
+    at: list[int] = []
 
     def visit(w: Window, t: int, state: tuple[Any, ...], cache: Any) -> None:
         if t in w.losses:
-            e = step_loss(spec, dense(params, state[0], ops), target_at(spec, y, t, T), ops)
-            if weights is None:
-                total.append(scale * ops.sum(e, -1))
-            else:
-                total.append(ops.sum(e * ops.lift(weights[t], e), -1))
+            hs.append(state[0])
+            at.append(t)
 
     run_windows(params, x, spec, windows, entering, visit, ops=ops, cell=cell)
-    if not total:
+    if not hs:
         return 0.0
-    out = total[0]
-    for v in total[1:]:
-        out = out + v
-    return out
+    n = len(at)
+    h = ops.stack(hs)                                                   # (..., n, B, H)
+    target = targets_at(spec, y, at)                                    # (n, B, ...)
+    e = step_loss(spec, dense(params, h.reshape(*h.shape[:-3], n * B, h.shape[-1]), ops),
+                  target.reshape(n * B, *target.shape[2:]), ops)         # (..., n·B)
+    w = np.full(n * B, loss_scale(spec, T, B)) if weights is None else np.concatenate([weights[t] for t in at])
+    return ops.sum(e * ops.lift(w, e), -1)
 
 
 def window_loss(params: Mapping[str, Any], x: Array, y: Array, spec: Spec, windows: Sequence[Window],

@@ -137,3 +137,10 @@ def target_at(spec: Spec, y: Any, t: int, T: int) -> Any:
     if spec.mode == "many-to-one":
         return y
     return y[t]
+
+
+def targets_at(spec: Spec, y: Any, steps: list[int]) -> Any:
+    """The targets of ``steps``, stacked (len(steps), B, ...) (numpy or torch ``y``)."""
+    if spec.mode == "many-to-one":
+        return y[None][[0] * len(steps)]
+    return y[list(steps)]

@@ -7,7 +7,8 @@ operations; the namespace decides what the numbers are:
   complex128 (the literal complex step), with an optional leading axis of perturbed copies;
 - :func:`rounded` — numpy, storing states and pre-activations rounded to float32 (a model of an
   implementation that keeps them in float32 arrays);
-- :func:`torch_ops` — torch tensors (the autograd oracle); torch is imported only then.
+- :func:`torch_ops` — torch tensors (the autograd oracle); torch is imported only then;
+- ``dual.DUAL`` (``model/dual.py``) — dual numbers: a value and k tangents, the built-in cells' witness.
 
 Only what differs between numpy and torch is here; ``@``, ``+``, ``*`` and indexing work on both.
 """
@@ -49,6 +50,12 @@ class NumpyOps:
         """Arrays side by side along the last axis (leading axes broadcast)."""
         lead = np.broadcast_shapes(*(np.shape(p)[:-1] for p in parts))
         return np.concatenate([np.broadcast_to(p, (*lead, np.shape(p)[-1])) for p in parts], axis=-1)
+
+    @staticmethod
+    def stack(parts: Any) -> Any:
+        """States (..., B, H) stacked to (..., n, B, H) (leading axes broadcast)."""
+        lead = np.broadcast_shapes(*(np.shape(p)[:-2] for p in parts))
+        return np.stack([np.broadcast_to(p, (*lead, *np.shape(p)[-2:])) for p in parts], axis=-3)
 
     @staticmethod
     def shift(a: Any) -> Any:
@@ -133,6 +140,10 @@ class TorchOps:
     def concat(self, parts: Any) -> Any:
         lead = self.torch.broadcast_shapes(*(p.shape[:-1] for p in parts))
         return self.torch.cat([p.expand(*lead, p.shape[-1]) for p in parts], dim=-1)
+
+    def stack(self, parts: Any) -> Any:
+        lead = self.torch.broadcast_shapes(*(p.shape[:-2] for p in parts))
+        return self.torch.stack([p.expand(*lead, *p.shape[-2:]) for p in parts], dim=-3)
 
     @staticmethod
     def shift(a: Any) -> Any:
