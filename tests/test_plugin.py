@@ -230,7 +230,9 @@ def test_xdist_two_workers_nothing_lost_report_written_once_by_the_main_process(
     assert len(data["cases"]) == 10 * 2                        # 2 cases per check, one check per test
     keys = [(c["test"], c["seed"], c["index"]) for c in data["cases"]]
     assert len(set(keys)) == len(keys)                         # nothing twice
-    assert {c["worker"] for c in data["cases"]} == {"gw0", "gw1"}
+    # records from more than one worker; xdist replaces the crashed worker (gw2), which may run tests too
+    workers = {c["worker"] for c in data["cases"]}
+    assert len(workers) >= 2 and workers <= {"gw0", "gw1", "gw2"}, workers
     writes = (pytester.path / "writes.log").read_text().split("\n")[:-1]
     main_pid = (pytester.path / "main.pid").read_text()
     assert writes == [main_pid]                                # once, by the main process
