@@ -38,6 +38,18 @@ def _dloss(spec: bc.Spec, yhat: np.ndarray, target: np.ndarray, m: dict[str, Any
     return 2.0 * dy if (spec.loss == "sse") != bool(m.get("half_vs_sse")) else dy
 
 
+def _output_back(spec: bc.Spec, t: int, yhats: list[np.ndarray], y: np.ndarray, hs: list[np.ndarray],
+                 V: np.ndarray, c_out: np.ndarray | None, scale: float, m: dict[str, Any],
+                 grads: dict[str, np.ndarray]) -> np.ndarray:
+    """The output layer at loss step t, backwards: dV and dc accumulated, dL/dh_t through it returned."""
+    target = y if spec.mode == "many-to-one" else y[t]
+    dyhat = scale * _dloss(spec, yhats[t], target, m)
+    grads["V"] += dyhat.T @ hs[t + 1]
+    if c_out is not None:
+        grads["c"] += dyhat.sum(axis=0)
+    return dyhat @ V
+
+
 def _windows(spec: bc.Spec, T: int, m: dict[str, Any]) -> list[Window]:
     return spec.replace(truncation=m.get("truncation", spec.truncation), mode=m.get("mode", spec.mode)).windows(T)
 
@@ -66,12 +78,7 @@ def lstm_bptt(params: dict[str, np.ndarray], x: np.ndarray, y: np.ndarray, spec:
         for t in reversed(range(w.start, max(w.losses) + 1)):
             dh, dc = dh_next, dc_next
             if t in w.losses:
-                target = y if spec.mode == "many-to-one" else y[t]
-                dyhat = scale * _dloss(spec, yhats[t], target, m)
-                grads["V"] += dyhat.T @ hs[t + 1]
-                if c_out is not None:
-                    grads["c"] += dyhat.sum(axis=0)
-                dh = dh + dyhat @ V
+                dh = dh + _output_back(spec, t, yhats, y, hs, V, c_out, scale, m, grads)
             i, f, g, o = gates[t]
             tc = np.tanh(cs[t + 1])
             do = dh * tc
@@ -136,12 +143,7 @@ def gru_bptt(params: dict[str, np.ndarray], x: np.ndarray, y: np.ndarray, spec: 
         for t in reversed(range(w.start, max(w.losses) + 1)):
             dh = dh_next
             if t in w.losses:
-                target = y if spec.mode == "many-to-one" else y[t]
-                dyhat = scale * _dloss(spec, yhats[t], target, m)
-                grads["V"] += dyhat.T @ hs[t + 1]
-                if c_out is not None:
-                    grads["c"] += dyhat.sum(axis=0)
-                dh = dh + dyhat @ V
+                dh = dh + _output_back(spec, t, yhats, y, hs, V, c_out, scale, m, grads)
             r, z, n, hn = steps[t]
             hp = hs[t]
             if model == "z_flipped":
